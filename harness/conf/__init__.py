@@ -1,0 +1,1 @@
+"""The Hydra config tree: one group per concern, mirroring the harness package."""

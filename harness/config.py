@@ -1,0 +1,216 @@
+"""Structured configs, one dataclass per concern, and their validation.
+
+The Hydra tree in `harness/conf/` fills these; `validate` checks every value before any model
+loads and raises `ConfigError` whose message is one line naming the key and the bad value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+STAGES = ("explore", "seed", "sft", "grpo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("group", "batch", "none")
+REWARDS = ("gold", "proxy")
+COLD_START_SOURCES = ("seed", "solver")
+ENGINES = ("hf",)
+TRACKING_MODES = ("offline", "online", "disabled")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelConfig:
+    path: Optional[str] = None  # a local Hugging Face causal LM; None builds the tiny model
+    dtype: str = "float32"
+    cache_dir: str = "~/.cache/coldclimb"  # where the tiny model's pre-trained base is kept
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 352
+    pretrain_steps: int = 400  # format-only pre-training that makes the tiny "base"
+    pretrain_batch_size: int = 64
+    pretrain_learning_rate: float = 3e-3
+    pretrain_seed: int = 0
+
+
+@dataclass
+class TaskConfig:
+    name: str = "ordering"
+    num_items: int = 6
+    num_constraints: int = 4
+    item_pool: Optional[int] = None  # draw each problem's items from this many symbols; None: num_items
+    proxy_missing_penalty: float = 0.15  # lam in the proxy: small is hackable
+    reward: str = "gold"  # which reward drives training; both are always measured
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 12
+
+
+@dataclass
+class SFTConfig:
+    cold_start_size: int = 1000
+    source: str = "seed"  # seed: rejection-sampled, the model's own voice; solver: demonstrations
+    seed_path: Optional[str] = None  # a seed.jsonl from an earlier run, when the seed stage is skipped
+    steps: int = 300
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+
+
+@dataclass
+class GRPOConfig:
+    num_generations: int = 8  # K, completions per prompt
+    prompts_per_step: int = 16
+    steps: int = 150
+    beta: float = 0.0  # KL weight; 0 loads no reference model
+    epsilon: float = 0.2
+    epsilon_high: Optional[float] = None  # None: same as epsilon
+    num_iterations: int = 1  # mu: updates per batch of rollouts
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    learning_rate: float = 2e-4
+    max_grad_norm: float = 1.0
+    micro_batch_size: int = 0  # sequences per backward pass; 0: the whole generation batch
+    log_completions_every: int = 10
+
+
+@dataclass
+class PipelineConfig:
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    explore_steps: int = 40  # GRPO steps on the base, mining for rare good trajectories
+    seed_size: int = 1000  # verified examples the seed stage keeps at most
+    seed_samples_per_prompt: int = 8
+    seed_prompts_per_round: int = 128
+    seed_max_rounds: int = 40
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = 25
+    num_prompts: int = 200
+    num_samples: int = 4  # samples per prompt for pass@1
+    temperature: float = 1.0
+    kl_to_initial: bool = True  # keep the stage's initial policy to measure KL to it
+    seed: int = 1234  # fixes the held-out set
+
+
+@dataclass
+class TrackingConfig:
+    mode: str = "offline"
+    project: str = "coldclimb"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # None: the run name
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    device: str = "cpu"
+    run_name: Optional[str] = None  # None: the run directory's name
+    output_dir: Optional[str] = None  # None: Hydra's run directory
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, value, requirement: str):
+        super().__init__(f"{key}={value!r}: {requirement}")
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise ConfigError(key, value, f"must be at least {low}")
+
+
+def _in_open_unit(key: str, value) -> None:
+    if not 0 < value <= 1:
+        raise ConfigError(key, value, "must be in (0, 1]")
+
+
+def validate(cfg) -> None:
+    """Check every value that could fail later; raise ConfigError on the first bad one."""
+    m, t, r, s, g, p, e = cfg.model, cfg.task, cfg.rollout, cfg.sft, cfg.grpo, cfg.pipeline, cfg.eval
+    _one_of("model.dtype", m.dtype, DTYPES)
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "pretrain_batch_size"):
+        _at_least(f"model.{key}", getattr(m, key), 1)
+    _at_least("model.pretrain_steps", m.pretrain_steps, 0)
+    if m.hidden_size % m.num_heads:
+        raise ConfigError("model.num_heads", m.num_heads, f"must divide model.hidden_size={m.hidden_size}")
+
+    _one_of("task.name", t.name, ("ordering",))
+    _one_of("task.reward", t.reward, REWARDS)
+    _at_least("task.num_items", t.num_items, 2)
+    if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
+        raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
+    max_constraints = t.num_items * (t.num_items - 1) // 2
+    if not 1 <= t.num_constraints <= max_constraints:
+        raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
+    _at_least("task.proxy_missing_penalty", t.proxy_missing_penalty, 0)
+
+    _one_of("rollout.engine", r.engine, ENGINES)
+    _at_least("rollout.max_completion_length", r.max_completion_length, t.num_items + 1)
+    if r.temperature <= 0:
+        raise ConfigError("rollout.temperature", r.temperature, "must be positive")
+    _in_open_unit("rollout.top_p", r.top_p)
+
+    _one_of("sft.source", s.source, COLD_START_SOURCES)
+    _at_least("sft.cold_start_size", s.cold_start_size, 1)
+    _at_least("sft.steps", s.steps, 0)
+    _at_least("sft.batch_size", s.batch_size, 1)
+
+    _at_least("grpo.num_generations", g.num_generations, 2)
+    _at_least("grpo.prompts_per_step", g.prompts_per_step, 1)
+    _at_least("grpo.steps", g.steps, 0)
+    _at_least("grpo.beta", g.beta, 0)
+    _at_least("grpo.epsilon", g.epsilon, 0)
+    if g.epsilon_high is not None and g.epsilon_high < g.epsilon:
+        raise ConfigError("grpo.epsilon_high", g.epsilon_high, f"must be at least grpo.epsilon={g.epsilon}")
+    _at_least("grpo.num_iterations", g.num_iterations, 1)
+    _one_of("grpo.loss_type", g.loss_type, LOSS_TYPES)
+    _one_of("grpo.scale_rewards", g.scale_rewards, SCALE_REWARDS)
+    _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
+    _at_least("grpo.log_completions_every", g.log_completions_every, 1)
+
+    for stage in p.stages:
+        _one_of("pipeline.stages", stage, STAGES)
+    _at_least("pipeline.explore_steps", p.explore_steps, 0)
+    _at_least("pipeline.seed_size", p.seed_size, 1)
+    _at_least("pipeline.seed_max_rounds", p.seed_max_rounds, 1)
+    if "sft" in p.stages and s.source == "seed":
+        if "seed" not in p.stages and s.seed_path is None:
+            raise ConfigError("sft.seed_path", None, "must be set when the seed stage is skipped and sft.source=seed")
+        if "seed" in p.stages and s.cold_start_size > p.seed_size:
+            raise ConfigError(
+                "sft.cold_start_size", s.cold_start_size, f"exceeds the seed set (pipeline.seed_size={p.seed_size})"
+            )
+
+    _at_least("eval.eval_every", e.eval_every, 1)
+    _at_least("eval.num_prompts", e.num_prompts, 1)
+    _at_least("eval.num_samples", e.num_samples, 1)
+    _one_of("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
+    if m.path is not None:
+        if not Path(m.path).expanduser().is_dir():
+            raise ConfigError("model.path", m.path, "is not a directory")

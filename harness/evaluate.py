@@ -1,0 +1,45 @@
+"""Held-out evaluation: gold and proxy pass@1 on a fixed problem set, and the KL of the policy
+to the stage's initial policy (the x-axis of reward over-optimisation curves)."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.logprobs import completion_logprobs
+from harness.rollout.base import Rollout, SamplingParams
+
+SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
+
+
+class Evaluator:
+    def __init__(self, task, problems: list, eval_cfg, rollout_cfg, initial_policy=None):
+        self.task, self.problems, self.cfg = task, problems, eval_cfg
+        self.initial_policy = initial_policy
+        self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+
+    @torch.no_grad()
+    def __call__(self, policy, engine) -> dict:
+        samples = self.cfg.num_samples
+        rollout = engine.generate([p.prompt for p in self.problems], samples, self.sampling)
+        problems = [p for p in self.problems for _ in range(samples)]
+        gold = torch.tensor([self.task.gold(p, t) for p, t in zip(problems, rollout.texts)])
+        proxy = torch.tensor([self.task.proxy(p, t) for p, t in zip(problems, rollout.texts)])
+        metrics = {
+            "eval/gold_pass@1": gold.mean().item(),
+            "eval/proxy_reward": proxy.mean().item(),
+            "eval/completion_length": rollout.completion_mask.sum(1).float().mean().item(),
+        }
+        if self.initial_policy is not None:
+            metrics["eval/kl_to_initial"] = self.sequence_kl(policy, rollout)
+        return metrics
+
+    def sequence_kl(self, policy, rollout: Rollout) -> float:
+        """KL(pi || pi_init) per completion, in nats: the mean over samples from pi of
+        sum_t log pi - log pi_init (an unbiased estimate)."""
+        total = 0.0
+        for start in range(0, len(rollout.texts), SCORING_ROWS):
+            rows = slice(start, start + SCORING_ROWS)
+            logp, _ = completion_logprobs(policy, rollout, self.sampling.temperature, rows)
+            init_logp, _ = completion_logprobs(self.initial_policy, rollout, self.sampling.temperature, rows)
+            total += ((logp - init_logp) * rollout.completion_mask[rows]).sum().item()
+        return total / len(rollout.texts)

@@ -1,0 +1,122 @@
+"""The GRPO training loop: task -> rollout -> reward -> advantage -> loss -> metrics -> tracker."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.logprobs import completion_logprobs
+from harness.metrics import completion_metrics, reward_metrics, sample_rows
+from harness.objective import compute_advantages, grpo_loss
+from harness.rollout.base import Rollout, SamplingParams
+
+COMPLETIONS_PER_TABLE = 8
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name: str, steps: int,
+               evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo") -> dict:
+    """Run `steps` GRPO steps on `policy`; return the last held-out evaluation.
+
+    `reward_name` (gold or proxy) picks the reward that trains; both are always logged.
+    `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
+    """
+    K = cfg.num_generations
+    sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    total_tokens = 0
+    last_eval = evaluate()
+    tracker.log_eval(0, last_eval)
+    for step in (bar := tqdm(range(1, steps + 1), desc=desc, leave=False, disable=None)):
+        # Rollout: K completions for each prompt, groups contiguous.
+        start = time.perf_counter()
+        batch = problems.take(cfg.prompts_per_step)
+        prompts = [p.prompt for p in batch for _ in range(K)]
+        rollout = engine.generate([p.prompt for p in batch], K, sampling)
+        rollout_time = time.perf_counter() - start
+
+        # Reward, then advantage: both rewards are measured, the configured one trains.
+        repeated = [p for p in batch for _ in range(K)]
+        gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, rollout.texts)])
+        proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
+        reward = gold if reward_name == "gold" else proxy
+        advantages = compute_advantages(reward, K, cfg.scale_rewards)
+
+        # Loss and update: num_iterations passes over the batch, one optimizer step each.
+        start = time.perf_counter()
+        update = optimise(policy, optimizer, rollout, advantages, reference, cfg, rollout_cfg.temperature)
+        engine.sync_weights()
+        update_time = time.perf_counter() - start
+
+        total_tokens += rollout.num_tokens
+        step_time = rollout_time + update_time
+        metrics = {
+            **reward_metrics(gold, proxy, reward, K),
+            **completion_metrics(rollout),
+            **update,
+            "num_tokens": total_tokens,
+            "step_time": step_time,
+            "timing/rollout": rollout_time,
+            "timing/update": update_time,
+            "timing/rollout_frac": rollout_time / step_time,
+            "tokens_per_second": rollout.num_tokens / step_time,
+            "learning_rate": cfg.learning_rate,
+        }
+        tracker.log(step, metrics)
+        if step == 1 or step % cfg.log_completions_every == 0:
+            tracker.log_completions(step, sample_rows(prompts, rollout, gold, proxy, COMPLETIONS_PER_TABLE))
+        if step % eval_every == 0 or step == steps:
+            last_eval = evaluate()
+            tracker.log_eval(step, last_eval)
+        bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
+    return last_eval
+
+
+def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, temperature: float) -> dict:
+    """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics."""
+    rows = len(rollout.texts)
+    micro = cfg.micro_batch_size or rows
+    slices = [slice(s, s + micro) for s in range(0, rows, micro)]
+    mask = rollout.completion_mask
+    with torch.no_grad():
+        # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
+        old_logp = completion_logprobs(policy, rollout, temperature)[0] if cfg.num_iterations > 1 else None
+        ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
+    sums: dict[str, float] = {}
+    policy.train()
+    for _ in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        for part in slices:
+            logp, entropy = completion_logprobs(policy, rollout, temperature, part)
+            out = grpo_loss(
+                logp, logp.detach() if old_logp is None else old_logp[part], advantages[part], mask[part],
+                loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+                ref_logp=None if ref_logp is None else ref_logp[part],
+                max_completion_length=mask.size(1), num_items_in_batch=mask.sum().item(),
+            )
+            if not torch.isfinite(out.loss):
+                raise NonFiniteLoss(f"loss is {out.loss.item()} at a GRPO update")
+            # dapo already divides by the whole batch's tokens; the others average micro-batches.
+            (out.loss if cfg.loss_type == "dapo" else out.loss / len(slices)).backward()
+            weight = mask[part].sum().item() / mask.sum().item()
+            parts = {"loss": out.loss.item() * (1 if cfg.loss_type == "dapo" else 1 / len(slices)),
+                     "entropy": (entropy * mask[part]).sum().item() / max(mask[part].sum().item(), 1) * weight,
+                     "clip_ratio/low_mean": out.clip_low.item() * weight,
+                     "clip_ratio/high_mean": out.clip_high.item() * weight,
+                     "clip_ratio/region_mean": out.clip_region.item() * weight}
+            if out.kl is not None:
+                parts["kl"] = out.kl.item() * weight
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value / cfg.num_iterations
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLoss(f"gradient norm is {grad_norm.item()} at a GRPO update")
+        optimizer.step()
+    policy.eval()
+    return {**sums, "grad_norm": grad_norm.item()}

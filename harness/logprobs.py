@@ -1,0 +1,25 @@
+"""Per-token log-probabilities and entropies of completions under a model."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.rollout.base import Rollout
+
+
+def completion_logprobs(model, rollout: Rollout, temperature: float, rows: slice = slice(None)):
+    """log pi(o_t | q, o_<t) and the entropy of pi(. | q, o_<t) at each completion position.
+
+    Logits are divided by the sampling temperature, so the ratio pi/pi_old and the KL refer to
+    the distribution the completions were actually drawn from.
+    """
+    prompt_ids, completion_ids = rollout.prompt_ids[rows], rollout.completion_ids[rows]
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention = torch.cat([rollout.prompt_mask[rows], torch.ones_like(completion_ids)], dim=1)
+    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
+    logits = logits[:, prompt_ids.size(1) - 1:-1, :].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy

@@ -1,0 +1,52 @@
+"""What is measured from a batch of rollouts. Names follow TRL where the concept is the same."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.rollout.base import Rollout
+
+
+def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor, num_generations: int) -> dict:
+    """Rewards, group liveness and per-prompt pass rates for one generation batch.
+
+    A group is live when its training rewards are not all equal: only then does it carry gradient.
+    With binary rewards and pass rate p that happens with probability 1 - p^K - (1 - p)^K.
+    """
+    group_std = reward.view(-1, num_generations).std(dim=1)
+    live = (group_std > 0).float()
+    pass_rates = gold.view(-1, num_generations).mean(dim=1)
+    return {
+        "reward": reward.mean().item(),
+        "reward_std": group_std.mean().item(),
+        "rewards/gold/mean": gold.mean().item(),
+        "rewards/gold/std": gold.std().item(),
+        "rewards/proxy/mean": proxy.mean().item(),
+        "rewards/proxy/std": proxy.std().item(),
+        "frac_reward_zero_std": 1.0 - live.mean().item(),
+        "live_group_frac": live.mean().item(),
+        "pass_rate/mean": pass_rates.mean().item(),
+        "pass_rate/solved_frac": (pass_rates == 1).float().mean().item(),
+        "pass_rate/unsolved_frac": (pass_rates == 0).float().mean().item(),
+        "pass_rate/per_prompt": pass_rates.tolist(),
+    }
+
+
+def completion_metrics(rollout: Rollout) -> dict:
+    lengths = rollout.completion_mask.sum(dim=1).float()
+    finished = lengths[~rollout.truncated]
+    return {
+        "completions/mean_length": lengths.mean().item(),
+        "completions/min_length": lengths.min().item(),
+        "completions/max_length": lengths.max().item(),
+        "completions/clipped_ratio": rollout.truncated.float().mean().item(),
+        "completions/mean_terminated_length": finished.mean().item() if len(finished) else 0.0,
+    }
+
+
+def sample_rows(prompts: list[str], rollout: Rollout, gold: torch.Tensor, proxy: torch.Tensor, count: int) -> list[dict]:
+    """The first `count` completions of a batch, for the completions table."""
+    return [
+        {"prompt": prompts[i], "completion": rollout.texts[i], "gold": gold[i].item(), "proxy": proxy[i].item()}
+        for i in range(min(count, len(rollout.texts)))
+    ]

@@ -1,0 +1,112 @@
+"""The GRPO objective as pure functions of tensors: advantages, the KL estimator, the loss.
+
+    J = E[ agg_{i,t} { min(r_it A_i, clip(r_it, 1 - eps_low, 1 + eps_high) A_i) - beta KL_it } ]
+
+with r_it = pi_theta / pi_old per token, A_i the group-relative advantage of completion i,
+KL_it Schulman's k3 estimator, and agg one of four aggregations (`loss_type`). The loss
+returned is -J, so that an optimiser minimises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+STD_FLOOR = 1e-4  # added to the std, as TRL does, so a zero-variance group gives A = 0
+
+
+def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
+    """A_i = (R_i - mean of its group) / (std + 1e-4); std of the group, of the batch, or none.
+
+    Rows are grouped contiguously: rows g*K .. g*K+K-1 share a prompt. std uses Bessel's
+    correction.
+    """
+    grouped = rewards.view(-1, num_generations)
+    centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
+    if scale_rewards == "none":
+        return centred
+    if scale_rewards == "group":
+        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
+    elif scale_rewards == "batch":
+        std = rewards.std().expand_as(rewards)
+    else:
+        raise ValueError(f"scale_rewards={scale_rewards!r}")
+    return centred / (std + STD_FLOOR)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 per-token estimate of KL(pi || pi_ref): exp(d) - d - 1 with d = ref - logp, >= 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    kl: Optional[torch.Tensor]  # mean k3 over completion tokens, when beta > 0
+    clip_low: torch.Tensor  # fraction of tokens clipped below (ratio < 1 - eps_low, A < 0)
+    clip_high: torch.Tensor  # fraction clipped above (ratio > 1 + eps_high, A > 0)
+    clip_region: torch.Tensor  # either
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str,
+    epsilon: float,
+    epsilon_high: Optional[float] = None,
+    beta: float = 0.0,
+    ref_logp: Optional[torch.Tensor] = None,
+    max_completion_length: Optional[int] = None,
+    num_items_in_batch: Optional[float] = None,
+) -> LossOutput:
+    """The clipped GRPO surrogate, aggregated as `loss_type` says.
+
+    logp, old_logp, ref_logp, mask: [B, T] over completion tokens; advantages: [B].
+    - grpo:    mean over sequences of each sequence's token mean
+    - bnpo:    token mean over this micro-batch
+    - dr_grpo: token sum / (B * max_completion_length)
+    - dapo:    token sum / num_items_in_batch, the completion tokens of the whole generation
+               batch, so that micro-batches add up to one token mean
+    """
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(1)
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * adv)
+    per_token = -surrogate
+    kl = None
+    if beta != 0.0:
+        per_token_kl = kl_k3(logp, ref_logp)
+        per_token = per_token + beta * per_token_kl
+        kl = _masked_mean(per_token_kl, mask)
+
+    tokens = mask.sum().clamp(min=1.0)
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * mask).sum() / tokens
+    elif loss_type == "dr_grpo":
+        loss = (per_token * mask).sum() / (logp.size(0) * max_completion_length)
+    elif loss_type == "dapo":
+        loss = (per_token * mask).sum() / (tokens if num_items_in_batch is None else num_items_in_batch)
+    else:
+        raise ValueError(f"loss_type={loss_type!r}")
+
+    with torch.no_grad():
+        low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype)
+        high = ((ratio > 1 + epsilon_high) & (adv > 0)).to(mask.dtype)
+        return LossOutput(
+            loss=loss, kl=kl,
+            clip_low=_masked_mean(low, mask), clip_high=_masked_mean(high, mask),
+            clip_region=_masked_mean(torch.maximum(low, high), mask),
+        )
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values.detach() * mask).sum() / mask.sum().clamp(min=1.0)

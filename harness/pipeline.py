@@ -1,0 +1,156 @@
+"""The recipe as stages, each its own tracked run, each saving what the next one loads.
+
+  explore  GRPO on the base, mining for rare good trajectories     -> explore/checkpoint
+  seed     rejection-sample verified outputs of the explorer        -> seed/seed.jsonl
+  sft      cold-start the *base* on cold_start_size seed examples    -> sft/checkpoint
+           (or on the task solver's demonstrations: sft.source=solver)
+  grpo     GRPO for real, from the cold-started policy               -> grpo/checkpoint
+
+Any stage can be skipped (`pipeline.stages=[sft,grpo]`) or run alone from a checkpoint
+(`pipeline.stages=[grpo] model.path=...`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from harness.config import STAGES
+from harness.evaluate import Evaluator
+from harness.grpo import train_grpo
+from harness.models import load_policy, save_policy, tiny_base
+from harness.rollout import make_engine
+from harness.seed import load_seed, rejection_sample, save_seed
+from harness.sft import finetune
+from harness.tasks import ProblemStream, heldout_problems, make_task
+from harness.tracking import StageTracker, write_json
+
+log = logging.getLogger(__name__)
+
+
+class SeedTooSmall(RuntimeError):
+    pass
+
+
+class Pipeline:
+    def __init__(self, cfg, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.run_name = cfg.run_name or self.run_dir.name
+        self.task = make_task(cfg.task)
+        self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
+        exclude = {p.prompt for p in self.heldout}
+        # One stream of training problems per stage, each with its own seed.
+        self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, exclude)
+                        for i, stage in enumerate(STAGES)}
+        self.base = Path(cfg.model.path).expanduser() if cfg.model.path else tiny_base(cfg.model, self.task)
+        self.policy = self.base  # what GRPO starts from: the base, or the cold-started policy
+        self.explorer = self.base  # what the seed stage samples from
+        self.seed_path = Path(cfg.sft.seed_path) if cfg.sft.seed_path else None
+        self.summary: dict = {}
+
+    def run(self) -> dict:
+        for stage in self.cfg.pipeline.stages:
+            getattr(self, f"run_{stage}")()
+        write_json(self.run_dir / "summary.json", self.summary)
+        return self.summary
+
+    # -- stages ---------------------------------------------------------------------------
+    def run_explore(self) -> None:
+        self.explorer = self._grpo_stage("explore", self.base, self.cfg.pipeline.explore_steps)
+
+    def run_grpo(self) -> None:
+        self.policy = self._grpo_stage("grpo", self.policy, self.cfg.grpo.steps)
+
+    def run_seed(self) -> None:
+        tracker = self._tracker("seed")
+        model, tokenizer = self._load(self.explorer)
+        rows = rejection_sample(make_engine(self.cfg.rollout, model, tokenizer), self.task, self.streams["seed"],
+                                pipeline_cfg=self.cfg.pipeline, rollout_cfg=self.cfg.rollout, tracker=tracker)
+        self.seed_path = tracker.dir / "seed.jsonl"
+        save_seed(rows, self.seed_path)
+        self.summary["seed"] = {"seed/size": len(rows)}
+        tracker.finish(self.summary["seed"])
+
+    def run_sft(self) -> None:
+        cfg = self.cfg
+        tracker = self._tracker("sft")
+        examples = self._cold_start_examples()
+        model, tokenizer = self._load(self.base)
+        engine = make_engine(cfg.rollout, model, tokenizer)
+        evaluate = self._evaluator(model, engine, initial=self._frozen_copy(model))
+        initial = evaluate()
+        self.summary.setdefault("base", initial)
+        tracker.log_eval(0, initial)
+        finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+                 learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
+        result = self.summary["sft"] = evaluate()
+        tracker.log_eval(cfg.sft.steps, result)
+        self.policy = self._save(model, tokenizer, tracker.dir)
+        tracker.finish({**result, "sft/examples": len(examples)})
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _grpo_stage(self, stage: str, start: Path, steps: int) -> Path:
+        cfg = self.cfg
+        tracker = self._tracker(stage)
+        model, tokenizer = self._load(start)
+        # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
+        # eval.kl_to_initial = false no second model is loaded at all.
+        frozen = self._frozen_copy(model) if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial else None
+        engine = make_engine(cfg.rollout, model, tokenizer)
+        evaluator = self._evaluator(model, engine, initial=frozen)
+
+        def evaluate() -> dict:
+            metrics = evaluator()
+            if start == self.base:  # the stage's first evaluation is the base's
+                self.summary.setdefault("base", metrics)
+            return metrics
+
+        result = train_grpo(model, engine, self.task, self.streams[stage], cfg=cfg.grpo, rollout_cfg=cfg.rollout,
+                            reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
+                            eval_every=cfg.eval.eval_every, tracker=tracker,
+                            reference=frozen if cfg.grpo.beta > 0 else None, desc=stage)
+        self.summary[stage] = result
+        path = self._save(model, tokenizer, tracker.dir)
+        tracker.finish(result)
+        return path
+
+    def _cold_start_examples(self) -> list[tuple[str, str]]:
+        cfg = self.cfg.sft
+        rng = random.Random(self.cfg.seed)
+        if cfg.source == "solver":
+            return [(p.prompt, self.task.solve(p, rng)) for p in self.streams["sft"].take(cfg.cold_start_size)]
+        rows = load_seed(self.seed_path)
+        if len(rows) < cfg.cold_start_size:
+            raise SeedTooSmall(
+                f"sft.cold_start_size={cfg.cold_start_size}: the seed set holds only {len(rows)} verified examples "
+                f"(raise pipeline.seed_max_rounds or pipeline.explore_steps, or lower sft.cold_start_size)")
+        return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
+
+    def _evaluator(self, model, engine, initial):
+        evaluator = Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
+                              initial_policy=initial if self.cfg.eval.kl_to_initial else None)
+        return lambda: evaluator(model, engine)
+
+    def _tracker(self, stage: str) -> StageTracker:
+        torch.manual_seed(self.cfg.seed)
+        return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=asdict(self.cfg),
+                            tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir)
+
+    def _load(self, path: Path):
+        return load_policy(path, self.cfg.model.dtype, self.cfg.device)
+
+    @staticmethod
+    def _frozen_copy(model):
+        frozen = copy.deepcopy(model).eval()
+        frozen.requires_grad_(False)
+        return frozen
+
+    @staticmethod
+    def _save(model, tokenizer, stage_dir: Path) -> Path:
+        save_policy(model, tokenizer, stage_dir / "checkpoint")
+        return stage_dir / "checkpoint"

@@ -1,0 +1,52 @@
+"""Rollouts with Hugging Face `generate` on the policy itself (weights are shared, no sync)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig
+
+from harness.rollout.base import Rollout, SamplingParams, completion_mask
+
+
+class HFEngine:
+    def __init__(self, model, tokenizer, batch_size: int = 512):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def sync_weights(self) -> None:
+        """Nothing to do: generation runs on the training model."""
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout:
+        repeated = [p for p in prompts for _ in range(num_generations)]
+        config = GenerationConfig(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=0,  # sample the full distribution, as the objective assumes
+            max_new_tokens=sampling.max_completion_length,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(repeated), self.batch_size):
+            batch = self.tokenizer(repeated[start:start + self.batch_size], return_tensors="pt", padding=True).to(device)
+            out = self.model.generate(**batch, generation_config=config)
+            width = batch["input_ids"].size(1)
+            chunks.append((batch["input_ids"], batch["attention_mask"], out[:, width:]))
+        self.model.train(was_training)
+        prompt_ids = _pad_cat([c[0] for c in chunks], self.tokenizer.pad_token_id, left=True)
+        prompt_mask = _pad_cat([c[1] for c in chunks], 0, left=True)
+        completion_ids = _pad_cat([c[2] for c in chunks], self.tokenizer.pad_token_id, left=False)
+        mask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
+        completion_ids = completion_ids.masked_fill(mask == 0, self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        return Rollout(prompt_ids, prompt_mask, completion_ids, mask, texts, truncated)
+
+
+def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+    width = max(t.size(1) for t in tensors)
+    pad = lambda t: torch.nn.functional.pad(t, (width - t.size(1), 0) if left else (0, width - t.size(1)), value=value)
+    return torch.cat([pad(t) for t in tensors])

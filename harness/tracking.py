@@ -1,0 +1,125 @@
+"""W&B and the local run store behind one small interface, one tracker per stage.
+
+The local store keeps, in plain files that pandas reads, everything W&B is sent:
+  config.json        resolved config of the whole run
+  run.json           stage, run name, group and the W&B run id and directory
+  metrics.jsonl      one line per training step
+  eval.jsonl         one line per held-out evaluation
+  completions.jsonl  sample completions, with the step they were drawn at
+  summary.json       final values
+JSON files are replaced atomically; JSONL lines are flushed as they are written. A W&B
+failure is reported once and never stops training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; pandas reads the strings back
+    return value
+
+
+class StageTracker:
+    def __init__(self, stage_dir: Path, *, stage: str, run_name: str, config: dict, tracking_cfg, wandb_dir: Path):
+        self.dir = Path(stage_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self._files: dict[str, Any] = {}
+        self._table = None
+        write_json(self.dir / "config.json", config)
+        self.wandb = self._start_wandb(tracking_cfg, run_name, config, wandb_dir)
+        write_json(self.dir / "run.json", {
+            "stage": stage, "run_name": run_name, "group": tracking_cfg.group or run_name,
+            "wandb_id": self.wandb.id if self.wandb else None,
+            "wandb_dir": str(Path(self.wandb.dir).parent) if self.wandb else None,
+        })
+
+    def _start_wandb(self, tracking_cfg, run_name: str, config: dict, wandb_dir: Path):
+        if tracking_cfg.mode == "disabled":
+            return None
+        try:
+            import wandb
+
+            wandb_dir.mkdir(parents=True, exist_ok=True)
+            return wandb.init(
+                project=tracking_cfg.project, entity=tracking_cfg.entity, group=tracking_cfg.group or run_name,
+                job_type=self.stage, name=f"{run_name}/{self.stage}", config=config, mode=tracking_cfg.mode,
+                dir=str(wandb_dir), reinit="create_new", settings=wandb.Settings(console="off", silent=True),
+            )
+        except Exception as error:  # no account, no network, a broken install: train anyway
+            log.warning("W&B did not start (%s); the local run store still records everything", error)
+            return None
+
+    def _to_wandb(self, fn, *args, **kwargs) -> None:
+        if self.wandb is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as error:
+            log.warning("W&B failed (%s); continuing with the local run store only", error)
+            self.wandb = None
+
+    def _append(self, name: str, record: dict) -> None:
+        if name not in self._files:
+            self._files[name] = open(self.dir / name, "a")
+        handle = self._files[name]
+        handle.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        handle.flush()
+
+    def log(self, step: int, metrics: dict, file: str = "metrics.jsonl") -> None:
+        """Scalars, and lists (W&B histograms), at a step."""
+        self._append(file, {"step": step, **metrics})
+        self._to_wandb(self._log_wandb, step, metrics)
+
+    def log_eval(self, step: int, metrics: dict) -> None:
+        self.log(step, metrics, file="eval.jsonl")
+
+    def _log_wandb(self, step: int, metrics: dict) -> None:
+        import wandb
+
+        self.wandb.log({k: wandb.Histogram(v) if isinstance(v, list) else v for k, v in metrics.items()}, step=step)
+
+    def log_completions(self, step: int, rows: list[dict]) -> None:
+        """Sample completions; W&B gets an incremental table, so every logged step stays visible."""
+        for row in rows:
+            self._append("completions.jsonl", {"step": step, **row})
+        self._to_wandb(self._log_table, step, rows)
+
+    def _log_table(self, step: int, rows: list[dict]) -> None:
+        import wandb
+
+        if self._table is None:
+            self._table = wandb.Table(columns=["step", *rows[0]], log_mode="INCREMENTAL")
+        for row in rows:
+            self._table.add_data(step, *row.values())
+        self.wandb.log({"completions": self._table}, step=step)
+
+    def finish(self, summary: dict, status: str = "finished") -> None:
+        write_json(self.dir / "summary.json", {"status": status, **summary})
+        for handle in self._files.values():
+            handle.close()
+        self._to_wandb(self._finish_wandb, summary, status)
+
+    def _finish_wandb(self, summary: dict, status: str) -> None:
+        self.wandb.summary.update(summary)
+        self.wandb.finish(exit_code=0 if status == "finished" else 1)
+
+
+def read_json(path: Path, default: Optional[dict] = None) -> dict:
+    return json.loads(path.read_text()) if path.exists() else (default or {})

@@ -1,0 +1,1 @@
+"""Sweep presets (Hydra configs) and the Optuna sweeper: see the sweeps issue."""

@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One cache of tiny base models for the whole session (COLDCLIMB_CACHE reuses one across sessions)."""
+    return Path(os.environ.get("COLDCLIMB_CACHE") or tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def train(model_cache):
+    """Run `python -m harness.train` with overrides, as a user would; return the finished process."""
+
+    def run(run_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+        command = [sys.executable, "-m", "harness.train", f"hydra.run.dir={run_dir}", *overrides]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return run

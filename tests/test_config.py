@@ -1,0 +1,79 @@
+"""Bad values fail up front: one line naming the key and the value, before any model loads."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from harness.config import ConfigError, register_configs
+from harness.train import to_config
+
+register_configs()
+
+
+def config_with(*overrides):
+    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_defaults_are_valid():
+    cfg = config_with()
+    assert cfg.grpo.num_generations == 8 and cfg.grpo.beta == 0.0 and cfg.tracking.mode == "offline"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("grpo.num_generations=1", "grpo.num_generations=1"),
+    ("grpo.beta=-0.1", "grpo.beta=-0.1"),
+    ("grpo.epsilon=-0.2", "grpo.epsilon=-0.2"),
+    ("grpo.epsilon_high=0.1", "grpo.epsilon_high=0.1"),
+    ("grpo.loss_type=ppo", "grpo.loss_type='ppo'"),
+    ("grpo.scale_rewards=std", "grpo.scale_rewards='std'"),
+    ("grpo.num_iterations=0", "grpo.num_iterations=0"),
+    ("sft.cold_start_size=5000", "sft.cold_start_size=5000"),
+    ("sft.source=web", "sft.source='web'"),
+    ("task.name=chess", "task.name='chess'"),
+    ("task.reward=vibes", "task.reward='vibes'"),
+    ("task.num_constraints=40", "task.num_constraints=40"),
+    ("task.item_pool=3", "task.item_pool=3"),
+    ("rollout.max_completion_length=3", "rollout.max_completion_length=3"),
+    ("rollout.temperature=0", "rollout.temperature=0"),
+    ("rollout.top_p=1.5", "rollout.top_p=1.5"),
+    ("rollout.engine=trt", "rollout.engine='trt'"),
+    ("pipeline.stages=[sft,rlhf]", "pipeline.stages='rlhf'"),
+    ("model.path=/no/such/model", "model.path='/no/such/model'"),
+    ("model.num_heads=5", "model.num_heads=5"),
+    ("tracking.mode=cloud", "tracking.mode='cloud'"),
+    ("eval.num_samples=0", "eval.num_samples=0"),
+])
+def test_bad_value_is_named(override, key):
+    with pytest.raises(ConfigError) as error:
+        config_with(override)
+    assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+def test_skipping_the_seed_stage_needs_a_seed_path():
+    with pytest.raises(ConfigError, match="sft.seed_path"):
+        config_with("pipeline.stages=[sft,grpo]")
+    assert config_with("pipeline.stages=[sft,grpo]", "sft.source=solver").sft.source == "solver"
+
+
+@pytest.mark.parametrize("override, named", [
+    ("grpo.num_generations=1", "grpo.num_generations=1"),
+    ("grpo.beta=-1", "grpo.beta=-1"),
+    ("grpo.epsilon=-0.1", "grpo.epsilon=-0.1"),
+    ("sft.cold_start_size=100000", "sft.cold_start_size=100000"),
+    ("grpo.loss_type=nope", "grpo.loss_type='nope'"),
+])
+def test_command_line_exits_with_one_line_before_loading_a_model(tmp_path, override, named):
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.train", override, f"model.cache_dir={cache}", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not cache.exists()  # no base model was built or loaded
+    assert not any((tmp_path / "run").glob("*/checkpoint"))

@@ -1,0 +1,77 @@
+"""The whole recipe, tiny, through the command line: stages, checkpoints, W&B and the run store."""
+
+import json
+import subprocess
+
+import pytest
+
+from analysis import load_run
+
+STAGES = ["explore", "seed", "sft", "grpo"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(train, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    train(run_dir, "experiment=smoke", "run_name=smoke-test")
+    return run_dir
+
+
+def wandb_records(run_path: str) -> list[dict]:
+    """The records of an offline W&B run, read back by wandb's own reader."""
+    out = subprocess.run(["wandb", "leet", "inspect", "--json", run_path], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_every_stage_ran_and_saved_what_the_next_loads(smoke_run):
+    run = load_run(smoke_run)
+    assert list(run.summary) == ["base", "explore", "seed", "sft", "grpo"]
+    for stage in ("explore", "sft", "grpo"):
+        assert (smoke_run / stage / "checkpoint" / "model.safetensors").exists()
+        assert 0.0 <= run.summary[stage]["eval/gold_pass@1"] <= 1.0
+    seed = [json.loads(line) for line in (smoke_run / "seed" / "seed.jsonl").read_text().splitlines()]
+    assert len(seed) == run.summary["seed"]["seed/size"] >= 16
+    assert sorted(run.stages) == sorted(STAGES)
+
+
+def test_grpo_metrics_carry_the_names_trl_users_know(smoke_run):
+    metrics = load_run(smoke_run).metrics
+    grpo = metrics[metrics.stage == "grpo"]
+    assert grpo.step.tolist() == [1, 2, 3, 4]
+    for key in ["reward", "reward_std", "rewards/gold/mean", "rewards/proxy/mean", "frac_reward_zero_std",
+                "live_group_frac", "pass_rate/per_prompt", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                "clip_ratio/region_mean", "grad_norm", "completions/mean_length", "completions/clipped_ratio",
+                "num_tokens", "tokens_per_second", "timing/rollout", "timing/update"]:
+        assert grpo[key].notna().all(), key
+    assert (grpo.live_group_frac + grpo.frac_reward_zero_std).round(6).eq(1).all()
+    assert grpo.num_tokens.is_monotonic_increasing
+
+
+def test_evaluations_and_completion_tables_are_kept_for_every_logged_step(smoke_run):
+    run = load_run(smoke_run)
+    grpo_evals = run.evals[run.evals.stage == "grpo"]
+    assert grpo_evals.step.tolist() == [0, 2, 4]
+    assert grpo_evals["eval/kl_to_initial"].iloc[0] == pytest.approx(0.0, abs=1e-6)  # the start, against itself
+    assert sorted(run.completions[run.completions.stage == "grpo"].step.unique()) == [1, 2, 4]
+
+
+def test_each_stage_is_a_wandb_run_in_one_group_holding_the_same_numbers(smoke_run):
+    run = load_run(smoke_run)
+    run_ids = set()
+    for stage in STAGES:
+        info = run.stages[stage]["run"]
+        records = wandb_records(info["wandb_dir"])
+        header = next(r["run"] for r in records if r["type"] == "run")
+        assert header["run_group"] == "smoke-test" and header["job_type"] == stage
+        run_ids.add(header["run_id"])
+        history = {}
+        for record in records:
+            if record["type"] == "history":
+                item = record["history"]["item"]
+                history.setdefault(item["_step"], {}).update(item)
+        local = run.metrics[run.metrics.stage == stage]
+        key = "seed/size" if stage == "seed" else "train/loss" if stage == "sft" else "reward"
+        for _, row in local.iterrows():
+            assert history[row.step][key] == pytest.approx(row[key], rel=1e-6), (stage, row.step)
+    assert len(run_ids) == len(STAGES)
