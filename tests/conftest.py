@@ -4,6 +4,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+
+from harness.train import to_config
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """The validated Config that `python -m harness.train OVERRIDES...` would run with."""
+
+    def make(*overrides: str):
+        with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+            return to_config(hydra_compose(config_name="config", overrides=list(overrides)))
+
+    return make
 
 
 @pytest.fixture(scope="session")

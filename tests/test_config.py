@@ -4,21 +4,11 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_module
-
-from harness.config import ConfigError, register_configs
-from harness.train import to_config
-
-register_configs()
+from harness.config import ConfigError
 
 
-def config_with(*overrides):
-    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
-
-
-def test_defaults_are_valid():
-    cfg = config_with()
+def test_defaults_are_valid(compose):
+    cfg = compose()
     assert cfg.grpo.num_generations == 8 and cfg.grpo.beta == 0.0 and cfg.tracking.mode == "offline"
 
 
@@ -46,16 +36,16 @@ def test_defaults_are_valid():
     ("tracking.mode=cloud", "tracking.mode='cloud'"),
     ("eval.num_samples=0", "eval.num_samples=0"),
 ])
-def test_bad_value_is_named(override, key):
+def test_bad_value_is_named(compose, override, key):
     with pytest.raises(ConfigError) as error:
-        config_with(override)
+        compose(override)
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
 
 
-def test_skipping_the_seed_stage_needs_a_seed_path():
+def test_skipping_the_seed_stage_needs_a_seed_path(compose):
     with pytest.raises(ConfigError, match="sft.seed_path"):
-        config_with("pipeline.stages=[sft,grpo]")
-    assert config_with("pipeline.stages=[sft,grpo]", "sft.source=solver").sft.source == "solver"
+        compose("pipeline.stages=[sft,grpo]")
+    assert compose("pipeline.stages=[sft,grpo]", "sft.source=solver").sft.source == "solver"
 
 
 @pytest.mark.parametrize("override, named", [

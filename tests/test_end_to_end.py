@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from analysis import load_run
+from harness.pipeline import Pipeline
 
 STAGES = ["explore", "seed", "sft", "grpo"]
 
@@ -75,3 +76,17 @@ def test_each_stage_is_a_wandb_run_in_one_group_holding_the_same_numbers(smoke_r
         for _, row in local.iterrows():
             assert history[row.step][key] == pytest.approx(row[key], rel=1e-6), (stage, row.step)
     assert len(run_ids) == len(STAGES)
+
+
+
+@pytest.mark.parametrize("beta, copies", [(0.0, 0), (0.04, 1)])
+def test_reference_model_is_loaded_only_when_beta_is_positive(compose, model_cache, tmp_path, monkeypatch, beta, copies):
+    cfg = compose("experiment=smoke", "pipeline.stages=[grpo]", f"grpo.beta={beta}", "eval.kl_to_initial=false",
+                  "tracking=disabled", f"model.cache_dir={model_cache}")
+    made = []
+    monkeypatch.setattr(Pipeline, "_frozen_copy", staticmethod(lambda model: made.append(model) or model))
+    Pipeline(cfg, tmp_path).run()
+    assert len(made) == copies
+    run = load_run(tmp_path)
+    assert ("kl" in run.metrics.columns) == (beta > 0)
+    assert "eval/kl_to_initial" not in run.evals.columns
