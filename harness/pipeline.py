@@ -67,7 +67,7 @@ class Pipeline:
         self.policy = self._grpo_stage("grpo", self.policy, self.cfg.grpo.steps)
 
     def run_seed(self) -> None:
-        tracker = self._tracker("seed")
+        tracker = self._begin("seed")
         model, tokenizer = self._load(self.explorer)
         rows = rejection_sample(make_engine(self.cfg.rollout, model, tokenizer), self.task, self.streams["seed"],
                                 pipeline_cfg=self.cfg.pipeline, rollout_cfg=self.cfg.rollout, tracker=tracker)
@@ -78,7 +78,7 @@ class Pipeline:
 
     def run_sft(self) -> None:
         cfg = self.cfg
-        tracker = self._tracker("sft")
+        tracker = self._begin("sft")
         examples = self._cold_start_examples()
         model, tokenizer = self._load(self.base)
         engine = make_engine(cfg.rollout, model, tokenizer)
@@ -96,7 +96,7 @@ class Pipeline:
     # -- helpers ----------------------------------------------------------------------------
     def _grpo_stage(self, stage: str, start: Path, steps: int) -> Path:
         cfg = self.cfg
-        tracker = self._tracker(stage)
+        tracker = self._begin(stage)
         model, tokenizer = self._load(start)
         # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
         # eval.kl_to_initial = false no second model is loaded at all.
@@ -136,7 +136,8 @@ class Pipeline:
                               initial_policy=initial if self.cfg.eval.kl_to_initial else None)
         return lambda: evaluator(model, engine)
 
-    def _tracker(self, stage: str) -> StageTracker:
+    def _begin(self, stage: str) -> StageTracker:
+        """Seed the stage's sampling and start its tracked run."""
         torch.manual_seed(self.cfg.seed)
         return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=asdict(self.cfg),
                             tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir)

@@ -90,3 +90,14 @@ def test_reference_model_is_loaded_only_when_beta_is_positive(compose, model_cac
     run = load_run(tmp_path)
     assert ("kl" in run.metrics.columns) == (beta > 0)
     assert "eval/kl_to_initial" not in run.evals.columns
+
+
+def test_several_updates_per_batch_in_micro_batches_move_the_ratio(compose, model_cache, tmp_path):
+    """num_iterations > 1: pi_old is frozen at rollout time, so later passes see ratios != 1."""
+    cfg = compose("experiment=smoke", "pipeline.stages=[grpo]", "grpo.num_iterations=3", "grpo.micro_batch_size=8",
+                  "grpo.loss_type=grpo", "grpo.scale_rewards=batch", "grpo.learning_rate=1e-2", "grpo.epsilon=0.01",
+                  "tracking=disabled", f"model.cache_dir={model_cache}")
+    Pipeline(cfg, tmp_path).run()
+    metrics = load_run(tmp_path).metrics
+    assert metrics["clip_ratio/region_mean"].max() > 0
+    assert metrics.loss.notna().all() and metrics.grad_norm.notna().all()

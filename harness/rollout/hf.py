@@ -47,6 +47,7 @@ class HFEngine:
 
 
 def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+    """Concatenate [n_i, w_i] tensors along rows, padding each to the widest on one side."""
     width = max(t.size(1) for t in tensors)
-    pad = lambda t: torch.nn.functional.pad(t, (width - t.size(1), 0) if left else (0, width - t.size(1)), value=value)
-    return torch.cat([pad(t) for t in tensors])
+    sides = [(width - t.size(1), 0) if left else (0, width - t.size(1)) for t in tensors]
+    return torch.cat([torch.nn.functional.pad(t, side, value=value) for t, side in zip(tensors, sides)])
