@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 STAGES = ("explore", "seed", "sft", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")
 REWARDS = ("gold", "proxy")
 COLD_START_SOURCES = ("seed", "solver")
@@ -75,6 +76,7 @@ class GRPOConfig:
     epsilon_high: Optional[float] = None  # None: same as epsilon
     num_iterations: int = 1  # mu: updates per batch of rollouts
     loss_type: str = "dapo"
+    importance_sampling_level: str = "token"  # sequence: GSPO's one ratio per completion
     scale_rewards: str = "group"
     learning_rate: float = 2e-4
     max_grad_norm: float = 1.0
@@ -150,6 +152,17 @@ def _in_open_unit(key: str, value) -> None:
         raise ConfigError(key, value, "must be in (0, 1]")
 
 
+def warnings_for(cfg) -> list[str]:
+    """Settings that are valid but probably not what a sweep meant."""
+    found = []
+    if cfg.grpo.num_iterations == 1 and {"explore", "grpo"} & set(cfg.pipeline.stages):
+        found.append(
+            f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "
+            f"clipping never acts; grpo.epsilon={cfg.grpo.epsilon} and grpo.epsilon_high={cfg.grpo.epsilon_high} "
+            f"change nothing (set grpo.num_iterations > 1 to study them)")
+    return found
+
+
 def validate(cfg) -> None:
     """Check every value that could fail later; raise ConfigError on the first bad one."""
     m, t, r, s, g, p, e = cfg.model, cfg.task, cfg.rollout, cfg.sft, cfg.grpo, cfg.pipeline, cfg.eval
@@ -190,6 +203,7 @@ def validate(cfg) -> None:
         raise ConfigError("grpo.epsilon_high", g.epsilon_high, f"must be at least grpo.epsilon={g.epsilon}")
     _at_least("grpo.num_iterations", g.num_iterations, 1)
     _one_of("grpo.loss_type", g.loss_type, LOSS_TYPES)
+    _one_of("grpo.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     _one_of("grpo.scale_rewards", g.scale_rewards, SCALE_REWARDS)
     _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
     _at_least("grpo.log_completions_every", g.log_completions_every, 1)

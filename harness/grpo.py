@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.logprobs import completion_logprobs
-from harness.metrics import completion_metrics, reward_metrics, sample_rows
+from harness.metrics import completion_metrics, dead_group_cost, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss
 from harness.rollout.base import Rollout, SamplingParams
 
@@ -58,6 +58,7 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
         step_time = rollout_time + update_time
         metrics = {
             **reward_metrics(gold, proxy, reward, K),
+            **dead_group_cost(reward, rollout, K),
             **completion_metrics(rollout),
             **update,
             "num_tokens": total_tokens,
@@ -99,6 +100,7 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, te
                 loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                 ref_logp=None if ref_logp is None else ref_logp[part],
                 max_completion_length=mask.size(1), num_items_in_batch=mask.sum().item(),
+                importance_sampling_level=cfg.importance_sampling_level,
             )
             if not torch.isfinite(out.loss):
                 raise NonFiniteLoss(f"loss is {out.loss.item()} at a GRPO update")

@@ -7,11 +7,20 @@ import torch
 from harness.rollout.base import Rollout
 
 
+def live_probability(p, num_generations: int):
+    """P_live(p, K) = 1 - p^K - (1 - p)^K: the chance that K samples at pass rate p hold both a
+    success and a failure, so that the group's advantages are not all zero."""
+    return 1 - p**num_generations - (1 - p) ** num_generations
+
+
 def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor, num_generations: int) -> dict:
     """Rewards, group liveness and per-prompt pass rates for one generation batch.
 
     A group is live when its training rewards are not all equal: only then does it carry gradient.
-    With binary rewards and pass rate p that happens with probability 1 - p^K - (1 - p)^K.
+    `live_group_frac/predicted` is P_live at the batch's gold pass rate: what the measured
+    fraction would be if every prompt were equally hard. Prompts of mixed difficulty keep fewer
+    groups alive than that (P_live is concave), so the gap measures the spread of difficulty.
+    (A prompt's own pass rate cannot predict its own group: it is estimated from that group.)
     """
     group_std = reward.view(-1, num_generations).std(dim=1)
     live = (group_std > 0).float()
@@ -25,11 +34,20 @@ def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor
         "rewards/proxy/std": proxy.std().item(),
         "frac_reward_zero_std": 1.0 - live.mean().item(),
         "live_group_frac": live.mean().item(),
+        "live_group_frac/predicted": live_probability(gold.mean().item(), num_generations),
         "pass_rate/mean": pass_rates.mean().item(),
         "pass_rate/solved_frac": (pass_rates == 1).float().mean().item(),
         "pass_rate/unsolved_frac": (pass_rates == 0).float().mean().item(),
         "pass_rate/per_prompt": pass_rates.tolist(),
     }
+
+
+def dead_group_cost(reward: torch.Tensor, rollout: Rollout, num_generations: int) -> dict:
+    """Rollout tokens spent on groups that carry no gradient."""
+    dead = reward.view(-1, num_generations).std(dim=1) == 0
+    tokens = rollout.completion_mask.sum(dim=1).view(-1, num_generations).sum(dim=1).float()
+    spent = tokens[dead].sum()
+    return {"rollout_tokens/dead": spent.item(), "rollout_tokens/dead_frac": (spent / tokens.sum()).item()}
 
 
 def completion_metrics(rollout: Rollout) -> dict:

@@ -3,8 +3,9 @@
     J = E[ agg_{i,t} { min(r_it A_i, clip(r_it, 1 - eps_low, 1 + eps_high) A_i) - beta KL_it } ]
 
 with r_it = pi_theta / pi_old per token, A_i the group-relative advantage of completion i,
-KL_it Schulman's k3 estimator, and agg one of four aggregations (`loss_type`). The loss
-returned is -J, so that an optimiser minimises it.
+KL_it Schulman's k3 estimator, and agg one of four aggregations (`loss_type`). With
+importance_sampling_level="sequence" (GSPO) every token of o_i shares one ratio,
+s_i = exp(mean_t log r_it). The loss returned is -J, so that an optimiser minimises it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def grpo_loss(
     ref_logp: Optional[torch.Tensor] = None,
     max_completion_length: Optional[int] = None,
     num_items_in_batch: Optional[float] = None,
+    importance_sampling_level: str = "token",
 ) -> LossOutput:
     """The clipped GRPO surrogate, aggregated as `loss_type` says.
 
@@ -76,7 +78,12 @@ def grpo_loss(
     """
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.to(logp.dtype)
-    ratio = torch.exp(logp - old_logp)
+    log_ratio = logp - old_logp
+    if importance_sampling_level == "sequence":  # [B, 1]: one ratio per completion, broadcast over its tokens
+        log_ratio = ((log_ratio * mask).sum(1) / mask.sum(1).clamp(min=1.0)).unsqueeze(1)
+    elif importance_sampling_level != "token":
+        raise ValueError(f"importance_sampling_level={importance_sampling_level!r}")
+    ratio = torch.exp(log_ratio)
     adv = advantages.unsqueeze(1)
     surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * adv)
     per_token = -surrogate
@@ -103,9 +110,14 @@ def grpo_loss(
         high = ((ratio > 1 + epsilon_high) & (adv > 0)).to(mask.dtype)
         return LossOutput(
             loss=loss, kl=kl,
-            clip_low=_masked_mean(low, mask), clip_high=_masked_mean(high, mask),
-            clip_region=_masked_mean(torch.maximum(low, high), mask),
+            clip_low=_clipped_fraction(low, mask), clip_high=_clipped_fraction(high, mask),
+            clip_region=_clipped_fraction(torch.maximum(low, high), mask),
         )
+
+
+def _clipped_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Of tokens, or of completions when the ratio is per sequence (flags [B, 1]), as TRL counts."""
+    return flags.mean() if flags.size(1) == 1 else _masked_mean(flags, mask)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import Config, ConfigError, register_configs, validate
+from harness.config import Config, ConfigError, register_configs, validate, warnings_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
 log = logging.getLogger("coldclimb")
@@ -52,6 +52,8 @@ def main(cfg: DictConfig) -> float:
 
     hf_logging.disable_progress_bar()
 
+    for warning in warnings_for(config):
+        log.warning(warning)
     run_dir = Path(config.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         summary = Pipeline(config, run_dir).run()

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from harness.config import ConfigError
+from harness.config import ConfigError, warnings_for
 
 
 def test_defaults_are_valid(compose):
@@ -67,3 +67,10 @@ def test_command_line_exits_with_one_line_before_loading_a_model(tmp_path, overr
     assert "Traceback" not in result.stdout + result.stderr
     assert not cache.exists()  # no base model was built or loaded
     assert not any((tmp_path / "run").glob("*/checkpoint"))
+
+
+def test_warns_that_clipping_cannot_act_with_one_update_per_batch(compose):
+    [warning] = warnings_for(compose())
+    assert warning.startswith("grpo.num_iterations=1") and "clipping never acts" in warning
+    assert warnings_for(compose("grpo.num_iterations=2")) == []
+    assert warnings_for(compose("pipeline.stages=[sft]", "sft.source=solver")) == []

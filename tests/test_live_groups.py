@@ -1,0 +1,47 @@
+"""Live-group accounting: measured against 1 - p^K - (1 - p)^K."""
+
+import math
+
+import pytest
+import torch
+
+from harness.metrics import dead_group_cost, live_probability, reward_metrics
+from harness.rollout.base import Rollout
+
+
+def test_seed_article_figures():
+    assert live_probability(0.05, 8) == pytest.approx(0.34, abs=0.01)
+    assert live_probability(0.05, 16) == pytest.approx(0.56, abs=0.01)
+    assert live_probability(0.5, 8) == pytest.approx(1 - 2 ** (1 - 8))
+
+
+@pytest.mark.parametrize("p, K", [(0.05, 8), (0.3, 4), (0.5, 2), (0.9, 16)])
+def test_measured_live_fraction_matches_theory_within_binomial_error(p, K):
+    groups = 4000
+    rewards = torch.bernoulli(torch.full((groups * K,), p), generator=torch.Generator().manual_seed(K))
+    metrics = reward_metrics(rewards, rewards, rewards, K)
+    expected = live_probability(p, K)
+    sigma = math.sqrt(expected * (1 - expected) / groups)
+    assert abs(metrics["live_group_frac"] - expected) < 4 * sigma
+    # With one difficulty for every prompt, the prediction from the batch pass rate agrees too.
+    assert abs(metrics["live_group_frac/predicted"] - expected) < 4 * sigma
+
+
+def test_mixed_difficulty_keeps_fewer_groups_alive_than_the_mean_pass_rate_predicts():
+    K, groups = 8, 4000
+    g = torch.Generator().manual_seed(0)
+    easy = torch.bernoulli(torch.full((groups // 2 * K,), 0.9), generator=g)
+    hard = torch.bernoulli(torch.full((groups // 2 * K,), 0.02), generator=g)
+    rewards = torch.cat([easy, hard])
+    metrics = reward_metrics(rewards, rewards, rewards, K)
+    assert metrics["live_group_frac"] < metrics["live_group_frac/predicted"] - 0.2
+
+
+def test_dead_groups_cost_is_their_share_of_rollout_tokens():
+    K = 2
+    reward = torch.tensor([1.0, 1.0, 0.0, 1.0])  # group 0 dead, group 1 live
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    rollout = Rollout(prompt_ids=torch.zeros(4, 1), prompt_mask=torch.ones(4, 1), completion_ids=torch.zeros(4, 4),
+                      completion_mask=mask, texts=[""] * 4, truncated=torch.zeros(4, dtype=torch.bool))
+    cost = dead_group_cost(reward, rollout, K)
+    assert cost["rollout_tokens/dead"] == 4 and cost["rollout_tokens/dead_frac"] == pytest.approx(4 / 10)
