@@ -81,6 +81,8 @@ class GRPOConfig:
     learning_rate: float = 2e-4
     max_grad_norm: float = 1.0
     micro_batch_size: int = 0  # sequences per backward pass; 0: the whole generation batch
+    dynamic_sampling: bool = False  # DAPO: train only on live groups, sampling more prompts to fill the batch
+    dynamic_sampling_max_rounds: int = 4  # generation rounds per step at most
     log_completions_every: int = 10
 
 
@@ -206,6 +208,7 @@ def validate(cfg) -> None:
     _one_of("grpo.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     _one_of("grpo.scale_rewards", g.scale_rewards, SCALE_REWARDS)
     _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
+    _at_least("grpo.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)
     _at_least("grpo.log_completions_every", g.log_completions_every, 1)
 
     for stage in p.stages:

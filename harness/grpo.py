@@ -12,6 +12,7 @@ from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss
 from harness.rollout.base import Rollout, SamplingParams
+from harness.sampling import sample_groups
 
 COMPLETIONS_PER_TABLE = 8
 
@@ -34,44 +35,42 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
     last_eval = evaluate()
     tracker.log_eval(0, last_eval)
     for step in (bar := tqdm(range(1, steps + 1), desc=desc, leave=False, disable=None)):
-        # Rollout: K completions for each prompt, groups contiguous.
+        # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        batch = problems.take(cfg.prompts_per_step)
-        prompts = [p.prompt for p in batch for _ in range(K)]
-        rollout = engine.generate([p.prompt for p in batch], K, sampling)
+        sampled, train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name)
         rollout_time = time.perf_counter() - start
 
-        # Reward, then advantage: both rewards are measured, the configured one trains.
-        repeated = [p for p in batch for _ in range(K)]
-        gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, rollout.texts)])
-        proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
-        reward = gold if reward_name == "gold" else proxy
-        advantages = compute_advantages(reward, K, cfg.scale_rewards)
-
-        # Loss and update: num_iterations passes over the batch, one optimizer step each.
+        # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
         start = time.perf_counter()
-        update = optimise(policy, optimizer, rollout, advantages, reference, cfg, rollout_cfg.temperature)
-        engine.sync_weights()
+        update = {}
+        if train.problems:  # dynamic sampling can come back with no live group at all
+            advantages = compute_advantages(train.reward, K, cfg.scale_rewards)
+            update = optimise(policy, optimizer, train.rollout, advantages, reference, cfg, rollout_cfg.temperature)
+            engine.sync_weights()
         update_time = time.perf_counter() - start
 
-        total_tokens += rollout.num_tokens
+        total_tokens += sampled.rollout.num_tokens
         step_time = rollout_time + update_time
         metrics = {
-            **reward_metrics(gold, proxy, reward, K),
-            **dead_group_cost(reward, rollout, K),
-            **completion_metrics(rollout),
+            **reward_metrics(sampled.gold, sampled.proxy, sampled.reward, K),
+            **dead_group_cost(sampled.reward, sampled.rollout, K),
+            **completion_metrics(sampled.rollout),
             **update,
+            "update/groups": len(train.problems),
+            "update/dead_group_frac": 1 - len(train.live()) / max(len(train.problems), 1),
+            "dynamic_sampling/rounds": rounds,
             "num_tokens": total_tokens,
             "step_time": step_time,
             "timing/rollout": rollout_time,
             "timing/update": update_time,
             "timing/rollout_frac": rollout_time / step_time,
-            "tokens_per_second": rollout.num_tokens / step_time,
+            "tokens_per_second": sampled.rollout.num_tokens / step_time,
             "learning_rate": cfg.learning_rate,
         }
         tracker.log(step, metrics)
         if step == 1 or step % cfg.log_completions_every == 0:
-            tracker.log_completions(step, sample_rows(prompts, rollout, gold, proxy, COMPLETIONS_PER_TABLE))
+            tracker.log_completions(step, sample_rows(sampled.prompts, sampled.rollout, sampled.gold, sampled.proxy,
+                                                      COMPLETIONS_PER_TABLE))
         if step % eval_every == 0 or step == steps:
             last_eval = evaluate()
             tracker.log_eval(step, last_eval)

@@ -101,3 +101,19 @@ def test_several_updates_per_batch_in_micro_batches_move_the_ratio(compose, mode
     metrics = load_run(tmp_path).metrics
     assert metrics["clip_ratio/region_mean"].max() > 0
     assert metrics.loss.notna().all() and metrics.grad_norm.notna().all()
+
+
+def test_dynamic_sampling_trains_on_fewer_dead_groups(compose, model_cache, tmp_path):
+    """GRPO straight on the base with K = 4: at its pass rate (~0.08) most groups are dead."""
+    dead, rounds = {}, {}
+    for dynamic in (False, True):
+        cfg = compose("experiment=smoke", "pipeline.stages=[grpo]", "grpo.num_generations=4", "grpo.prompts_per_step=8",
+                      "grpo.steps=6", f"grpo.dynamic_sampling={dynamic}", "grpo.dynamic_sampling_max_rounds=6",
+                      "eval.eval_every=100", "tracking=disabled", f"model.cache_dir={model_cache}")
+        Pipeline(cfg, tmp_path / str(dynamic)).run()
+        metrics = load_run(tmp_path / str(dynamic)).metrics
+        dead[dynamic] = metrics["update/dead_group_frac"].mean()
+        rounds[dynamic] = metrics["dynamic_sampling/rounds"].mean()
+        assert (metrics["update/groups"] <= 8).all() and metrics["rollout_tokens/dead"].gt(0).any()
+    assert dead[False] > 0.4 and dead[True] == 0.0
+    assert rounds[False] == 1 and rounds[True] > 1

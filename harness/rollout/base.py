@@ -26,6 +26,22 @@ class Rollout:
     def num_tokens(self) -> int:
         return int(self.prompt_mask.sum() + self.completion_mask.sum())
 
+    def select(self, rows: list[int]) -> "Rollout":
+        index = torch.tensor(rows, dtype=torch.long)
+        return Rollout(self.prompt_ids[index], self.prompt_mask[index], self.completion_ids[index],
+                       self.completion_mask[index], [self.texts[i] for i in rows], self.truncated[index])
+
+    @staticmethod
+    def concat(parts: list["Rollout"], pad_token_id: int) -> "Rollout":
+        return Rollout(
+            pad_concat([r.prompt_ids for r in parts], pad_token_id, left=True),
+            pad_concat([r.prompt_mask for r in parts], 0, left=True),
+            pad_concat([r.completion_ids for r in parts], pad_token_id, left=False),
+            pad_concat([r.completion_mask for r in parts], 0, left=False),
+            [text for r in parts for text in r.texts],
+            torch.cat([r.truncated for r in parts]),
+        )
+
 
 @dataclass
 class SamplingParams:
@@ -35,10 +51,19 @@ class SamplingParams:
 
 
 class RolloutEngine(Protocol):
+    pad_token_id: int
+
     def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout: ...
 
     def sync_weights(self) -> None:
         """Make the engine sample from the policy's current weights."""
+
+
+def pad_concat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
+    """Concatenate [n_i, w_i] tensors along rows, padding each to the widest on one side."""
+    width = max(t.size(1) for t in tensors)
+    sides = [(width - t.size(1), 0) if left else (0, width - t.size(1)) for t in tensors]
+    return torch.cat([torch.nn.functional.pad(t, side, value=value) for t, side in zip(tensors, sides)])
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

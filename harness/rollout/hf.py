@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from harness.rollout.base import Rollout, SamplingParams, completion_mask
+from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
 
 
 class HFEngine:
     def __init__(self, model, tokenizer, batch_size: int = 512):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
 
     def sync_weights(self) -> None:
         """Nothing to do: generation runs on the training model."""
@@ -37,17 +41,11 @@ class HFEngine:
             width = batch["input_ids"].size(1)
             chunks.append((batch["input_ids"], batch["attention_mask"], out[:, width:]))
         self.model.train(was_training)
-        prompt_ids = _pad_cat([c[0] for c in chunks], self.tokenizer.pad_token_id, left=True)
-        prompt_mask = _pad_cat([c[1] for c in chunks], 0, left=True)
-        completion_ids = _pad_cat([c[2] for c in chunks], self.tokenizer.pad_token_id, left=False)
+        prompt_ids = pad_concat([c[0] for c in chunks], self.tokenizer.pad_token_id, left=True)
+        prompt_mask = pad_concat([c[1] for c in chunks], 0, left=True)
+        completion_ids = pad_concat([c[2] for c in chunks], self.tokenizer.pad_token_id, left=False)
         mask, truncated = completion_mask(completion_ids, self.tokenizer.eos_token_id)
         completion_ids = completion_ids.masked_fill(mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return Rollout(prompt_ids, prompt_mask, completion_ids, mask, texts, truncated)
 
-
-def _pad_cat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
-    """Concatenate [n_i, w_i] tensors along rows, padding each to the widest on one side."""
-    width = max(t.size(1) for t in tensors)
-    sides = [(width - t.size(1), 0) if left else (0, width - t.size(1)) for t in tensors]
-    return torch.cat([torch.nn.functional.pad(t, side, value=value) for t, side in zip(tensors, sides)])

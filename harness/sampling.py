@@ -1,0 +1,63 @@
+"""A step's generation batch: prompts -> K completions each -> gold and proxy rewards.
+
+With DAPO's dynamic sampling, groups whose training rewards are all equal (dead: zero
+advantage, zero gradient) are dropped and more prompts are sampled, for at most
+`dynamic_sampling_max_rounds` rounds, until `prompts_per_step` live groups are in hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.rollout.base import Rollout, SamplingParams
+
+
+@dataclass
+class Groups:
+    """Scored completions, K consecutive rows per prompt."""
+
+    problems: list  # one per group
+    rollout: Rollout
+    gold: torch.Tensor
+    proxy: torch.Tensor
+    reward: torch.Tensor  # the one that trains: gold or proxy
+    num_generations: int
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p.prompt for p in self.problems for _ in range(self.num_generations)]
+
+    def live(self) -> list[int]:
+        return (self.reward.view(-1, self.num_generations).std(dim=1) > 0).nonzero().flatten().tolist()
+
+    def select(self, groups: list[int]) -> "Groups":
+        K = self.num_generations
+        rows = [g * K + k for g in groups for k in range(K)]
+        return Groups([self.problems[g] for g in groups], self.rollout.select(rows), self.gold[rows],
+                      self.proxy[rows], self.reward[rows], K)
+
+
+def score(task, problems: list, rollout: Rollout, num_generations: int, reward_name: str) -> Groups:
+    repeated = [p for p in problems for _ in range(num_generations)]
+    gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, rollout.texts)])
+    proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
+    return Groups(problems, rollout, gold, proxy, gold if reward_name == "gold" else proxy, num_generations)
+
+
+def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str) -> tuple[Groups, Groups, int]:
+    """(every group sampled this step, the groups the update trains on, generation rounds used)."""
+    K = cfg.num_generations
+    parts = []
+    while True:
+        batch = problems.take(cfg.prompts_per_step)
+        parts.append(score(task, batch, engine.generate([p.prompt for p in batch], K, sampling), K, reward_name))
+        sampled = parts[0] if len(parts) == 1 else Groups(
+            [p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], engine.pad_token_id),
+            *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")), K)
+        if not cfg.dynamic_sampling:
+            return sampled, sampled, 1
+        live = sampled.live()
+        if len(live) >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
+            return sampled, sampled.select(live[: cfg.prompts_per_step]), len(parts)
