@@ -78,6 +78,9 @@ class GRPOConfig:
     loss_type: str = "dapo"
     importance_sampling_level: str = "token"  # sequence: GSPO's one ratio per completion
     scale_rewards: str = "group"
+    advantage_std_floor: float = 1e-3  # std below this counts as this: float noise gets no full-size advantage
+    mask_truncated_completions: bool = False  # completions cut at the length limit get no loss
+    soft_overlong_cache: int = 0  # DAPO's soft overlong punishment over the last this many tokens; 0: off
     learning_rate: float = 2e-4
     max_grad_norm: float = 1.0
     micro_batch_size: int = 0  # sequences per backward pass; 0: the whole generation batch
@@ -207,6 +210,10 @@ def validate(cfg) -> None:
     _one_of("grpo.loss_type", g.loss_type, LOSS_TYPES)
     _one_of("grpo.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     _one_of("grpo.scale_rewards", g.scale_rewards, SCALE_REWARDS)
+    _at_least("grpo.advantage_std_floor", g.advantage_std_floor, 0)
+    if not 0 <= g.soft_overlong_cache <= r.max_completion_length:
+        raise ConfigError("grpo.soft_overlong_cache", g.soft_overlong_cache,
+                          f"must be between 0 and rollout.max_completion_length={r.max_completion_length}")
     _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
     _at_least("grpo.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)
     _at_least("grpo.log_completions_every", g.log_completions_every, 1)

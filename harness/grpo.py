@@ -44,8 +44,8 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
         start = time.perf_counter()
         update = {}
         if train.problems:  # dynamic sampling can come back with no live group at all
-            advantages = compute_advantages(train.reward, K, cfg.scale_rewards)
-            update = optimise(policy, optimizer, train.rollout, advantages, reference, cfg, rollout_cfg.temperature)
+            advantages = compute_advantages(train.reward, K, cfg.scale_rewards, cfg.advantage_std_floor)
+            update = optimise(policy, optimizer, train.rollout, advantages, reference, cfg, rollout_cfg)
             engine.sync_weights()
         update_time = time.perf_counter() - start
 
@@ -78,16 +78,20 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
     return last_eval
 
 
-def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, temperature: float) -> dict:
+def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, rollout_cfg) -> dict:
     """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics."""
+    temperature = rollout_cfg.temperature
     rows = len(rollout.texts)
     micro = cfg.micro_batch_size or rows
     slices = [slice(s, s + micro) for s in range(0, rows, micro)]
     mask = rollout.completion_mask
+    if cfg.mask_truncated_completions:  # a cut-off completion is not judged on an ending it never had
+        mask = mask * (~rollout.truncated).unsqueeze(1)
     with torch.no_grad():
         # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
         old_logp = completion_logprobs(policy, rollout, temperature)[0] if cfg.num_iterations > 1 else None
         ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
+    tokens = max(mask.sum().item(), 1)
     sums: dict[str, float] = {}
     policy.train()
     for _ in range(cfg.num_iterations):
@@ -98,16 +102,16 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, te
                 logp, logp.detach() if old_logp is None else old_logp[part], advantages[part], mask[part],
                 loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                 ref_logp=None if ref_logp is None else ref_logp[part],
-                max_completion_length=mask.size(1), num_items_in_batch=mask.sum().item(),
+                max_completion_length=rollout_cfg.max_completion_length, num_items_in_batch=tokens,
                 importance_sampling_level=cfg.importance_sampling_level,
             )
             if not torch.isfinite(out.loss):
                 raise NonFiniteLoss(f"loss is {out.loss.item()} at a GRPO update")
             # dapo already divides by the whole batch's tokens; the others average micro-batches.
             (out.loss if cfg.loss_type == "dapo" else out.loss / len(slices)).backward()
-            weight = mask[part].sum().item() / mask.sum().item()
+            weight = mask[part].sum().item() / tokens
             parts = {"loss": out.loss.item() * (1 if cfg.loss_type == "dapo" else 1 / len(slices)),
-                     "entropy": (entropy * mask[part]).sum().item() / max(mask[part].sum().item(), 1) * weight,
+                     "entropy": (entropy * mask[part]).sum().item() / tokens,
                      "clip_ratio/low_mean": out.clip_low.item() * weight,
                      "clip_ratio/high_mean": out.clip_high.item() * weight,
                      "clip_ratio/region_mean": out.clip_region.item() * weight}

@@ -18,11 +18,14 @@ import torch
 STD_FLOOR = 1e-4  # added to the std, as TRL does, so a zero-variance group gives A = 0
 
 
-def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str) -> torch.Tensor:
-    """A_i = (R_i - mean of its group) / (std + 1e-4); std of the group, of the batch, or none.
+def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str,
+                       std_floor: float = 0.0) -> torch.Tensor:
+    """A_i = (R_i - mean of its group) / (max(std, std_floor) + 1e-4); std of the group, of the
+    batch, or no scaling at all.
 
     Rows are grouped contiguously: rows g*K .. g*K+K-1 share a prompt. std uses Bessel's
-    correction.
+    correction. With std_floor = 0 this is TRL's formula; a floor keeps a group whose rewards
+    differ only by float noise from being scaled up into a full-size advantage.
     """
     grouped = rewards.view(-1, num_generations)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
@@ -34,7 +37,7 @@ def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_reward
         std = rewards.std().expand_as(rewards)
     else:
         raise ValueError(f"scale_rewards={scale_rewards!r}")
-    return centred / (std + STD_FLOOR)
+    return centred / (std.clamp(min=std_floor) + STD_FLOOR)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,23 @@ class Groups:
                       self.proxy[rows], self.reward[rows], K)
 
 
-def score(task, problems: list, rollout: Rollout, num_generations: int, reward_name: str) -> Groups:
-    repeated = [p for p in problems for _ in range(num_generations)]
+def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, cache: int) -> torch.Tensor:
+    """DAPO's length penalty: 0 up to L_max - cache tokens, then falling linearly to -1 at L_max."""
+    if cache == 0:
+        return torch.zeros(lengths.shape)
+    over = (lengths.float() - (max_completion_length - cache)).clamp(min=0)
+    return torch.where(lengths > max_completion_length, -1.0, -over / cache)
+
+
+def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: int, reward_name: str) -> Groups:
+    """Gold and proxy rewards; the training reward is the chosen one plus any length penalty."""
+    K = cfg.num_generations
+    repeated = [p for p in problems for _ in range(K)]
     gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, rollout.texts)])
     proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
-    return Groups(problems, rollout, gold, proxy, gold if reward_name == "gold" else proxy, num_generations)
+    penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1), max_completion_length,
+                                       cfg.soft_overlong_cache)
+    return Groups(problems, rollout, gold, proxy, (gold if reward_name == "gold" else proxy) + penalty, K)
 
 
 def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str) -> tuple[Groups, Groups, int]:
@@ -52,7 +64,8 @@ def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_
     parts = []
     while True:
         batch = problems.take(cfg.prompts_per_step)
-        parts.append(score(task, batch, engine.generate([p.prompt for p in batch], K, sampling), K, reward_name))
+        rollout = engine.generate([p.prompt for p in batch], K, sampling)
+        parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name))
         sampled = parts[0] if len(parts) == 1 else Groups(
             [p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], engine.pad_token_id),
             *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")), K)

@@ -1,0 +1,64 @@
+"""Options around the objective: the std floor, overlong handling, truncated completions."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from trl.rewards import get_soft_overlong_punishment
+
+from harness.config import ModelConfig
+from harness.grpo import optimise
+from harness.models import build_tiny_model, build_tokenizer
+from harness.objective import STD_FLOOR, compute_advantages
+from harness.rollout.base import Rollout, completion_mask
+from harness.sampling import soft_overlong_punishment
+
+
+def test_std_floor_keeps_float_noise_from_becoming_a_full_advantage():
+    """This project's formula (differs from TRL only when std < floor): A = (R - mean) / (max(std, floor) + 1e-4)."""
+    noise = torch.tensor([0.5, 0.5 + 1e-4, 0.5, 0.5])
+    signal = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    rewards = torch.cat([noise, signal])
+    trl_like = compute_advantages(rewards, 4, "group")  # floor 0: TRL's (R - mean) / (std + 1e-4)
+    floored = compute_advantages(rewards, 4, "group", std_floor=1e-3)
+    assert trl_like[:4].abs().max() > 0.4  # noise 1e-4 scaled up to half a unit
+    assert floored[:4].abs().max() < 0.1
+    centred = noise - noise.mean()
+    torch.testing.assert_close(floored[:4], centred / (1e-3 + STD_FLOOR))
+    torch.testing.assert_close(floored[4:], trl_like[4:])  # real signal untouched
+
+
+@pytest.mark.parametrize("max_len, cache", [(12, 4), (20, 20), (8, 1)])
+def test_soft_overlong_punishment_equals_trl(max_len, cache):
+    lengths = torch.arange(0, max_len + 3)
+    theirs = get_soft_overlong_punishment(max_len, cache)([[0] * n for n in lengths.tolist()])
+    assert soft_overlong_punishment(lengths, max_len, cache).tolist() == pytest.approx(theirs)
+
+
+def test_soft_overlong_punishment_off_by_default():
+    assert soft_overlong_punishment(torch.tensor([3, 50]), 12, 0).tolist() == [0.0, 0.0]
+
+
+def test_masked_truncated_completions_give_no_gradient():
+    tokenizer = build_tokenizer(["a", "b", "c"])
+    model = build_tiny_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
+                             tokenizer, seed=0)
+    eos = tokenizer.eos_token_id
+    completions = torch.tensor([[4, 5, 6, 4], [5, eos, 0, 0], [6, 4, eos, 0]])  # row 0 never ends
+    mask, truncated = completion_mask(completions, eos)
+    rollout = Rollout(torch.tensor([[1, 4]] * 3), torch.ones(3, 2, dtype=torch.long), completions, mask,
+                      ["", "", ""], truncated)
+    cfg = SimpleNamespace(micro_batch_size=0, mask_truncated_completions=True, num_iterations=1, beta=0.0,
+                          loss_type="grpo", epsilon=0.2, epsilon_high=None, importance_sampling_level="token",
+                          max_grad_norm=1e9)
+    rollout_cfg = SimpleNamespace(temperature=1.0, max_completion_length=4)
+
+    def gradient(advantages):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        optimise(model, optimizer, rollout, torch.tensor(advantages), None, cfg, rollout_cfg)
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    assert truncated.tolist() == [True, False, False]
+    torch.testing.assert_close(gradient([5.0, 1.0, -1.0]), gradient([-5.0, 1.0, -1.0]))
+    cfg.mask_truncated_completions = False
+    assert not torch.allclose(gradient([5.0, 1.0, -1.0]), gradient([-5.0, 1.0, -1.0]))
