@@ -7,6 +7,7 @@ import torch
 
 from harness.logprobs import completion_logprobs
 from harness.rollout.base import Rollout, SamplingParams
+from harness.sampling import task_rewards
 
 SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
 
@@ -19,11 +20,8 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, policy, engine) -> dict:
-        samples = self.cfg.num_samples
-        rollout = engine.generate([p.prompt for p in self.problems], samples, self.sampling)
-        problems = [p for p in self.problems for _ in range(samples)]
-        gold = torch.tensor([self.task.gold(p, t) for p, t in zip(problems, rollout.texts)])
-        proxy = torch.tensor([self.task.proxy(p, t) for p, t in zip(problems, rollout.texts)])
+        rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
+        gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
         metrics = {
             "eval/gold_pass@1": gold.mean().item(),
             "eval/proxy_reward": proxy.mean().item(),

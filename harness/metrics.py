@@ -13,6 +13,11 @@ def live_probability(p, num_generations: int):
     return 1 - p**num_generations - (1 - p) ** num_generations
 
 
+def live_groups(reward: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """[groups] bool: the group's training rewards are not all equal, so it carries gradient."""
+    return reward.view(-1, num_generations).std(dim=1) > 0
+
+
 def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor, num_generations: int) -> dict:
     """Rewards, group liveness and per-prompt pass rates for one generation batch.
 
@@ -23,7 +28,7 @@ def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor
     (A prompt's own pass rate cannot predict its own group: it is estimated from that group.)
     """
     group_std = reward.view(-1, num_generations).std(dim=1)
-    live = (group_std > 0).float()
+    live = live_groups(reward, num_generations).float()
     pass_rates = gold.view(-1, num_generations).mean(dim=1)
     return {
         "reward": reward.mean().item(),
@@ -44,7 +49,7 @@ def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor
 
 def dead_group_cost(reward: torch.Tensor, rollout: Rollout, num_generations: int) -> dict:
     """Rollout tokens spent on groups that carry no gradient."""
-    dead = reward.view(-1, num_generations).std(dim=1) == 0
+    dead = ~live_groups(reward, num_generations)
     tokens = rollout.completion_mask.sum(dim=1).view(-1, num_generations).sum(dim=1).float()
     spent = tokens[dead].sum()
     return {"rollout_tokens/dead": spent.item(), "rollout_tokens/dead_frac": (spent / tokens.sum()).item()}

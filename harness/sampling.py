@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.metrics import live_groups
 from harness.rollout.base import Rollout, SamplingParams
 
 
@@ -30,7 +31,7 @@ class Groups:
         return [p.prompt for p in self.problems for _ in range(self.num_generations)]
 
     def live(self) -> list[int]:
-        return (self.reward.view(-1, self.num_generations).std(dim=1) > 0).nonzero().flatten().tolist()
+        return live_groups(self.reward, self.num_generations).nonzero().flatten().tolist()
 
     def select(self, groups: list[int]) -> "Groups":
         K = self.num_generations
@@ -47,12 +48,18 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, 
     return torch.where(lengths > max_completion_length, -1.0, -over / cache)
 
 
+def task_rewards(task, problems: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gold and proxy rewards of completions, len(texts) / len(problems) consecutive ones per problem."""
+    repeated = [p for p in problems for _ in range(len(texts) // len(problems))]
+    gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, texts)])
+    proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, texts)])
+    return gold, proxy
+
+
 def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: int, reward_name: str) -> Groups:
     """Gold and proxy rewards; the training reward is the chosen one plus any length penalty."""
     K = cfg.num_generations
-    repeated = [p for p in problems for _ in range(K)]
-    gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, rollout.texts)])
-    proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
+    gold, proxy = task_rewards(task, problems, rollout.texts)
     penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1), max_completion_length,
                                        cfg.soft_overlong_cache)
     return Groups(problems, rollout, gold, proxy, (gold if reward_name == "gold" else proxy) + penalty, K)
