@@ -33,6 +33,14 @@ class Groups:
     def live(self) -> list[int]:
         return live_groups(self.reward, self.num_generations).nonzero().flatten().tolist()
 
+    @staticmethod
+    def concat(parts: list["Groups"], pad_token_id: int) -> "Groups":
+        if len(parts) == 1:
+            return parts[0]
+        return Groups([p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], pad_token_id),
+                      *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")),
+                      parts[0].num_generations)
+
     def select(self, groups: list[int]) -> "Groups":
         K = self.num_generations
         rows = [g * K + k for g in groups for k in range(K)]
@@ -68,16 +76,14 @@ def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: in
 def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str) -> tuple[Groups, Groups, int]:
     """(every group sampled this step, the groups the update trains on, generation rounds used)."""
     K = cfg.num_generations
-    parts = []
+    parts, live = [], 0
     while True:
         batch = problems.take(cfg.prompts_per_step)
         rollout = engine.generate([p.prompt for p in batch], K, sampling)
         parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name))
-        sampled = parts[0] if len(parts) == 1 else Groups(
-            [p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], engine.pad_token_id),
-            *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")), K)
         if not cfg.dynamic_sampling:
-            return sampled, sampled, 1
-        live = sampled.live()
-        if len(live) >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
-            return sampled, sampled.select(live[: cfg.prompts_per_step]), len(parts)
+            return parts[0], parts[0], 1
+        live += len(parts[-1].live())
+        if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
+            sampled = Groups.concat(parts, engine.pad_token_id)
+            return sampled, sampled.select(sampled.live()[: cfg.prompts_per_step]), len(parts)
