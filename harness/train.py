@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import Config, ConfigError, register_configs, validate, warnings_for
@@ -38,31 +39,65 @@ def format_summary(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def finish(run_dir: Path, status: str, **details) -> None:
+    """status.json beside the run's results: finished or failed, and why; sweeps read it."""
+    from harness.tracking import write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "status.json", {"status": status, **details})
+
+
+def fail(run_dir: Path, message: str, exit_code: int) -> float:
+    """A failed run says why in one line. Alone, it exits; in a sweep, the sweep goes on."""
+    finish(run_dir, "failed", error=message)
+    print(f"coldclimb: {message}", file=sys.stderr)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(exit_code)
+    return float("nan")
+
+
+def name_run(config: Config) -> None:
+    """Alone, a run is named after its directory; in a sweep, a trial is <sweep>-<job number>,
+    and every trial's stages are grouped under the sweep in W&B."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep = Path(hydra_cfg.sweep.dir).name
+        config.run_name = config.run_name or f"{sweep}-{hydra_cfg.job.num}"
+        config.tracking.group = config.tracking.group or sweep
+    else:
+        config.run_name = config.run_name or Path(hydra_cfg.runtime.output_dir).name
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         config = to_config(cfg)
     except ConfigError as error:
-        print(f"coldclimb: config error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return fail(run_dir, f"config error: {error}", exit_code=2)
     from transformers.utils import logging as hf_logging
 
     from harness.grpo import NonFiniteLoss
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
 
     hf_logging.disable_progress_bar()
-
+    name_run(config)
     for warning in warnings_for(config):
         log.warning(warning)
-    run_dir = Path(config.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         summary = Pipeline(config, run_dir).run()
     except (SeedTooSmall, NonFiniteLoss) as error:
-        print(f"coldclimb: {error}", file=sys.stderr)
-        sys.exit(1)
-    log.info("held-out results\n%s\nrun directory: %s", format_summary(summary), run_dir)
+        return fail(run_dir, str(error), exit_code=1)
+    except Exception as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise  # a bug in a single run: the traceback helps more than a line
+        log.exception("run failed")
+        return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)
     last = [m for m in summary.values() if "eval/gold_pass@1" in m]
-    return last[-1]["eval/gold_pass@1"] if last else float("nan")
+    objective = last[-1]["eval/gold_pass@1"] if last else float("nan")
+    finish(run_dir, "finished", objective=objective)
+    log.info("held-out results\n%s\nrun directory: %s", format_summary(summary), run_dir)
+    return objective
 
 
 if __name__ == "__main__":
