@@ -118,6 +118,16 @@ class TrackingConfig:
 
 
 @dataclass
+class TrialConfig:
+    """Set by the Optuna sweeper (sweeps/): where the run reports held-out values as it trains."""
+
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    trial_id: Optional[int] = None
+    objective: str = "eval/gold_pass@1"  # reported at every evaluation of the final GRPO stage
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -127,6 +137,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 0
     device: str = "cpu"
     run_name: Optional[str] = None  # None: the run directory's name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -22,9 +22,12 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name: str, steps: int,
-               evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo") -> dict:
+               evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo",
+               on_eval: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Run `steps` GRPO steps on `policy`; return the last held-out evaluation.
 
+    `on_eval(step, metrics)` sees every evaluation after the start: a sweeper reports it, and
+    may stop the run there by raising.
     `reward_name` (gold or proxy) picks the reward that trains; both are always logged.
     `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
     """
@@ -74,6 +77,8 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
         if step % eval_every == 0 or step == steps:
             last_eval = evaluate()
             tracker.log_eval(step, last_eval)
+            if on_eval is not None:
+                on_eval(step, last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
     return last_eval
 

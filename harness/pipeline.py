@@ -38,8 +38,9 @@ class SeedTooSmall(RuntimeError):
 
 
 class Pipeline:
-    def __init__(self, cfg, run_dir: Path):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg, run_dir: Path, on_eval=None):
+        """`on_eval(step, metrics)` sees the final GRPO stage's evaluations (a sweeper's hook)."""
+        self.cfg, self.run_dir, self.on_eval = cfg, Path(run_dir), on_eval
         self.run_name = cfg.run_name or self.run_dir.name
         self.task = make_task(cfg.task)
         self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
@@ -110,10 +111,15 @@ class Pipeline:
                 self.summary.setdefault("base", metrics)
             return metrics
 
-        result = train_grpo(model, engine, self.task, self.streams[stage], cfg=cfg.grpo, rollout_cfg=cfg.rollout,
-                            reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
-                            eval_every=cfg.eval.eval_every, tracker=tracker,
-                            reference=frozen if cfg.grpo.beta > 0 else None, desc=stage)
+        try:
+            result = train_grpo(model, engine, self.task, self.streams[stage], cfg=cfg.grpo, rollout_cfg=cfg.rollout,
+                                reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
+                                eval_every=cfg.eval.eval_every, tracker=tracker,
+                                reference=frozen if cfg.grpo.beta > 0 else None, desc=stage,
+                                on_eval=self.on_eval if stage == "grpo" else None)
+        except Exception as error:  # pruned, or failed: the stage's run still closes, saying why
+            tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
+            raise
         self.summary[stage] = result
         path = self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)

@@ -1,6 +1,7 @@
 """Entry point: `python -m harness.train key=value ...` (add `-m` for a Hydra multirun).
 
-Returns the final held-out gold pass@1, the value a sweeper maximises.
+Returns, and writes to status.json, the run's status and final held-out metrics: what a
+sweeper optimises.
 """
 
 from __future__ import annotations
@@ -39,21 +40,24 @@ def format_summary(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def finish(run_dir: Path, status: str, **details) -> None:
-    """status.json beside the run's results: finished or failed, and why; sweeps read it."""
+def finish(run_dir: Path, status: str, **details) -> dict:
+    """status.json beside the run's results (finished, failed or pruned, and the final held-out
+    metrics or the reason); it is also what the run returns to a sweeper."""
     from harness.tracking import write_json
 
+    record = {"status": status, **details}
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "status.json", {"status": status, **details})
+    write_json(run_dir / "status.json", record)
+    return record
 
 
-def fail(run_dir: Path, message: str, exit_code: int) -> float:
+def fail(run_dir: Path, message: str, exit_code: int) -> dict:
     """A failed run says why in one line. Alone, it exits; in a sweep, the sweep goes on."""
-    finish(run_dir, "failed", error=message)
+    record = finish(run_dir, "failed", error=message)
     print(f"coldclimb: {message}", file=sys.stderr)
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(exit_code)
-    return float("nan")
+    return record
 
 
 def name_run(config: Config) -> None:
@@ -69,12 +73,13 @@ def name_run(config: Config) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         config = to_config(cfg)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)
+    from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
 
     from harness.grpo import NonFiniteLoss
@@ -84,8 +89,16 @@ def main(cfg: DictConfig) -> float:
     name_run(config)
     for warning in warnings_for(config):
         log.warning(warning)
+    on_eval = None
+    if config.trial.trial_id is not None:
+        from sweeps.trial import TrialReporter
+
+        on_eval = TrialReporter(config.trial)
     try:
-        summary = Pipeline(config, run_dir).run()
+        summary = Pipeline(config, run_dir, on_eval=on_eval).run()
+    except TrialPruned as error:
+        log.info("%s", error)
+        return finish(run_dir, "pruned", reason=str(error))
     except (SeedTooSmall, NonFiniteLoss) as error:
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:
@@ -93,11 +106,9 @@ def main(cfg: DictConfig) -> float:
             raise  # a bug in a single run: the traceback helps more than a line
         log.exception("run failed")
         return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)
-    last = [m for m in summary.values() if "eval/gold_pass@1" in m]
-    objective = last[-1]["eval/gold_pass@1"] if last else float("nan")
-    finish(run_dir, "finished", objective=objective)
+    evaluated = [m for m in summary.values() if "eval/gold_pass@1" in m]
     log.info("held-out results\n%s\nrun directory: %s", format_summary(summary), run_dir)
-    return objective
+    return finish(run_dir, "finished", **(evaluated[-1] if evaluated else {}))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import optuna
 import pytest
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from sweeps.space import distributions, grid
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
@@ -29,7 +35,56 @@ def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache,
                             env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
     assert result.returncode == 0, result.stderr[-3000:]
     status = [json.loads((tmp_path / str(job) / "status.json").read_text()) for job in range(3)]
-    assert status[0]["status"] == "finished" and 0 <= status[0]["objective"] <= 1
+    assert status[0]["status"] == "finished" and 0 <= status[0]["eval/gold_pass@1"] <= 1
     assert (tmp_path / "0" / "grpo" / "checkpoint").is_dir()
     assert status[1]["status"] == "failed" and "seed set holds only" in status[1]["error"]
     assert status[2]["status"] == "failed" and status[2]["error"].startswith("config error: sft.cold_start_size=500")
+
+
+def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path):
+    """lr 3e-2 wrecks the tiny base within a step or two; the median pruner stops those trials."""
+    steps = 4
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
+               "pipeline.stages=[grpo]", f"grpo.steps={steps}", "eval.eval_every=1", "eval.num_prompts=32",
+               "grpo.learning_rate=choice(1e-5,3e-2)", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
+               "hydra.sweeper.pruner_startup_trials=1", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 5 and TrialState.COMPLETE in states and TrialState.PRUNED in states
+    for trial in study.trials:
+        run_dir = Path(trial.user_attrs["run_dir"])
+        assert json.loads((run_dir / "status.json").read_text())["status"] == trial.user_attrs["status"]
+        [wandb_id] = trial.user_attrs["wandb_runs"].values()
+        assert json.loads((run_dir / "grpo" / "run.json").read_text())["wandb_id"] == wandb_id
+        assert list((run_dir / "wandb").glob(f"*-{wandb_id}"))
+        if trial.state == TrialState.PRUNED:
+            assert max(trial.intermediate_values) < steps  # stopped early
+        else:
+            assert sorted(trial.intermediate_values) == list(range(1, steps + 1))
+            assert trial.value == pytest.approx(trial.intermediate_values[steps])
+
+
+def test_search_space_reads_hydra_sweep_grammar():
+    space = distributions({"grpo.beta": "tag(log, interval(1e-3, 0.1))", "grpo.num_generations": "choice(2, 4, 8)",
+                           "sft.cold_start_size": "range(100, 1100, 200)", "grpo.learning_rate": "interval(1e-5, 1e-3)"})
+    assert space["grpo.beta"] == FloatDistribution(1e-3, 0.1, log=True)
+    assert space["grpo.num_generations"] == CategoricalDistribution([2, 4, 8])
+    assert space["sft.cold_start_size"] == IntDistribution(100, 900, step=200)  # range() excludes its stop
+    assert space["grpo.learning_rate"] == FloatDistribution(1e-5, 1e-3)
+    assert grid({k: space[k] for k in ("grpo.num_generations", "sft.cold_start_size")}) == {
+        "grpo.num_generations": [2, 4, 8], "sft.cold_start_size": [100, 300, 500, 700, 900]}
+    with pytest.raises(ValueError, match="grpo.beta"):
+        grid(space)
+
+
+@pytest.mark.parametrize("preset, objectives", [("bayes", ["eval/gold_pass@1"]),
+                                                ("bayes_pareto", ["eval/gold_pass@1", "eval/kl_to_initial"])])
+def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
+    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"sweep={preset}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.coldclimb_optuna_sweeper.OptunaSweeper"
+    assert list(cfg.hydra.sweeper.objectives) == objectives
+    assert all(isinstance(d, BaseDistribution) for d in distributions(dict(cfg.hydra.sweeper.params)).values())

@@ -1,0 +1,131 @@
+"""coldclimb's Hydra sweeper on Optuna 5's ask/tell: Bayesian, random or grid search with pruning.
+
+    python -m harness.train -m hydra/sweeper=coldclimb_optuna sweep=bayes
+
+Each trial is a Hydra job, run by whichever launcher is configured. The job reports held-out
+values to the study while it trains (sweeps/trial.py), so pruners see them wherever it runs.
+The study lives in SQLite in the sweep directory unless `storage` names another Optuna
+storage (PostgreSQL, a journal file); running the same command again resumes it.
+Hydra loads sweepers only from the `hydra_plugins` package, hence its home here; the search
+space and the trial's side live in `sweeps/`. (No `from __future__ import annotations` here:
+Hydra's plugin scan imports this module outside sys.modules, where dataclasses cannot resolve
+string annotations.)
+"""
+
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from optuna.trial import TrialState
+
+from sweeps.space import distributions, grid, to_distribution
+from sweeps.trial import make_pruner
+
+log = logging.getLogger(__name__)
+DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.coldclimb_optuna_sweeper.OptunaSweeper"
+    study_name: str = "coldclimb"
+    storage: Optional[str] = None  # None: sqlite:///<sweep dir>/optuna.db
+    objectives: list[str] = field(default_factory=lambda: ["eval/gold_pass@1"])  # keys of the run's final metrics
+    directions: list[str] = field(default_factory=lambda: ["maximize"])
+    sampler: str = "tpe"  # tpe (multivariate) | gp | random | grid
+    pruner: str = "median"  # median | hyperband | none
+    pruner_startup_trials: int = 2  # trials that run to the end before the median pruner acts
+    n_trials: int = 8  # finished trials the study should hold, counting earlier runs of the command
+    n_jobs: int = 1  # trials handed to the launcher at once
+    seed: int = 0
+    params: dict[str, str] = field(default_factory=dict)  # search space, in Hydra's sweep grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="coldclimb_optuna", node=OptunaSweeperConf,
+                             provider="coldclimb")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, study_name, storage, objectives, directions, sampler, pruner, pruner_startup_trials, n_trials,
+                 n_jobs, seed, params):
+        if len(objectives) != len(directions):
+            raise ValueError(f"objectives={list(objectives)} and directions={list(directions)} differ in length")
+        self.study_name, self.storage = study_name, storage
+        self.objectives, self.directions = list(objectives), list(directions)
+        self.sampler_name, self.pruner_name, self.startup = sampler, pruner, pruner_startup_trials
+        self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
+        self.params = dict(params or {})
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+
+    def sweep(self, arguments: list) -> list:
+        space, fixed = distributions(self.params), []
+        for override in OverridesParser.create().parse_overrides(arguments):
+            if override.is_sweep_override():  # a search dimension given on the command line
+                space[override.key_or_group] = to_distribution(override.key_or_group, override.value())
+            else:
+                fixed.append(override.input_line)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self._sampler(space),
+                                    pruner=make_pruner(self.pruner_name, self.startup), directions=self.directions,
+                                    load_if_exists=True)
+        study.set_user_attr("pruner", self.pruner_name)
+        study.set_user_attr("pruner_startup_trials", self.startup)
+        returns = []
+        while (left := self.n_trials - sum(t.state in DONE for t in study.trials)) > 0:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] +
+                    [f"trial.storage={storage}", f"trial.study_name={self.study_name}", f"trial.trial_id={t._trial_id}",
+                     f"trial.objective={self.objectives[0]}"] for t in trials]
+            for trial, job in zip(trials, self.launcher.launch(jobs, initial_job_idx=trials[0].number)):
+                self._tell(study, trial, job)
+                returns.append(job)
+        log.info("study %s: %d trials in %s", self.study_name, len(study.trials), storage)
+        return [returns]
+
+    def _tell(self, study, trial, job) -> None:
+        """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
+        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir).resolve()
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("wandb_runs", {p.parent.name: json.loads(p.read_text())["wandb_id"]
+                                           for p in sorted(run_dir.glob("*/run.json"))})
+        try:
+            record: dict[str, Any] = job.return_value
+        except Exception as error:  # the job raised past the task function
+            record = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        for key in ("status", "error", "reason"):
+            if key in record:
+                trial.set_user_attr(key, record[key])
+        if record["status"] == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        values = [record.get(key, math.nan) for key in self.objectives]
+        if record["status"] != "finished" or any(math.isnan(v) for v in values):
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        study.tell(trial, values)
+
+    def _sampler(self, space) -> optuna.samplers.BaseSampler:
+        if self.sampler_name == "tpe":
+            return optuna.samplers.TPESampler(multivariate=True, seed=self.seed)
+        if self.sampler_name == "gp":
+            return optuna.samplers.GPSampler(seed=self.seed)
+        if self.sampler_name == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed)
+        if self.sampler_name == "grid":
+            return optuna.samplers.GridSampler(grid(space), seed=self.seed)
+        raise ValueError(f"sampler={self.sampler_name!r}: must be one of tpe, gp, random, grid")
