@@ -2,15 +2,20 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from hydra_plugins.coldclimb_optuna_sweeper import accounted_for
 from sweeps.space import distributions, grid
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
@@ -88,3 +93,39 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.coldclimb_optuna_sweeper.OptunaSweeper"
     assert list(cfg.hydra.sweeper.objectives) == objectives
     assert all(isinstance(d, BaseDistribution) for d in distributions(dict(cfg.hydra.sweeper.params)).values())
+
+
+def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(model_cache, tmp_path):
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
+               "pipeline.stages=[grpo]", "grpo.steps=6", "tracking=disabled", "grpo.learning_rate=choice(1e-5,1e-4)",
+               "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+               f"hydra.sweep.dir={tmp_path}"]
+    env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def states():
+        try:
+            return [t.state for t in optuna.load_study(study_name="coldclimb", storage=storage).trials]
+        except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its database is not there yet
+            return []
+
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ((now := states()) and TrialState.COMPLETE in now and now[-1] == TrialState.RUNNING):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    killed = len(states()) - 1
+    time.sleep(3)  # past the grace period: the killed trial's heartbeat is stale
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="coldclimb", storage=storage).trials
+    retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None]
+    assert trials[killed].state == TrialState.FAIL  # found stale, not left RUNNING
+    assert [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in retries] == [killed]
+    assert retries[0].params == trials[killed].params and retries[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4  # none lost, none twice
+    assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage))) == 3

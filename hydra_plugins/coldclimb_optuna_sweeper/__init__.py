@@ -16,6 +16,9 @@ string annotations.)
 import json
 import logging
 import math
+import threading
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +34,7 @@ from sweeps.space import distributions, grid, to_distribution
 from sweeps.trial import make_pruner
 
 log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -46,6 +50,9 @@ class OptunaSweeperConf:
     pruner_startup_trials: int = 2  # trials that run to the end before the median pruner acts
     n_trials: int = 8  # finished trials the study should hold, counting earlier runs of the command
     n_jobs: int = 1  # trials handed to the launcher at once
+    heartbeat_interval: int = 10  # seconds; a RUNNING trial silent for grace_period is stale: failed, retried
+    grace_period: int = 60
+    max_retry: int = 1
     seed: int = 0
     params: dict[str, str] = field(default_factory=dict)  # search space, in Hydra's sweep grammar
 
@@ -54,15 +61,46 @@ ConfigStore.instance().store(group="hydra/sweeper", name="coldclimb_optuna", nod
                              provider="coldclimb")
 
 
+def accounted_for(study) -> list:
+    """Finished trials, less failures that were retried: each trial of the sweep counts once."""
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
+    return [t for t in study.trials if t.state in DONE and t.number not in retried]
+
+
+@contextmanager
+def heartbeat(storage, trials, interval: int):
+    """Mark the trials alive every `interval` seconds while their jobs run (any launcher)."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while True:
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class OptunaSweeper(Sweeper):
     def __init__(self, study_name, storage, objectives, directions, sampler, pruner, pruner_startup_trials, n_trials,
-                 n_jobs, seed, params):
+                 n_jobs, heartbeat_interval, grace_period, max_retry, seed, params):
         if len(objectives) != len(directions):
             raise ValueError(f"objectives={list(objectives)} and directions={list(directions)} differ in length")
         self.study_name, self.storage = study_name, storage
         self.objectives, self.directions = list(objectives), list(directions)
         self.sampler_name, self.pruner_name, self.startup = sampler, pruner, pruner_startup_trials
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
+        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -79,23 +117,35 @@ class OptunaSweeper(Sweeper):
             else:
                 fixed.append(override.input_line)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        storage = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self._sampler(space),
-                                    pruner=make_pruner(self.pruner_name, self.startup), directions=self.directions,
-                                    load_if_exists=True)
+        url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        storage = self._storage(url)
+        study = optuna.create_study(study_name=self.study_name, storage=storage,
+                                    sampler=self._sampler(space), pruner=make_pruner(self.pruner_name, self.startup),
+                                    directions=self.directions, load_if_exists=True)
         study.set_user_attr("pruner", self.pruner_name)
         study.set_user_attr("pruner_startup_trials", self.startup)
         returns = []
-        while (left := self.n_trials - sum(t.state in DONE for t in study.trials)) > 0:
+        while (left := self.n_trials - len(accounted_for(study))) > 0:
+            optuna.storages.fail_stale_trials(study)  # trials of a dead sweeper: failed, then queued again
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] +
-                    [f"trial.storage={storage}", f"trial.study_name={self.study_name}", f"trial.trial_id={t._trial_id}",
+                    [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={t._trial_id}",
                      f"trial.objective={self.objectives[0]}"] for t in trials]
-            for trial, job in zip(trials, self.launcher.launch(jobs, initial_job_idx=trials[0].number)):
+            with heartbeat(storage, trials, self.heartbeat_interval):
+                launched = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            for trial, job in zip(trials, launched):
                 self._tell(study, trial, job)
                 returns.append(job)
-        log.info("study %s: %d trials in %s", self.study_name, len(study.trials), storage)
+        log.info("study %s: %d trials in %s", self.study_name, len(study.trials), url)
         return [returns]
+
+    def _storage(self, url: str):
+        """A database gets heartbeats, so that trials of a killed sweep are found and retried."""
+        if not url.startswith(("sqlite", "postgresql", "mysql")):
+            return url
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
 
     def _tell(self, study, trial, job) -> None:
         """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
