@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import sqlalchemy
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -44,6 +45,10 @@ def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache,
     assert (tmp_path / "0" / "grpo" / "checkpoint").is_dir()
     assert status[1]["status"] == "failed" and "seed set holds only" in status[1]["error"]
     assert status[2]["status"] == "failed" and status[2]["error"].startswith("config error: sft.cold_start_size=500")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.status.tolist() == ["finished", "failed", "failed"]  # the best first, failures last
+    assert summary["sft.cold_start_size"].tolist()[0] == 4 and summary.run_dir[0] == str(tmp_path / "0")
+    assert "3 jobs" in (tmp_path / "summary.md").read_text()
 
 
 def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path):
