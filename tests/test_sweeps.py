@@ -134,3 +134,25 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
     assert retries[0].params == trials[killed].params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4  # none lost, none twice
     assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage))) == 3
+
+
+def test_the_same_grid_gives_the_same_results_under_every_local_launcher(model_cache, tmp_path):
+    results = {}
+    for launcher in ("basic", "joblib", "submitit_local"):
+        sweep_dir = tmp_path / launcher
+        command = [sys.executable, "-m", "harness.train", "-m", f"hydra/launcher={launcher}", "experiment=smoke",
+                   "pipeline.stages=[grpo]", "tracking=disabled", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        table = pd.read_csv(sweep_dir / "summary.csv").sort_values("seed")
+        assert table.status.eq("finished").all()
+        results[launcher] = table["eval/gold_pass@1"].tolist()
+    assert results["basic"] == results["joblib"] == results["submitit_local"]
+
+
+@pytest.mark.parametrize("preset", ["slurm", "slurm_gpu"])
+def test_slurm_presets_use_submitit(preset):
+    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
