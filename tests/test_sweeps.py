@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.coldclimb_optuna_sweeper import accounted_for
 from sweeps.space import distributions, grid
+from tests.postgres import postgres_server, server_bin
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
@@ -136,6 +137,7 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
     assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage))) == 3
 
 
+@pytest.mark.slow
 def test_the_same_grid_gives_the_same_results_under_every_local_launcher(model_cache, tmp_path):
     results = {}
     for launcher in ("basic", "joblib", "submitit_local"):
@@ -156,3 +158,34 @@ def test_slurm_presets_use_submitit(preset):
     with initialize_config_module(config_module="harness.conf", version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+
+
+@pytest.fixture
+def postgres_url():
+    if server_bin() is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql; .ci/run does)")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tmp_path):
+    n_trials = 6
+    env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
+         "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=tag(log,interval(1e-5,1e-3))",
+         f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage={postgres_url}",
+         f"hydra.sweep.dir={tmp_path / name}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for name in ("worker-a", "worker-b")]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read()[-3000:]
+    trials = optuna.load_study(study_name="coldclimb", storage=postgres_url).trials
+    assert len(trials) >= n_trials and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.number for t in trials}) == len(trials)
+    run_dirs = [Path(t.user_attrs["run_dir"]) for t in trials]
+    assert len(set(run_dirs)) == len(trials)  # no trial ran twice
+    assert {d.parent.name for d in run_dirs} == {"worker-a", "worker-b"}  # both workers did some
+    for trial, run_dir in zip(trials, run_dirs):
+        stored = json.loads((run_dir / "status.json").read_text())
+        assert trial.value == pytest.approx(stored["eval/gold_pass@1"])  # every result reached the study
