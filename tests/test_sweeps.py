@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 import optuna
+import optuna_dashboard
 import pandas as pd
 import pytest
 import sqlalchemy
@@ -76,6 +78,13 @@ def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(m
         else:
             assert sorted(trial.intermediate_values) == list(range(1, steps + 1))
             assert trial.value == pytest.approx(trial.intermediate_values[steps])
+    # optuna-dashboard serves the study (through its WSGI app: no server, no network).
+    app = optuna_dashboard.wsgi(f"sqlite:///{tmp_path / 'optuna.db'}")
+    environ = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = f"/api/studies/{study._study_id}"
+    body = json.loads(b"".join(app(environ, lambda status, headers, exc_info=None: None)))
+    assert [t["state"] for t in body["trials"]] == [t.state.name.capitalize() for t in study.trials]
 
 
 def test_search_space_reads_hydra_sweep_grammar():
