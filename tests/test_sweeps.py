@@ -198,3 +198,27 @@ def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tm
     for trial, run_dir in zip(trials, run_dirs):
         stored = json.loads((run_dir / "status.json").read_text())
         assert trial.value == pytest.approx(stored["eval/gold_pass@1"])  # every result reached the study
+
+
+@pytest.mark.parametrize("sampler, objectives", [
+    ("grid", ["eval/gold_pass@1", "eval/kl_to_initial"]),  # a Pareto front over every point of a grid
+    ("gp", ["eval/gold_pass@1"]),
+])
+def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, objectives):
+    directions = ["maximize", "minimize"][: len(objectives)]
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
+               "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=choice(1e-5,1e-3)",
+               "grpo.num_generations=choice(2,4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none",
+               f"hydra.sweeper.sampler={sampler}", f"hydra.sweeper.objectives=[{','.join(objectives)}]",
+               f"hydra.sweeper.directions=[{','.join(directions)}]", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    for trial in study.trials:
+        status = json.loads((Path(trial.user_attrs["run_dir"]) / "status.json").read_text())
+        assert trial.values == pytest.approx([status[key] for key in objectives])
+    if sampler == "grid":  # four points, each once
+        assert sorted(tuple(t.params.values()) for t in study.trials) == sorted(
+            (lr, k) for lr in (1e-5, 1e-3) for k in (2, 4))

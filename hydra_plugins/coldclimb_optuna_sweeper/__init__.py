@@ -61,6 +61,14 @@ ConfigStore.instance().store(group="hydra/sweeper", name="coldclimb_optuna", nod
                              provider="coldclimb")
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler calls study.stop() once the grid is spent, which only optimize() allows; with
+    ask/tell the sweeper stops instead, after as many trials as the grid has points."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def accounted_for(study) -> list:
     """Finished trials, less failures that were retried: each trial of the sweep counts once."""
     retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
@@ -124,13 +132,14 @@ class OptunaSweeper(Sweeper):
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("pruner", self.pruner_name)
         study.set_user_attr("pruner_startup_trials", self.startup)
+        n_trials = self.n_trials
+        if self.sampler_name == "grid":
+            n_trials = min(n_trials, math.prod(len(values) for values in grid(space).values()))
         returns = []
-        while (left := self.n_trials - len(accounted_for(study))) > 0:
+        while (left := n_trials - len(accounted_for(study))) > 0:
             optuna.storages.fail_stale_trials(study)  # trials of a dead sweeper: failed, then queued again
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
-            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] +
-                    [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={t._trial_id}",
-                     f"trial.objective={self.objectives[0]}"] for t in trials]
+            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] + self._report_to(url, t) for t in trials]
             with heartbeat(storage, trials, self.heartbeat_interval):
                 launched = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, job in zip(trials, launched):
@@ -146,6 +155,14 @@ class OptunaSweeper(Sweeper):
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
+
+    def _report_to(self, url: str, trial) -> list:
+        """Overrides that let the run report held-out values to its trial as it trains. Optuna takes
+        intermediate values of single-objective studies only, so a Pareto search gets none."""
+        if len(self.objectives) > 1:
+            return []
+        return [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={trial._trial_id}",
+                f"trial.objective={self.objectives[0]}"]
 
     def _tell(self, study, trial, job) -> None:
         """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
@@ -177,5 +194,5 @@ class OptunaSweeper(Sweeper):
         if self.sampler_name == "random":
             return optuna.samplers.RandomSampler(seed=self.seed)
         if self.sampler_name == "grid":
-            return optuna.samplers.GridSampler(grid(space), seed=self.seed)
+            return AskTellGridSampler(grid(space), seed=self.seed)
         raise ValueError(f"sampler={self.sampler_name!r}: must be one of tpe, gp, random, grid")
