@@ -40,6 +40,10 @@ def format_summary(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def in_sweep() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def finish(run_dir: Path, status: str, **details) -> dict:
     """status.json beside the run's results (finished, failed or pruned, and the final held-out
     metrics or the reason); it is also what the run returns to a sweeper."""
@@ -55,7 +59,7 @@ def fail(run_dir: Path, message: str, exit_code: int) -> dict:
     """A failed run says why in one line. Alone, it exits; in a sweep, the sweep goes on."""
     record = finish(run_dir, "failed", error=message)
     print(f"coldclimb: {message}", file=sys.stderr)
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_sweep():
         sys.exit(exit_code)
     return record
 
@@ -64,7 +68,7 @@ def name_run(config: Config) -> None:
     """Alone, a run is named after its directory; in a sweep, a trial is <sweep>-<job number>,
     and every trial's stages are grouped under the sweep in W&B."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if in_sweep():
         sweep = Path(hydra_cfg.sweep.dir).name
         config.run_name = config.run_name or f"{sweep}-{hydra_cfg.job.num}"
         config.tracking.group = config.tracking.group or sweep
@@ -102,7 +106,7 @@ def main(cfg: DictConfig) -> dict:
     except (SeedTooSmall, NonFiniteLoss) as error:
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not in_sweep():
             raise  # a bug in a single run: the traceback helps more than a line
         log.exception("run failed")
         return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)

@@ -6,7 +6,28 @@ this works whichever Hydra launcher ran the job: a local process, joblib, or SLU
 
 from __future__ import annotations
 
+import time
+
 import optuna
+import sqlalchemy
+
+
+SCHEMA_ATTEMPTS = 5
+JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
+
+
+def open_storage(url: str, **rdb_options):
+    """An Optuna storage from a URL: a database (sqlite, postgresql, mysql) or a journal file."""
+    if url.startswith(JOURNAL):
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[len(JOURNAL) - 1:]))
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, **rdb_options)
+        # Workers that start together on a fresh database race to create its tables; the losers retry.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def make_pruner(name: str, startup_trials: int) -> optuna.pruners.BasePruner:
@@ -23,9 +44,8 @@ def make_pruner(name: str, startup_trials: int) -> optuna.pruners.BasePruner:
 
 class TrialReporter:
     def __init__(self, trial_cfg):
-        settings = optuna.load_study(study_name=trial_cfg.study_name, storage=trial_cfg.storage).user_attrs
-        study = optuna.load_study(study_name=trial_cfg.study_name, storage=trial_cfg.storage,
-                                  pruner=make_pruner(settings["pruner"], settings["pruner_startup_trials"]))
+        study = optuna.load_study(study_name=trial_cfg.study_name, storage=open_storage(trial_cfg.storage))
+        study.pruner = make_pruner(study.user_attrs["pruner"], study.user_attrs["pruner_startup_trials"])
         self.trial = optuna.trial.Trial(study, trial_cfg.trial_id)
         self.objective = trial_cfg.objective
 

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.coldclimb_optuna_sweeper import accounted_for
 from sweeps.space import distributions, grid
+from sweeps.trial import open_storage
 from tests.postgres import postgres_server, server_bin
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
@@ -222,3 +223,18 @@ def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, o
     if sampler == "grid":  # four points, each once
         assert sorted(tuple(t.params.values()) for t in study.trials) == sorted(
             (lr, k) for lr in (1e-5, 1e-3) for k in (2, 4))
+
+
+def test_journal_file_storage_reports_and_resumes(model_cache, tmp_path):
+    journal = tmp_path / "study.log"
+    env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    for n_trials in (2, 3):  # the second command resumes the study and adds one trial
+        command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
+                   "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=tag(log,interval(1e-5,1e-3))",
+                   f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage=journal:///{journal}",
+                   f"hydra.sweep.dir={tmp_path / str(n_trials)}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="coldclimb", storage=open_storage(f"journal:///{journal}"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert all(sorted(t.intermediate_values) == [2, 4] for t in study.trials)  # reported through the journal

@@ -5,7 +5,8 @@
 Each trial is a Hydra job, run by whichever launcher is configured. The job reports held-out
 values to the study while it trains (sweeps/trial.py), so pruners see them wherever it runs.
 The study lives in SQLite in the sweep directory unless `storage` names another Optuna
-storage (PostgreSQL, a journal file); running the same command again resumes it.
+storage (postgresql://..., or journal:///path/study.log for a journal file); running the same
+command again resumes it.
 Hydra loads sweepers only from the `hydra_plugins` package, hence its home here; the search
 space and the trial's side live in `sweeps/`. (No `from __future__ import annotations` here:
 Hydra's plugin scan imports this module outside sys.modules, where dataclasses cannot resolve
@@ -28,10 +29,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweeps.space import distributions, grid, to_distribution
-from sweeps.trial import make_pruner
+from sweeps.trial import JOURNAL, make_pruner, open_storage
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
@@ -42,7 +44,7 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.coldclimb_optuna_sweeper.OptunaSweeper"
     study_name: str = "coldclimb"
-    storage: Optional[str] = None  # None: sqlite:///<sweep dir>/optuna.db
+    storage: Optional[str] = None  # None: sqlite:///<sweep dir>/optuna.db; or postgresql://...; or journal:///path
     objectives: list[str] = field(default_factory=lambda: ["eval/gold_pass@1"])  # keys of the run's final metrics
     directions: list[str] = field(default_factory=lambda: ["maximize"])
     sampler: str = "tpe"  # tpe (multivariate) | gp | random | grid
@@ -71,7 +73,7 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
 def accounted_for(study) -> list:
     """Finished trials, less failures that were retried: each trial of the sweep counts once."""
-    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
     return [t for t in study.trials if t.state in DONE and t.number not in retried]
 
 
@@ -150,11 +152,10 @@ class OptunaSweeper(Sweeper):
 
     def _storage(self, url: str):
         """A database gets heartbeats, so that trials of a killed sweep are found and retried."""
-        if not url.startswith(("sqlite", "postgresql", "mysql")):
-            return url
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
+        if url.startswith(JOURNAL):
+            return open_storage(url)
+        return open_storage(url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
+                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
 
     def _report_to(self, url: str, trial) -> list:
         """Overrides that let the run report held-out values to its trial as it trains. Optuna takes
