@@ -182,12 +182,15 @@ def postgres_url():
 def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tmp_path):
     n_trials = 6
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    # worker-b runs two trials at a time in joblib processes: they report to the study on their own.
+    launchers = {"worker-a": [], "worker-b": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                              "hydra.sweeper.n_jobs=2"]}
     workers = [subprocess.Popen(
         [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
          "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=tag(log,interval(1e-5,1e-3))",
          f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage={postgres_url}",
-         f"hydra.sweep.dir={tmp_path / name}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for name in ("worker-a", "worker-b")]
+         f"hydra.sweep.dir={tmp_path / name}", *launcher], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True) for name, launcher in launchers.items()]
     for worker in workers:
         assert worker.wait(timeout=600) == 0, worker.stderr.read()[-3000:]
     trials = optuna.load_study(study_name="coldclimb", storage=postgres_url).trials
@@ -199,6 +202,7 @@ def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tm
     for trial, run_dir in zip(trials, run_dirs):
         stored = json.loads((run_dir / "status.json").read_text())
         assert trial.value == pytest.approx(stored["eval/gold_pass@1"])  # every result reached the study
+        assert sorted(trial.intermediate_values) == [2, 4]
 
 
 @pytest.mark.parametrize("sampler, objectives", [
