@@ -114,7 +114,6 @@ class OptunaSweeper(Sweeper):
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
