@@ -1,5 +1,13 @@
-"""Load what runs store into pandas, and the plots that explain a sweep."""
+"""Load what runs store into pandas, and the plots that explain a sweep.
 
+  load      load_sweep(path) -> Sweep(runs, history, best_of_n), from the run store or W&B
+  live      live-group theory, measured points, num_generations_for(live_fraction, pass_rate)
+  overopt   gold and proxy against sqrt(KL), with the RL and best-of-n fits of Gao et al. 2022
+  ablation  final and best metrics against each swept value; learning curves; the cold start
+  report    python -m analysis.report SWEEP [--out DIR]
+"""
+
+from analysis.load import Sweep, from_local, from_wandb_api, from_wandb_offline, load_sweep
 from analysis.runstore import load_run
 
-__all__ = ["load_run"]
+__all__ = ["Sweep", "from_local", "from_wandb_api", "from_wandb_offline", "load_run", "load_sweep"]

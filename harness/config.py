@@ -106,6 +106,7 @@ class EvalConfig:
     num_samples: int = 4  # samples per prompt for pass@1
     temperature: float = 1.0
     kl_to_initial: bool = True  # keep the stage's initial policy to measure KL to it
+    best_of_n: int = 16  # samples per held-out prompt from GRPO's initial policy (the best-of-n baseline); 0: none
     seed: int = 1234  # fixes the held-out set
 
 
@@ -245,6 +246,8 @@ def validate(cfg) -> None:
     _at_least("eval.eval_every", e.eval_every, 1)
     _at_least("eval.num_prompts", e.num_prompts, 1)
     _at_least("eval.num_samples", e.num_samples, 1)
+    if e.best_of_n == 1 or e.best_of_n < 0:
+        raise ConfigError("eval.best_of_n", e.best_of_n, "must be 0 (off) or at least 2")
     _one_of("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
     if m.path is not None:
         if not Path(m.path).expanduser().is_dir():

@@ -31,6 +31,15 @@ class Evaluator:
             metrics["eval/kl_to_initial"] = self.sequence_kl(policy, rollout)
         return metrics
 
+    @torch.no_grad()
+    def best_of_n_samples(self, engine) -> list[dict]:
+        """`best_of_n` samples per held-out prompt, each with both rewards: ranked by the proxy,
+        they give the best-of-n baseline of over-optimisation plots (Gao et al. 2022)."""
+        rollout = engine.generate([p.prompt for p in self.problems], self.cfg.best_of_n, self.sampling)
+        gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
+        return [{"problem": i // self.cfg.best_of_n, "gold": g, "proxy": x}
+                for i, (g, x) in enumerate(zip(gold.tolist(), proxy.tolist()))]
+
     def sequence_kl(self, policy, rollout: Rollout) -> float:
         """KL(pi || pi_init) per completion, in nats: the mean over samples from pi of
         sum_t log pi - log pi_init (an unbiased estimate)."""

@@ -59,6 +59,7 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
             **dead_group_cost(sampled.reward, sampled.rollout, K),
             **completion_metrics(sampled.rollout),
             **update,
+            "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
             "update/groups": len(train.problems),
             "update/dead_group_frac": 1 - len(train.live()) / max(len(train.problems), 1),
             "dynamic_sampling/rounds": rounds,

@@ -5,6 +5,7 @@
   sft      cold-start the *base* on cold_start_size seed examples    -> sft/checkpoint
            (or on the task solver's demonstrations: sft.source=solver)
   grpo     GRPO for real, from the cold-started policy               -> grpo/checkpoint
+           (first sampling eval.best_of_n completions per held-out prompt -> grpo/best_of_n.jsonl)
 
 Any stage can be skipped (`pipeline.stages=[sft,grpo]`) or run alone from a checkpoint
 (`pipeline.stages=[grpo] model.path=...`).
@@ -83,13 +84,13 @@ class Pipeline:
         examples = self._cold_start_examples()
         model, tokenizer = self._load(self.base)
         engine = make_engine(cfg.rollout, model, tokenizer)
-        evaluate = self._evaluator(model, engine, initial=self._frozen_copy(model))
-        initial = evaluate()
+        evaluator = self._evaluator(initial=self._frozen_copy(model))
+        initial = evaluator(model, engine)
         self.summary.setdefault("base", initial)
         tracker.log_eval(0, initial)
         finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
                  learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
-        result = self.summary["sft"] = evaluate()
+        result = self.summary["sft"] = evaluator(model, engine)
         tracker.log_eval(cfg.sft.steps, result)
         self.policy = self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
@@ -103,10 +104,12 @@ class Pipeline:
         # eval.kl_to_initial = false no second model is loaded at all.
         frozen = self._frozen_copy(model) if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial else None
         engine = make_engine(cfg.rollout, model, tokenizer)
-        evaluator = self._evaluator(model, engine, initial=frozen)
+        evaluator = self._evaluator(initial=frozen)
+        if stage == "grpo" and cfg.eval.best_of_n:
+            tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
 
         def evaluate() -> dict:
-            metrics = evaluator()
+            metrics = evaluator(model, engine)
             if start == self.base:  # the stage's first evaluation is the base's
                 self.summary.setdefault("base", metrics)
             return metrics
@@ -137,10 +140,9 @@ class Pipeline:
                 f"(raise pipeline.seed_max_rounds or pipeline.explore_steps, or lower sft.cold_start_size)")
         return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
 
-    def _evaluator(self, model, engine, initial):
-        evaluator = Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
-                              initial_policy=initial if self.cfg.eval.kl_to_initial else None)
-        return lambda: evaluator(model, engine)
+    def _evaluator(self, initial) -> Evaluator:
+        return Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
+                         initial_policy=initial if self.cfg.eval.kl_to_initial else None)
 
     def _begin(self, stage: str) -> StageTracker:
         """Seed the stage's sampling and start its tracked run."""

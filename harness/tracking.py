@@ -6,6 +6,7 @@ The local store keeps, in plain files that pandas reads, everything W&B is sent:
   metrics.jsonl      one line per training step
   eval.jsonl         one line per held-out evaluation
   completions.jsonl  sample completions, with the step they were drawn at
+  <name>.jsonl       any other table (best_of_n.jsonl: samples of GRPO's start, both rewards)
   summary.json       final values
 JSON files are replaced atomically; JSONL lines are flushed as they are written. A W&B
 failure is reported once and never stops training.
@@ -100,6 +101,17 @@ class StageTracker:
         for row in rows:
             self._append("completions.jsonl", {"step": step, **row})
         self._to_wandb(self._log_table, step, rows)
+
+    def log_rows(self, name: str, rows: list[dict]) -> None:
+        """A table logged once: <name>.jsonl here, a W&B Table there."""
+        for row in rows:
+            self._append(f"{name}.jsonl", row)
+        self._to_wandb(self._log_rows_wandb, name, rows)
+
+    def _log_rows_wandb(self, name: str, rows: list[dict]) -> None:
+        import wandb
+
+        self.wandb.log({name: wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])}, commit=False)
 
     def _log_table(self, step: int, rows: list[dict]) -> None:
         import wandb

@@ -39,3 +39,24 @@ def train(model_cache):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def smoke_run(train, tmp_path_factory) -> Path:
+    """The whole recipe, tiny, once per session, with W&B offline."""
+    run_dir = tmp_path_factory.mktemp("smoke")
+    train(run_dir, "experiment=smoke", "run_name=smoke-test")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def small_sweep(model_cache, tmp_path_factory) -> Path:
+    """A real sweep, small: gold and proxy reward x beta 0 and 0.1 x seeds 0 and 1 (8 runs)."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    command = [sys.executable, "-m", "harness.train", "-m", "experiment=smoke", "pipeline.stages=[sft,grpo]",
+               "sft.source=solver", "task.reward=gold,proxy", "grpo.beta=0,0.1", "seed=0,1",
+               f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir

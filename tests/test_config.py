@@ -35,6 +35,7 @@ def test_defaults_are_valid(compose):
     ("model.num_heads=5", "model.num_heads=5"),
     ("tracking.mode=cloud", "tracking.mode='cloud'"),
     ("eval.num_samples=0", "eval.num_samples=0"),
+    ("eval.best_of_n=1", "eval.best_of_n=1: must be 0 (off) or at least 2"),
 ])
 def test_bad_value_is_named(compose, override, key):
     with pytest.raises(ConfigError) as error:

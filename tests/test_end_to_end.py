@@ -1,28 +1,14 @@
 """The whole recipe, tiny, through the command line: stages, checkpoints, W&B and the run store."""
 
 import json
-import subprocess
 
 import pytest
 
 from analysis import load_run
+from analysis.load import wandb_records
 from harness.pipeline import Pipeline
 
 STAGES = ["explore", "seed", "sft", "grpo"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(train, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke")
-    train(run_dir, "experiment=smoke", "run_name=smoke-test")
-    return run_dir
-
-
-def wandb_records(run_path: str) -> list[dict]:
-    """The records of an offline W&B run, read back by wandb's own reader."""
-    out = subprocess.run(["wandb", "leet", "inspect", "--json", run_path], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
 def test_every_stage_ran_and_saved_what_the_next_loads(smoke_run):

@@ -1,0 +1,117 @@
+"""What a swept setting did: final and best held-out metrics against each swept value (mean and
+t-interval over seeds), learning curves coloured by value, and the cold-start plot."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.load import config_columns
+
+METRIC = "eval/gold_pass@1"
+NOT_SWEPT = ("seed", "run_name", "output_dir")  # seeds are replicates; the rest differ by name only
+
+
+def swept(runs: pd.DataFrame) -> list[str]:
+    """The config keys whose values differ between the sweep's runs (seeds excluded)."""
+    keys = [c for c in config_columns(runs) if c not in NOT_SWEPT and not c.startswith(("trial.", "tracking."))]
+    return [c for c in keys if runs[c].astype(str).nunique() > 1]
+
+
+def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
+    """One row per run: the stage's final and best value of `metric`, beside the run's config."""
+    evals = history[(history.stage == stage)].dropna(subset=[metric]).sort_values("step")
+    values = evals.groupby("run")[metric].agg(final="last", best="max").reset_index()
+    config = runs.loc[runs.stage == stage, ["run", *config_columns(runs)]]
+    return values.merge(config, on="run")
+
+
+def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: float = 0.95) -> pd.DataFrame:
+    """Mean of `column` for each value of `by`, with a t-interval over the runs (seeds) holding it."""
+    rows = []
+    for value, part in table.groupby(by, sort=True):
+        values = part[column].to_numpy(dtype=float)
+        mean, n = values.mean(), len(values)
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        rows.append({by: value, "mean": mean, "low": mean - half, "high": mean + half, "runs": n})
+    return pd.DataFrame(rows)
+
+
+def _positions(values) -> tuple[np.ndarray, list[str]]:
+    """x positions for swept values: the values when numeric, else evenly spaced categories."""
+    numeric = pd.api.types.is_numeric_dtype(pd.Series(values))
+    return (np.asarray(values, dtype=float) if numeric else np.arange(len(values))), [str(v) for v in values]
+
+
+def _split(frame: pd.DataFrame, hue: list[str]):
+    """(label, part) for each combination of the `hue` keys: the other swept settings, kept apart."""
+    if not hue:
+        yield "", frame
+        return
+    for values, part in frame.groupby(hue, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        yield ", ".join(f"{k}={v}" for k, v in zip(hue, values)), part
+
+
+def plot_ablation(table: pd.DataFrame, by: str, metric: str = METRIC, hue: list[str] = (), ax=None):
+    """Final and best `metric` against the swept value, mean and 95% interval over seeds; one pair
+    of lines for each combination of the `hue` keys. Grey dots: single runs."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    x_of = dict(zip(*_positions(sorted(table[by].unique()))[1::-1]))
+    for i, (label, part) in enumerate(_split(table, list(hue))):
+        for column, style in (("final", "o-"), ("best", "s--")):
+            summary = summarise(part, by, column)
+            x = [x_of[str(v)] for v in summary[by]]
+            ax.errorbar(x, summary["mean"], yerr=[summary["mean"] - summary.low, summary.high - summary["mean"]],
+                        fmt=style, color=f"C{i}", capsize=3, label=f"{column} {label}".strip())
+            ax.plot([x_of[str(v)] for v in part[by]], part[column], ".", color="grey", alpha=0.6)
+    if not pd.api.types.is_numeric_dtype(table[by]):
+        ax.set_xticks(list(x_of.values()), list(x_of))
+    ax.set(xlabel=by, ylabel=metric, title=f"{metric} against {by} (mean, 95% CI over seeds)")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, metric: str = METRIC,
+                         stage: str = "grpo", hue: list[str] = (), ax=None):
+    """`metric` against step, one colour per swept value (one line style per `hue` combination):
+    the mean over seeds bold, each seed faint."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    config = runs.loc[runs.stage == stage, ["run", by, *hue]]
+    curves = history[history.stage == stage].dropna(subset=[metric]).merge(config, on="run")
+    for j, (label, group) in enumerate(_split(curves, list(hue))):
+        for i, (value, part) in enumerate(group.groupby(by, sort=True)):
+            style = dict(color=f"C{i}", linestyle=["-", "--", ":", "-."][j % 4])
+            for _, run in part.groupby("run"):
+                ax.plot(run.step, run[metric], alpha=0.25, linewidth=0.8, **style)
+            mean = part.groupby("step")[metric].mean()
+            ax.plot(mean.index, mean.values, linewidth=2, label=f"{by}={value} {label}".strip(), **style)
+    ax.set(xlabel=f"{stage} step", ylabel=metric, title=f"{metric} during {stage}, by {by}")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def cold_start_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Per run: `metric` after SFT and after GRPO, beside sft.cold_start_size."""
+    after = {stage: per_run(runs, history, metric, stage)[["run", "final"]].rename(columns={"final": stage})
+             for stage in ("sft", "grpo")}
+    sizes = runs.loc[runs.stage == "grpo", ["run", "seed", "sft.cold_start_size"]]
+    return sizes.merge(after["sft"], on="run").merge(after["grpo"], on="run")
+
+
+def plot_cold_start(table: pd.DataFrame, metric: str = METRIC, ax=None):
+    """Pass rate after SFT and after GRPO against cold_start_size: what the cold start buys GRPO."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for stage, marker in (("sft", "o--"), ("grpo", "o-")):
+        summary = summarise(table, "sft.cold_start_size", stage)
+        ax.errorbar(summary["sft.cold_start_size"], summary["mean"], capsize=3, fmt=marker, label=f"after {stage}",
+                    yerr=[summary["mean"] - summary.low, summary.high - summary["mean"]])
+    ax.set(xscale="log", xlabel="sft.cold_start_size (examples)", ylabel=metric,
+           title="Cold start: held-out pass rate after SFT and after GRPO")
+    ax.legend(fontsize="small")
+    return ax.figure

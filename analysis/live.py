@@ -1,0 +1,76 @@
+"""Live groups: K samples at pass rate p carry gradient only when they hold both a success and a
+failure, which happens with probability P_live(p, K) = 1 - p^K - (1 - p)^K.
+
+The theory curves for a sweep's Ks, the fractions its runs measured laid over them with their
+binomial intervals, and the inverse question: which K keeps a fraction f of groups alive at p.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from harness.metrics import live_probability
+
+PASS_RATE = "rewards/gold/mean"  # the batch's pass rate on the (binary) gold reward
+LIVE = "live_group_frac"
+
+
+def num_generations_for(live_fraction: float, pass_rate: float) -> int:
+    """The smallest K (>= 2) whose groups are live with probability at least `live_fraction` at
+    `pass_rate`. P_live grows with K (by p^K (1-p) + (1-p)^K p each step) towards 1."""
+    if not 0 < pass_rate < 1:
+        raise ValueError(f"pass_rate={pass_rate}: must be strictly between 0 and 1 (at 0 or 1 no group is live)")
+    if not 0 < live_fraction < 1:
+        raise ValueError(f"live_fraction={live_fraction}: must be strictly between 0 and 1")
+    high = 2
+    while live_probability(pass_rate, high) < live_fraction:
+        high *= 2
+    ks = np.arange(2, high + 1)
+    return int(ks[np.searchsorted(live_probability(pass_rate, ks), live_fraction)])
+
+
+def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 10,
+                         confidence: float = 0.95) -> pd.DataFrame:
+    """The live fraction the runs measured, pooled by K and by pass-rate bin, with Wilson intervals.
+
+    Only runs trained on the gold reward count: the theory is for a binary reward. One row per
+    (K, bin): pass_rate (mean over the steps in it), live, groups, live_frac, low, high, theory.
+    """
+    gold_runs = runs[(runs["task.reward"] == "gold") & runs.stage.isin(["explore", "grpo"])]
+    keys = gold_runs[["run", "stage", "grpo.num_generations", "grpo.prompts_per_step"]]
+    steps = history.merge(keys, on=["run", "stage"]).dropna(subset=[PASS_RATE, LIVE])
+    if steps.empty:
+        return pd.DataFrame(columns=["K", "pass_rate", "live", "groups", "live_frac", "low", "high", "theory"])
+    groups = steps["groups"] if "groups" in steps else steps["grpo.prompts_per_step"]
+    steps = steps.assign(K=steps["grpo.num_generations"].astype(int), groups=groups.astype(int),
+                         live=(steps[LIVE] * groups).round().astype(int),
+                         bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True))
+    rows = []
+    for (K, _), part in steps.groupby(["K", "bin"], observed=True):
+        live, total = int(part.live.sum()), int(part.groups.sum())
+        interval = binomtest(live, total).proportion_ci(confidence, method="wilson")
+        p = float(np.average(part[PASS_RATE], weights=part.groups))
+        rows.append({"K": K, "pass_rate": p, "live": live, "groups": total, "live_frac": live / total,
+                     "low": interval.low, "high": interval.high, "theory": float(live_probability(p, K))})
+    return pd.DataFrame(rows)
+
+
+def plot_live_groups(ks, points: pd.DataFrame | None = None, ax=None):
+    """P_live against p for each K, with measured points (and intervals) in the same colour."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    p = np.linspace(0, 1, 401)
+    for i, K in enumerate(sorted(set(int(k) for k in ks))):
+        color = f"C{i}"
+        ax.plot(p, live_probability(p, K), color=color, label=f"K = {K}: 1 - p^K - (1-p)^K")
+        if points is not None and len(points):
+            mine = points[points.K == K]
+            ax.errorbar(mine.pass_rate, mine.live_frac, yerr=[mine.live_frac - mine.low, mine.high - mine.live_frac],
+                        fmt="o", color=color, capsize=3, label=f"K = {K}: measured" if len(mine) else None)
+    ax.set(xlabel="pass rate p", ylabel="fraction of live groups", ylim=(0, 1.02), xlim=(0, 1),
+           title="Live groups: theory and measured (95% Wilson intervals)")
+    ax.legend(fontsize="small")
+    return ax.figure

@@ -1,0 +1,197 @@
+"""Load a sweep into two tidy frames with one schema, whatever it was read from.
+
+  runs     one row per stage-run (a W&B run): run, stage, group, wandb_id, status, the
+           flattened config (`grpo.beta`, `seed`, ...) and the last value of every metric
+  history  one row per (run, stage, step): training metrics and held-out evaluations
+           (`eval/...`) of that step side by side, as W&B shows them
+
+Three sources, one reader each, all meeting in `StageRun` and `frames`:
+  from_local(path)          run directories under a sweep (or one run): the local run store
+  from_wandb_offline(path)  offline W&B run directories, read by wandb's own reader
+  from_wandb_api(project)   a W&B project online, through wandb.Api (thin; needs an account)
+`load_sweep(path)` picks the first that applies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+ID_COLUMNS = ["run", "stage", "group", "wandb_id", "status"]
+HISTORY_INDEX = ["run", "stage", "step"]
+LOCAL_HISTORY_FILES = ("metrics.jsonl", "eval.jsonl")
+TOP_LEVEL_CONFIG = ("seed", "device", "run_name", "output_dir")  # config keys with no group, hence no dot
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
+
+
+@dataclass
+class StageRun:
+    """What every source knows about one stage of one run."""
+    run: str
+    stage: str
+    group: Optional[str]
+    wandb_id: Optional[str]
+    status: str  # finished | stopped | running
+    config: dict
+    history: list[dict] = field(default_factory=list)  # {"step": N, metric: value, ...}
+
+
+@dataclass
+class Sweep:
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    best_of_n: pd.DataFrame  # samples of each GRPO stage's initial policy (local store only)
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """The runs frame's config columns (`grpo.beta`, `seed`, ...); metric names hold no dot."""
+    return [c for c in runs.columns if "." in c or c in TOP_LEVEL_CONFIG]
+
+
+def _scalar(value):
+    """A loggable number, or None for what is not one (histograms, tables, text)."""
+    if isinstance(value, str):
+        return NON_FINITE.get(value.lower())
+    if isinstance(value, bool):
+        return float(value)
+    return value if isinstance(value, (int, float)) else None
+
+
+def _history_row(step: int, item: dict) -> dict:
+    row = {"step": int(step)}
+    for key, value in item.items():
+        number = _scalar(value)
+        # W&B flattens media (tables, histograms) into dotted keys; metric names hold no dot.
+        if not key.startswith("_") and "." not in key and key != "step" and number is not None:
+            row[key] = number
+    return row
+
+
+def frames(stage_runs: list[StageRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, history) from any source's StageRuns: the one place the schema is made."""
+    history_parts, run_rows = [], []
+    for sr in stage_runs:
+        steps = pd.DataFrame(sr.history, columns=None if sr.history else ["step"])
+        steps = steps.groupby("step", as_index=False).last() if len(steps) else steps
+        last = {k: steps[k].dropna().iloc[-1] for k in steps.columns if k != "step" and steps[k].notna().any()}
+        config = pd.json_normalize({k: v for k, v in sr.config.items() if not k.startswith("_")}, sep=".")
+        run_rows.append({"run": sr.run, "stage": sr.stage, "group": sr.group, "wandb_id": sr.wandb_id,
+                         "status": sr.status, **config.iloc[0].to_dict(), **last})
+        steps.insert(0, "stage", sr.stage)
+        steps.insert(0, "run", sr.run)
+        history_parts.append(steps)
+    runs = pd.DataFrame(run_rows)
+    history = pd.concat(history_parts, ignore_index=True) if history_parts else pd.DataFrame(columns=HISTORY_INDEX)
+    runs = runs[ID_COLUMNS + sorted(set(runs.columns) - set(ID_COLUMNS))] if len(runs) else runs
+    history = history[HISTORY_INDEX + sorted(set(history.columns) - set(HISTORY_INDEX))]
+    return (runs.sort_values(["run", "stage"], ignore_index=True),
+            history.sort_values(HISTORY_INDEX, ignore_index=True))
+
+
+# -- the local run store -----------------------------------------------------------------------
+def _local_stage_dirs(root: Path) -> list[Path]:
+    return sorted({p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern)})
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def local_stage_run(stage_dir: Path) -> StageRun:
+    info = json.loads((stage_dir / "run.json").read_text())
+    config = json.loads((stage_dir / "config.json").read_text())
+    summary_path = stage_dir / "summary.json"
+    status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "running"
+    history = [_history_row(r["step"], r) for name in LOCAL_HISTORY_FILES for r in _read_jsonl(stage_dir / name)]
+    return StageRun(run=config.get("run_name") or info["run_name"], stage=info["stage"], group=info["group"],
+                    wandb_id=info["wandb_id"], status=status if status in ("finished", "running") else "stopped",
+                    config=config, history=history)
+
+
+def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
+    parts = []
+    for stage_dir in stage_dirs:
+        rows = _read_jsonl(stage_dir / "best_of_n.jsonl")
+        if rows:
+            config = json.loads((stage_dir / "config.json").read_text())
+            parts.append(pd.DataFrame(rows).assign(run=config["run_name"], stage=stage_dir.name))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def from_local(path) -> Sweep:
+    stage_dirs = _local_stage_dirs(Path(path))
+    runs, history = frames([local_stage_run(d) for d in stage_dirs])
+    return Sweep(runs, history, _local_best_of_n(stage_dirs))
+
+
+# -- W&B, offline run directories ------------------------------------------------------------
+def wandb_records(run_dir) -> list[dict]:
+    """The records of an offline W&B run (offline-run-*), read by wandb's own reader."""
+    out = subprocess.run(["wandb", "leet", "inspect", "--json", str(run_dir)],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"wandb leet inspect {run_dir}: {out.stderr.strip().splitlines()[-1:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def offline_stage_run(run_dir) -> StageRun:
+    header, config, history, exit_code = {}, {}, [], None
+    for record in wandb_records(run_dir):
+        kind = record["type"]
+        if kind == "run":
+            header = record["run"]
+            config.update(record["run"].get("config", {}).get("update", {}))
+        elif kind == "config":
+            config.update(record["config"].get("update", {}))
+        elif kind == "history":
+            item = record["history"]["item"]
+            history.append(_history_row(item["_step"], item))
+        elif kind == "exit":
+            exit_code = record["exit"].get("exit_code", 0)
+    status = "running" if exit_code is None else "finished" if exit_code == 0 else "stopped"
+    return StageRun(run=config.get("run_name") or header.get("display_name", "").split("/")[0],
+                    stage=header.get("job_type"), group=header.get("run_group"), wandb_id=header.get("run_id"),
+                    status=status, config=config, history=history)
+
+
+def from_wandb_offline(path) -> Sweep:
+    run_dirs = sorted(Path(path).glob("**/offline-run-*"))
+    runs, history = frames([offline_stage_run(d) for d in run_dirs])
+    return Sweep(runs, history, pd.DataFrame())
+
+
+# -- W&B online ---------------------------------------------------------------------------------
+def from_wandb_api(project: str, filters: Optional[dict] = None) -> Sweep:
+    """Every run of `entity/project` that matches W&B's MongoDB-style `filters`, e.g.
+    {"group": "2026-11-22_10-00-00"} for one sweep or {"config.grpo.beta": 0} for one setting."""
+    import wandb
+
+    stage_runs = []
+    for run in wandb.Api().runs(project, filters=filters or {}):
+        state = {"finished": "finished", "running": "running"}.get(run.state, "stopped")
+        history = [_history_row(row["_step"], row) for row in run.scan_history()]
+        stage_runs.append(StageRun(run=run.config.get("run_name") or run.name.split("/")[0], stage=run.job_type,
+                                   group=run.group, wandb_id=run.id, status=state, config=dict(run.config),
+                                   history=history))
+    runs, history = frames(stage_runs)
+    return Sweep(runs, history, pd.DataFrame())
+
+
+def load_sweep(path) -> Sweep:
+    """A sweep (or run) directory: its local run store when there is one, else its offline W&B runs."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"sweep directory {path} does not exist")
+    if _local_stage_dirs(path):
+        return from_local(path)
+    if any(path.glob("**/offline-run-*")):
+        return from_wandb_offline(path)
+    raise FileNotFoundError(f"{path} holds no run store (*/run.json) and no offline W&B run (offline-run-*)")

@@ -1,0 +1,178 @@
+"""Reward over-optimisation (Gao, Schulman, Hilton 2022): gold and proxy reward against
+d = sqrt(KL(pi || pi_init)), with the paper's functional forms fitted to each:
+
+  RL           R(d) = d (alpha - beta log d)     peak at d* = exp(alpha / beta - 1)
+  best-of-n    R(d) = d (alpha - beta d)         peak at d* = alpha / (2 beta)
+               KL_bon(n) = log n - (n - 1) / n
+
+Rewards are gains over the initial policy, so that R(0) = 0 as the forms require.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.optimize import curve_fit
+from scipy.special import comb
+
+from analysis.load import config_columns
+
+GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
+
+
+def rl_form(d, alpha, beta):
+    d = np.asarray(d, dtype=float)
+    return d * alpha - beta * d * np.log(np.where(d > 0, d, 1.0))  # d log d -> 0 as d -> 0
+
+
+def bon_form(d, alpha, beta):
+    d = np.asarray(d, dtype=float)
+    return d * (alpha - beta * d)
+
+
+FORMS = {"rl": rl_form, "bon": bon_form}
+
+
+def kl_best_of_n(n):
+    """KL of the best-of-n policy to the sampling policy, in nats."""
+    n = np.asarray(n, dtype=float)
+    return np.log(n) - (n - 1) / n
+
+
+@dataclass
+class Fit:
+    form: str  # rl | bon
+    alpha: float
+    beta: float
+    r2: float
+    points: int
+
+    @property
+    def d_star(self) -> float:
+        """Where the fitted gain peaks (inf when it never turns down)."""
+        if self.beta <= 0:
+            return float("inf")
+        return float(np.exp(self.alpha / self.beta - 1)) if self.form == "rl" else self.alpha / (2 * self.beta)
+
+    @property
+    def peak(self) -> float:
+        return float(self(self.d_star)) if np.isfinite(self.d_star) else float("inf")
+
+    def __call__(self, d):
+        return FORMS[self.form](d, self.alpha, self.beta)
+
+    def as_row(self) -> dict:
+        return {"form": self.form, "alpha": self.alpha, "beta": self.beta, "r2": self.r2, "d_star": self.d_star,
+                "peak_gain": self.peak, "points": self.points}
+
+
+def fit(form: str, d, gain) -> Fit:
+    """Least-squares fit of R(d) to (d, gain) points; R^2 against the mean of the gains."""
+    d, gain = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
+    keep = np.isfinite(d) & np.isfinite(gain)
+    d, gain = d[keep], gain[keep]
+    if len(d) < 3:
+        raise ValueError(f"a {form} fit needs at least 3 points, got {len(d)}")
+    (alpha, beta), _ = curve_fit(FORMS[form], d, gain, p0=(1.0, 0.1))
+    residual = gain - FORMS[form](d, alpha, beta)
+    total = ((gain - gain.mean()) ** 2).sum()
+    r2 = 1 - (residual**2).sum() / total if total > 0 else float("nan")
+    return Fit(form, float(alpha), float(beta), float(r2), int(len(d)))
+
+
+def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
+    """The best-of-n curve from N samples per problem of the initial policy, ranked by the proxy.
+
+    For each n, the expected rewards of the proxy's pick among n samples drawn without
+    replacement from the N: the sample ranked i-th (ascending) is the pick with probability
+    C(i-1, n-1) / C(N, n) (the unbiased estimator of Nakano et al. 2021). Ties in the proxy
+    are broken at random, so tied samples share their mean gold reward.
+    `samples` has columns problem, gold, proxy (and run, to average over runs).
+    """
+    by = ["run", "problem"] if "run" in samples else ["problem"]
+    sizes = samples.groupby(by).size()
+    N = int(sizes.min())
+    ns = [n for n in (ns or 2 ** np.arange(int(np.log2(N)) + 1)) if 1 <= n <= N]
+    rows = []
+    for _, group in samples.groupby(by):
+        group = group.sort_values("proxy", kind="stable").head(N)
+        gold = group.groupby("proxy").gold.transform("mean").to_numpy()
+        proxy = group.proxy.to_numpy()
+        rank = np.arange(1, N + 1)
+        for n in ns:
+            weight = comb(rank - 1, n - 1) / comb(N, n)
+            rows.append({"n": n, "gold": weight @ gold, "proxy": weight @ proxy})
+    curve = pd.DataFrame(rows).groupby("n", as_index=False).mean()
+    curve.insert(1, "kl", kl_best_of_n(curve.n))
+    curve.insert(2, "d", np.sqrt(curve.kl))
+    curve["gold_gain"] = curve.gold - curve.gold.iloc[0]
+    curve["proxy_gain"] = curve.proxy - curve.proxy.iloc[0]
+    return curve
+
+
+def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
+    """Each held-out evaluation of each run's `stage`: d, and the gold and proxy gains over the
+    stage's start, with the run's config beside it."""
+    evals = history[(history.stage == stage) & history[KL].notna()] if KL in history else history.iloc[:0]
+    evals = evals.sort_values(["run", "step"])
+    start = evals.groupby("run")[[GOLD, PROXY]].transform("first")
+    points = pd.DataFrame({
+        "run": evals.run, "step": evals.step, "kl": evals[KL],
+        "d": np.sqrt(evals[KL].clip(lower=0)),  # a sampled KL estimate can dip just below 0
+        "gold": evals[GOLD], "proxy": evals[PROXY],
+        "gold_gain": evals[GOLD] - start[GOLD], "proxy_gain": evals[PROXY] - start[PROXY],
+    })
+    config = runs.loc[runs.stage == stage, ["run", *config_columns(runs)]]
+    return points.merge(config, on="run").reset_index(drop=True)
+
+
+def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = None) -> pd.DataFrame:
+    """RL fits of gold and proxy gain, one per value of `by` (seeds pooled), and the BoN fits."""
+    rows = []
+    groups = points.groupby(by) if by else [("all", points)]
+    for value, part in groups:
+        for reward in ("gold", "proxy"):
+            if len(part) >= 3:
+                rows.append({"policy": "rl", "by": by or "", "value": value, "reward": reward,
+                             **fit("rl", part.d, part[f"{reward}_gain"]).as_row()})
+    if bon is not None and len(bon) >= 3:
+        for reward in ("gold", "proxy"):
+            rows.append({"policy": "best-of-n", "by": "", "value": "", "reward": reward,
+                         **fit("bon", bon.d, bon[f"{reward}_gain"]).as_row()})
+    return pd.DataFrame(rows)
+
+
+def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.DataFrame | None = None):
+    """Gold (left) and proxy (right) gain against sqrt(KL): each run's evaluations coloured by
+    `by`, the RL fit for each value of `by`, and the best-of-n curve with its fit in black."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    values = sorted(points[by].unique()) if by else [None]
+    grid = np.linspace(0, max(points.d.max(), bon.d.max() if bon is not None and len(bon) else 0) * 1.05, 200)
+    for ax, reward in zip(axes, ("gold", "proxy")):
+        for i, value in enumerate(values):
+            part = points if value is None else points[points[by] == value]
+            label = "RL" if value is None else f"{by}={value}"
+            for _, run in part.groupby("run"):
+                ax.plot(run.d, run[f"{reward}_gain"], "o", color=f"C{i}", alpha=0.5, markersize=4)
+            if len(part) >= 3:
+                curve = fit("rl", part.d, part[f"{reward}_gain"])
+                label += f": RL fit R^2={curve.r2:.2f}"
+                ax.plot(grid, curve(grid), "-", color=f"C{i}")
+            ax.plot([], [], "o-", color=f"C{i}", label=label)
+        if bon is not None and len(bon):
+            ax.plot(bon.d, bon[f"{reward}_gain"], "s", color="black", markersize=4)
+            label = "best-of-n"
+            if len(bon) >= 3:
+                curve = fit("bon", bon.d, bon[f"{reward}_gain"])
+                label += f": fit R^2={curve.r2:.2f}"
+                ax.plot(grid[grid <= bon.d.max() * 1.05], curve(grid[grid <= bon.d.max() * 1.05]), "--", color="black")
+            ax.plot([], [], "s--", color="black", label=label)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set(xlabel="d = sqrt(KL to the initial policy)", ylabel=f"{reward} reward gain",
+               title=f"{reward.capitalize()} reward against KL")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,143 @@
+"""Analysis: live-group theory, the fits of Gao et al. on synthetic data, the best-of-n estimator,
+seed intervals, and the loaders reading one run the same from the run store and from W&B."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis import ablation, from_local, from_wandb_offline, live, overopt
+from harness.metrics import live_groups, live_probability
+
+
+# -- live groups ----------------------------------------------------------------------------------
+def test_live_probability_gives_the_seed_figures():
+    assert live_probability(0.05, 8) == pytest.approx(0.34, abs=0.005)
+    assert live_probability(0.05, 16) == pytest.approx(0.56, abs=0.005)
+
+
+@pytest.mark.parametrize("live_fraction, pass_rate", [(0.3, 0.05), (0.34, 0.05), (0.5, 0.05), (0.9, 0.5), (0.99, 0.01)])
+def test_num_generations_for_is_the_smallest_k_reaching_the_fraction(live_fraction, pass_rate):
+    K = live.num_generations_for(live_fraction, pass_rate)
+    assert live_probability(pass_rate, K) >= live_fraction
+    assert K == 2 or live_probability(pass_rate, K - 1) < live_fraction
+
+
+def test_num_generations_for_answers_the_seed_question():
+    assert live.num_generations_for(0.33, 0.05) == 8  # P_live(0.05, 8) = 0.337, at K = 7 only 0.302
+    assert live.num_generations_for(0.5, 0.05) == 14  # 0.95^14 = 0.488 is the first below one half
+    with pytest.raises(ValueError, match="pass_rate=0"):
+        live.num_generations_for(0.5, 0.0)
+    with pytest.raises(ValueError, match="live_fraction=1"):
+        live.num_generations_for(1, 0.3)
+
+
+def _simulated_sweep(rng, ks=(4, 8), steps=300, groups=16):
+    """Runs whose every step samples `groups` groups of K Bernoulli(p) rewards, p drifting."""
+    runs, history = [], []
+    for K in ks:
+        run = f"k{K}"
+        runs.append({"run": run, "stage": "grpo", "task.reward": "gold", "grpo.num_generations": K,
+                     "grpo.prompts_per_step": groups})
+        for step in range(1, steps + 1):
+            p = 0.02 + 0.9 * step / steps
+            reward = (rng.random(groups * K) < p).astype(np.float32)
+            live_frac = live_groups(__import__("torch").tensor(reward), K).float().mean().item()
+            history.append({"run": run, "stage": "grpo", "step": step, "rewards/gold/mean": p,
+                            "live_group_frac": live_frac, "groups": groups})
+    return pd.DataFrame(runs), pd.DataFrame(history)
+
+
+def test_measured_live_points_bracket_the_theory_they_were_simulated_from():
+    runs, history = _simulated_sweep(np.random.default_rng(0))
+    points = live.measured_live_points(runs, history, bins=10)
+    assert sorted(points.K.unique()) == [4, 8] and len(points) == 20
+    assert (points.groupby("K")["groups"].sum() == 300 * 16).all()  # every group of every step, once
+    inside = (points.low <= points.theory) & (points.theory <= points.high)
+    assert inside.mean() >= 0.85  # 95% intervals (the pooled p spreads a little within a bin)
+    assert (points.low <= points.live_frac).all() and (points.live_frac <= points.high).all()
+
+
+def test_proxy_trained_runs_give_no_live_points():
+    runs, history = _simulated_sweep(np.random.default_rng(1), ks=(4,), steps=20)
+    assert live.measured_live_points(runs.assign(**{"task.reward": "proxy"}), history).empty
+
+
+# -- over-optimisation fits -------------------------------------------------------------------------
+@pytest.mark.parametrize("form, alpha, beta", [("rl", 0.30, 0.12), ("rl", 0.05, 0.4), ("bon", 0.5, 0.2),
+                                              ("bon", 1.2, 0.05)])
+def test_fits_recover_known_coefficients_within_one_percent(form, alpha, beta):
+    rng = np.random.default_rng(0)
+    d = np.linspace(0.05, 4.0, 40)
+    gain = overopt.FORMS[form](d, alpha, beta) + rng.normal(0, 1e-4, d.size)
+    fitted = overopt.fit(form, d, gain)
+    assert fitted.alpha == pytest.approx(alpha, rel=0.01)
+    assert fitted.beta == pytest.approx(beta, rel=0.01)
+    assert fitted.r2 > 0.999
+    grid = np.linspace(1e-3, 50, 200001)  # the analytic peak is where the fitted curve is highest
+    assert fitted.d_star == pytest.approx(grid[np.argmax(fitted(grid))], rel=1e-3)
+
+
+def test_a_fit_of_noise_has_a_low_r2_and_too_few_points_are_refused():
+    rng = np.random.default_rng(0)
+    assert overopt.fit("rl", np.linspace(0.1, 3, 500), rng.normal(0, 1, 500)).r2 < 0.05
+    with pytest.raises(ValueError, match="at least 3 points"):
+        overopt.fit("bon", [0.1, 0.2], [0.0, 0.1])
+
+
+def test_kl_of_best_of_n():
+    assert overopt.kl_best_of_n(1) == 0
+    assert overopt.kl_best_of_n(2) == pytest.approx(np.log(2) - 0.5)
+    assert overopt.kl_best_of_n(64) == pytest.approx(np.log(64) - 63 / 64)
+
+
+def test_best_of_n_estimator_equals_enumerating_every_subset_with_ties():
+    rng = np.random.default_rng(0)
+    N = 7
+    samples = pd.DataFrame({"problem": np.repeat([0, 1, 2], N),
+                            "proxy": rng.choice([0.25, 0.5, 0.75, 1.0], 3 * N),  # many ties
+                            "gold": rng.random(3 * N)})
+    curve = overopt.best_of_n(samples, ns=[1, 2, 3, 5, 7])
+    for n in [1, 2, 3, 5, 7]:
+        expected = []
+        for _, group in samples.groupby("problem"):
+            picks = []
+            for subset in itertools.combinations(range(N), n):
+                chosen = group.iloc[list(subset)]
+                best = chosen[chosen.proxy == chosen.proxy.max()]
+                picks.append(best.gold.mean())  # a random tie-break: each tied sample equally likely
+            expected.append(np.mean(picks))
+        row = curve[curve.n == n].iloc[0]
+        assert row.gold == pytest.approx(np.mean(expected), abs=1e-12)
+        assert row.d == pytest.approx(np.sqrt(overopt.kl_best_of_n(n)))
+    assert curve.gold_gain.iloc[0] == 0 and curve.proxy.is_monotonic_increasing
+
+
+# -- seeds ----------------------------------------------------------------------------------------
+def test_summarise_gives_the_t_interval_over_seeds():
+    table = pd.DataFrame({"grpo.beta": [0.0] * 3 + [0.1] * 2 + [1.0], "final": [0.2, 0.3, 0.4, 0.5, 0.7, 0.9]})
+    summary = ablation.summarise(table, "grpo.beta").set_index("grpo.beta")
+    low, high = stats.t.interval(0.95, 2, loc=0.3, scale=stats.sem([0.2, 0.3, 0.4]))
+    assert summary.loc[0.0, ["mean", "low", "high", "runs"]].tolist() == pytest.approx([0.3, low, high, 3])
+    assert np.isnan(summary.loc[1.0, "low"]) and summary.loc[1.0, "mean"] == 0.9  # one seed: no interval
+
+
+# -- loaders -----------------------------------------------------------------------------------------
+def test_run_store_and_offline_wandb_load_the_same_frames(smoke_run):
+    local, offline = from_local(smoke_run), from_wandb_offline(smoke_run)
+    pd.testing.assert_frame_equal(local.runs, offline.runs, check_dtype=False)
+    pd.testing.assert_frame_equal(local.history, offline.history, check_dtype=False)
+    runs = local.runs.set_index("stage")
+    assert sorted(runs.index) == ["explore", "grpo", "seed", "sft"]
+    assert (runs.run == "smoke-test").all() and (runs.status == "finished").all()
+    assert runs.loc["grpo", "grpo.num_generations"] == 8 and runs.loc["grpo", "task.reward"] == "gold"
+    grpo = local.history[local.history.stage == "grpo"].set_index("step")
+    assert grpo.index.tolist() == [0, 1, 2, 3, 4]  # step 0: the evaluation of the start
+    assert grpo["eval/gold_pass@1"].notna().tolist() == [True, False, True, False, True]
+    assert grpo.loc[1:, "reward"].notna().all()
+    # the run's last values are what it finished with
+    assert runs.loc["grpo", "eval/gold_pass@1"] == pytest.approx(local.history.query("stage == 'grpo'")
+                                                                  ["eval/gold_pass@1"].dropna().iloc[-1])
+    assert len(local.best_of_n) == 16 * 16 and set(local.best_of_n.stage) == {"grpo"}

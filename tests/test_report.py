@@ -1,0 +1,59 @@
+"""`python -m analysis.report` on a real small sweep, and the loaders over that whole sweep."""
+
+import subprocess
+import sys
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from analysis import ablation, from_local, from_wandb_offline, load_sweep, overopt
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_sweep_loads_the_same_from_its_run_stores_and_its_offline_wandb_runs(small_sweep):
+    local, offline = from_local(small_sweep), from_wandb_offline(small_sweep)
+    pd.testing.assert_frame_equal(local.runs, offline.runs, check_dtype=False)
+    pd.testing.assert_frame_equal(local.history, offline.history, check_dtype=False)
+    grpo = local.runs[local.runs.stage == "grpo"]
+    assert len(grpo) == 8 and (grpo.status == "finished").all()
+    assert ablation.swept(local.runs) == ["grpo.beta", "task.reward"]
+    assert sorted(map(tuple, grpo[["task.reward", "grpo.beta", "seed"]].drop_duplicates().values.tolist())) == sorted(
+        (reward, beta, seed) for reward in ("gold", "proxy") for beta in (0.0, 0.1) for seed in (0, 1))
+
+
+def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(small_sweep), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(out / "report.md")
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == {"ablation_grpo.beta.png", "ablation_task.reward.png", "learning_curves_grpo.beta.png",
+                    "learning_curves_task.reward.png", "live_groups.png", "overoptimisation.png"}
+    for name in pngs:
+        height, width, _ = matplotlib.image.imread(out / name).shape
+        assert height > 300 and width > 500, name
+    report = (out / "report.md").read_text()
+    for heading in ["## grpo.beta", "## task.reward", "## Live groups", "## Reward over-optimisation"]:
+        assert heading in report
+    # the fit table in the report is the one the analysis computes from the sweep
+    sweep = load_sweep(small_sweep)
+    proxy_runs = set(sweep.runs.run[(sweep.runs.stage == "grpo") & (sweep.runs["task.reward"] == "proxy")])
+    points = overopt.rl_points(sweep.runs, sweep.history)
+    points = points[points.run.isin(proxy_runs)]
+    bon = overopt.best_of_n(sweep.best_of_n[sweep.best_of_n.run.isin(proxy_runs)])
+    fits = overopt.fit_table(points, "grpo.beta", bon)
+    assert sorted(set(fits.policy)) == ["best-of-n", "rl"] and len(fits) == 2 * 2 + 2
+    for r2 in fits.r2:
+        assert f"{r2:.4g}" in report
+    assert len(bon) == 5 and bon.n.tolist() == [1, 2, 4, 8, 16]  # 16 samples per prompt in the smoke preset
+
+
+def test_report_on_a_missing_directory_says_so_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"analysis.report: sweep directory {tmp_path / 'nowhere'} "
+                                                  "does not exist"]
