@@ -114,7 +114,8 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
 def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(model_cache, tmp_path):
     command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
                "pipeline.stages=[grpo]", "grpo.steps=6", "tracking=disabled", "grpo.learning_rate=choice(1e-5,1e-4)",
-               "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+               "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=none",  # pruning is not what this tests
+               "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
                f"hydra.sweep.dir={tmp_path}"]
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -125,10 +126,14 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
         except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its database is not there yet
             return []
 
+    def mid_trial(now) -> bool:  # a trial has completed and the next one's job has started training
+        started = (tmp_path / str(len(now) - 1) / "grpo" / "run.json").exists()
+        return TrialState.COMPLETE in now and now[-1] == TrialState.RUNNING and started
+
     sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 300
-    while not ((now := states()) and TrialState.COMPLETE in now and now[-1] == TrialState.RUNNING):
+    while not mid_trial(states()):
         assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
         time.sleep(0.2)
     os.killpg(sweep.pid, signal.SIGKILL)
@@ -235,7 +240,8 @@ def test_journal_file_storage_reports_and_resumes(model_cache, tmp_path):
     for n_trials in (2, 3):  # the second command resumes the study and adds one trial
         command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
                    "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=tag(log,interval(1e-5,1e-3))",
-                   f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage=journal:///{journal}",
+                   f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none",  # every trial reports to the end
+                   f"hydra.sweeper.storage=journal:///{journal}",
                    f"hydra.sweep.dir={tmp_path / str(n_trials)}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -85,12 +85,15 @@ def heartbeat(storage, trials, interval: int):
         return
     stop = threading.Event()
 
+    def beat_all():
+        for trial in trials:
+            storage.record_heartbeat(trial._trial_id)
+
     def beat():
-        while True:
-            for trial in trials:
-                storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
+        while not stop.wait(interval):
+            beat_all()
+
+    beat_all()  # before any job starts: a trial with no heartbeat is never found stale
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
