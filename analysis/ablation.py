@@ -39,6 +39,18 @@ def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: f
     return pd.DataFrame(rows)
 
 
+def summary_table(table: pd.DataFrame, by: str, others: list[str] = ()) -> pd.DataFrame:
+    """Final and best, mean and interval over seeds, for each value of `by` and each combination
+    of the `others` keys (other swept settings are kept apart, never pooled)."""
+    others, parts = list(others), []
+    for values, part in (table.groupby(others) if others else [((), table)]):
+        both = summarise(part, by, "final").merge(summarise(part, by, "best"), on=[by, "runs"],
+                                                  suffixes=("_final", "_best"))
+        parts.append(both.assign(**dict(zip(others, values if isinstance(values, tuple) else (values,)))))
+    summary = pd.concat(parts, ignore_index=True)
+    return summary[[by, *others, *[c for c in summary if c not in (by, *others)]]]
+
+
 def _positions(values) -> tuple[np.ndarray, list[str]]:
     """x positions for swept values: the values when numeric, else evenly spaced categories."""
     numeric = pd.api.types.is_numeric_dtype(pd.Series(values))

@@ -18,7 +18,8 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import comb
 
-from analysis.load import config_columns
+from analysis.ablation import swept
+from analysis.load import Sweep, config_columns
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
 
@@ -49,6 +50,7 @@ class Fit:
     beta: float
     r2: float
     points: int
+    d_max: float  # the farthest point fitted: a d_star beyond it is extrapolation
 
     @property
     def d_star(self) -> float:
@@ -66,7 +68,7 @@ class Fit:
 
     def as_row(self) -> dict:
         return {"form": self.form, "alpha": self.alpha, "beta": self.beta, "r2": self.r2, "d_star": self.d_star,
-                "peak_gain": self.peak, "points": self.points}
+                "peak_gain": self.peak, "points": self.points, "d_max": self.d_max}
 
 
 def fit(form: str, d, gain) -> Fit:
@@ -80,7 +82,7 @@ def fit(form: str, d, gain) -> Fit:
     residual = gain - FORMS[form](d, alpha, beta)
     total = ((gain - gain.mean()) ** 2).sum()
     r2 = 1 - (residual**2).sum() / total if total > 0 else float("nan")
-    return Fit(form, float(alpha), float(beta), float(r2), int(len(d)))
+    return Fit(form, float(alpha), float(beta), float(r2), int(len(d)), float(d.max()))
 
 
 def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
@@ -145,10 +147,46 @@ def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = N
     return pd.DataFrame(rows)
 
 
+def turning_points(points: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Per run: where its gold gain peaked, and what gold and proxy did from there to the end.
+    Over-optimisation is gold falling after its peak while the proxy still climbs."""
+    rows = []
+    for run, part in points.sort_values("step").groupby("run", sort=True):
+        peak, last = part.loc[part.gold_gain.idxmax()], part.iloc[-1]
+        rows.append({"run": run, **({by: peak[by]} if by else {}), "seed": peak.get("seed"),
+                     "peak_step": int(peak.step), "peak_d": peak.d, "final_d": last.d,
+                     "gold_gain_at_peak": peak.gold_gain, "gold_gain_final": last.gold_gain,
+                     "gold_after_peak": last.gold_gain - peak.gold_gain,
+                     "proxy_after_peak": last.proxy_gain - peak.proxy_gain})
+    table = pd.DataFrame(rows)
+    return table.sort_values([by, "seed"] if by else ["seed"], ignore_index=True) if len(table) else table
+
+
+@dataclass
+class ProxyRuns:
+    """A sweep's runs trained on the proxy, as the over-optimisation analysis sees them."""
+
+    points: pd.DataFrame  # rl_points of those runs
+    by: str | None  # the swept key they differ in; None when they share one setting
+    best_of_n: pd.DataFrame | None  # the best-of-n curve of their starts; None without samples
+
+
+def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
+    runs = sweep.runs[sweep.runs.stage == stage]
+    names = set(runs.run[runs["task.reward"] == "proxy"]) if "task.reward" in runs else set()
+    points = rl_points(sweep.runs, sweep.history, stage)
+    points = points[points.run.isin(names)].reset_index(drop=True)
+    by = next((k for k in swept(sweep.runs) if points[k].astype(str).nunique() > 1), None)
+    samples = sweep.best_of_n
+    if len(samples):
+        samples = samples[samples.run.isin(names) & (samples.stage == stage)]
+    return ProxyRuns(points, by, best_of_n(samples) if len(samples) else None)
+
+
 def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.DataFrame | None = None):
     """Gold (left) and proxy (right) gain against sqrt(KL): each run's evaluations coloured by
     `by`, the RL fit for each value of `by`, and the best-of-n curve with its fit in black."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), sharex=True, layout="constrained")
     values = sorted(points[by].unique()) if by else [None]
     grid = np.linspace(0, max(points.d.max(), bon.d.max() if bon is not None and len(bon) else 0) * 1.05, 200)
     for ax, reward in zip(axes, ("gold", "proxy")):
@@ -160,7 +198,8 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
             if len(part) >= 3:
                 curve = fit("rl", part.d, part[f"{reward}_gain"])
                 label += f": RL fit R^2={curve.r2:.2f}"
-                ax.plot(grid, curve(grid), "-", color=f"C{i}")
+                span = grid[grid <= part.d.max() * 1.05]  # a fit is drawn only where it has data
+                ax.plot(span, curve(span), "-", color=f"C{i}")
             ax.plot([], [], "o-", color=f"C{i}", label=label)
         if bon is not None and len(bon):
             ax.plot(bon.d, bon[f"{reward}_gain"], "s", color="black", markersize=4)
@@ -173,6 +212,5 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set(xlabel="d = sqrt(KL to the initial policy)", ylabel=f"{reward} reward gain",
                title=f"{reward.capitalize()} reward against KL")
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # off the data
     return fig

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import ablation, live, overopt  # noqa: E402
-from analysis.load import load_sweep  # noqa: E402
+from analysis.load import Sweep, load_sweep  # noqa: E402
 
 SHOWN = ["run", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
 
@@ -39,63 +39,71 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g") + "\n"
 
 
+def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
+    grpo = sweep.runs[sweep.runs.stage == "grpo"]
+    return [f"# Sweep report: {name}\n",
+            f"{grpo.run.nunique()} runs; swept: {', '.join(keys) or 'nothing'}; "
+            f"status: {grpo.status.value_counts().to_dict()}\n",
+            "## Final held-out metrics (GRPO stage)\n",
+            _table(grpo[[c for c in [*SHOWN[:2], *keys, *SHOWN[2:]] if c in grpo]])]
+
+
+def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
+    table, sections = ablation.per_run(sweep.runs, sweep.history, stage="grpo"), []
+    for key in keys:
+        others = [k for k in keys if k != key]
+        ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")
+        curves_png = _save(ablation.plot_learning_curves(sweep.runs, sweep.history, key, hue=others),
+                           out / f"learning_curves_{key}.png")
+        sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% t-interval over seeds:\n",
+                     _table(ablation.summary_table(table, key, others)),
+                     f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
+    return sections
+
+
+def live_groups(sweep: Sweep, out: Path) -> list[str]:
+    points = live.measured_live_points(sweep.runs, sweep.history)
+    if points.empty:
+        return []
+    png = _save(live.plot_live_groups(sorted(points.K.unique()), points), out / "live_groups.png")
+    return ["## Live groups\n", "Measured live fraction by K and pass-rate bin (runs on the gold reward), "
+            "against 1 - p^K - (1-p)^K:\n", _table(points), f"\n![live groups]({png})\n"]
+
+
+def overoptimisation(sweep: Sweep, out: Path) -> list[str]:
+    proxy = overopt.proxy_runs(sweep)
+    if proxy.points.empty:
+        return []
+    rl, by, bon = proxy.points, proxy.by, proxy.best_of_n
+    png = _save(overopt.plot_overoptimisation(rl, by, bon), out / "overoptimisation.png")
+    sections = ["## Reward over-optimisation\n",
+                "Gains over the GRPO stage's start against d = sqrt(KL); fits of Gao et al. 2022, "
+                "RL: R(d) = d (alpha - beta log d), best-of-n: R(d) = d (alpha - beta d):\n",
+                _table(overopt.fit_table(rl, by, bon)), f"\n![over-optimisation]({png})\n",
+                "Where each run's gold gain peaked, and how gold and proxy moved from there to the end:\n",
+                _table(overopt.turning_points(rl, by))]
+    if bon is not None:
+        sections += ["Best-of-n from the GRPO stage's initial policy, ranked by the proxy:\n", _table(bon)]
+    return sections
+
+
+def cold_start(sweep: Sweep, out: Path) -> list[str]:
+    table = ablation.cold_start_table(sweep.runs, sweep.history)
+    png = _save(ablation.plot_cold_start(table), out / "cold_start.png")
+    return ["## Cold start\n", _table(table), f"\n![cold start]({png})\n"]
+
+
 def write_report(sweep_dir, out_dir=None) -> Path:
     """Write the plots and report.md; return the report's path."""
     sweep_dir = Path(sweep_dir)
     sweep = load_sweep(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    runs, history = sweep.runs, sweep.history
-    keys = ablation.swept(runs)
-    grpo = runs[runs.stage == "grpo"]
-    sections = [f"# Sweep report: {sweep_dir.name}\n",
-                f"{grpo.run.nunique()} runs; swept: {', '.join(keys) or 'nothing'}; "
-                f"status: {grpo.status.value_counts().to_dict()}\n",
-                "## Final held-out metrics (GRPO stage)\n",
-                _table(grpo[[c for c in [*SHOWN[:2], *keys, *SHOWN[2:]] if c in grpo]])]
-
-    table = ablation.per_run(runs, history, stage="grpo")
-    for key in keys:
-        others = [k for k in keys if k != key]  # kept apart, never pooled
-        summary = pd.concat([ablation.summarise(part, key, "final").merge(
-            ablation.summarise(part, key, "best"), on=[key, "runs"], suffixes=("_final", "_best")).assign(
-            **dict(zip(others, values if isinstance(values, tuple) else (values,))))
-            for values, part in (table.groupby(others) if others else [((), table)])], ignore_index=True)
-        summary = summary[[key, *others, *[c for c in summary if c not in (key, *others)]]]
-        ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")
-        curves_png = _save(ablation.plot_learning_curves(runs, history, key, hue=others),
-                           out / f"learning_curves_{key}.png")
-        sections += [f"## {key}\n", f"Held-out gold pass@1, mean and 95% t-interval over seeds:\n",
-                     _table(summary), f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
-
-    points = live.measured_live_points(runs, history)
-    if len(points):
-        ks = sorted(points.K.unique())
-        png = _save(live.plot_live_groups(ks, points), out / "live_groups.png")
-        sections += ["## Live groups\n", "Measured live fraction by K and pass-rate bin (runs on the gold reward), "
-                     "against 1 - p^K - (1-p)^K:\n", _table(points), f"\n![live groups]({png})\n"]
-
-    proxy_runs = set(grpo.run[grpo["task.reward"] == "proxy"])
-    rl = overopt.rl_points(runs, history)
-    rl = rl[rl.run.isin(proxy_runs)]
-    if len(rl):
-        by = next((k for k in keys if rl[k].astype(str).nunique() > 1), None)  # what varies among them
-        bon = None
-        if len(sweep.best_of_n):
-            bon = overopt.best_of_n(sweep.best_of_n[sweep.best_of_n.run.isin(proxy_runs)])
-        png = _save(overopt.plot_overoptimisation(rl, by, bon), out / "overoptimisation.png")
-        sections += ["## Reward over-optimisation\n",
-                     "Gains over the GRPO stage's start against d = sqrt(KL); fits of Gao et al. 2022, "
-                     "RL: R(d) = d (alpha - beta log d), best-of-n: R(d) = d (alpha - beta d):\n",
-                     _table(overopt.fit_table(rl, by, bon)), f"\n![over-optimisation]({png})\n"]
-        if bon is not None:
-            sections += ["Best-of-n from the GRPO stage's initial policy, ranked by the proxy:\n", _table(bon)]
-
+    keys = ablation.swept(sweep.runs)
+    sections = [*overview(sweep, sweep_dir.name, keys), *ablations(sweep, keys, out), *live_groups(sweep, out),
+                *overoptimisation(sweep, out)]
     if "sft.cold_start_size" in keys:
-        table = ablation.cold_start_table(runs, history)
-        png = _save(ablation.plot_cold_start(table), out / "cold_start.png")
-        sections += ["## Cold start\n", _table(table), f"\n![cold start]({png})\n"]
-
+        sections += cold_start(sweep, out)
     report = out / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report

@@ -3,6 +3,8 @@ to the stage's initial policy (the x-axis of reward over-optimisation curves).""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from harness.logprobs import completion_logprobs
@@ -18,9 +20,19 @@ class Evaluator:
         self.initial_policy = initial_policy
         self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
 
+    @contextmanager
+    def own_randomness(self):
+        """Held-out sampling draws from its own stream, seeded by eval.seed. Evaluating never moves
+        training's random state, so eval_every and best_of_n change no trained weight; and each
+        evaluation sees the same random numbers, which steadies comparisons between them."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.cfg.seed)
+            yield
+
     @torch.no_grad()
     def __call__(self, policy, engine) -> dict:
-        rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
+        with self.own_randomness():
+            rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
         gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
         metrics = {
             "eval/gold_pass@1": gold.mean().item(),
@@ -35,7 +47,8 @@ class Evaluator:
     def best_of_n_samples(self, engine) -> list[dict]:
         """`best_of_n` samples per held-out prompt, each with both rewards: ranked by the proxy,
         they give the best-of-n baseline of over-optimisation plots (Gao et al. 2022)."""
-        rollout = engine.generate([p.prompt for p in self.problems], self.cfg.best_of_n, self.sampling)
+        with self.own_randomness():
+            rollout = engine.generate([p.prompt for p in self.problems], self.cfg.best_of_n, self.sampling)
         gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
         return [{"problem": i // self.cfg.best_of_n, "gold": g, "proxy": x}
                 for i, (g, x) in enumerate(zip(gold.tolist(), proxy.tolist()))]

@@ -115,6 +115,17 @@ def test_best_of_n_estimator_equals_enumerating_every_subset_with_ties():
     assert curve.gold_gain.iloc[0] == 0 and curve.proxy.is_monotonic_increasing
 
 
+def test_turning_points_find_where_gold_peaked_and_what_followed():
+    points = pd.DataFrame({"run": ["a"] * 4 + ["b"] * 4, "seed": [0] * 4 + [1] * 4, "grpo.beta": [0.0] * 4 + [0.1] * 4,
+                           "step": [0, 10, 20, 30] * 2, "d": [0.0, 1.0, 2.0, 3.0] * 2,
+                           "gold_gain": [0, 0.1, 0.05, -0.2] + [0, 0.05, 0.1, 0.12],
+                           "proxy_gain": [0, 0.1, 0.2, 0.3] + [0, 0.05, 0.1, 0.11]})
+    turns = overopt.turning_points(points.sample(frac=1, random_state=0), "grpo.beta").set_index("run")
+    assert turns.loc["a", ["grpo.beta", "peak_step", "peak_d", "final_d"]].tolist() == [0.0, 10, 1.0, 3.0]
+    assert turns.loc["a", ["gold_after_peak", "proxy_after_peak"]].tolist() == pytest.approx([-0.3, 0.2])  # hacked
+    assert turns.loc["b", ["peak_step", "gold_after_peak", "proxy_after_peak"]].tolist() == [30, 0, 0]  # still rising
+
+
 # -- seeds ----------------------------------------------------------------------------------------
 def test_summarise_gives_the_t_interval_over_seeds():
     table = pd.DataFrame({"grpo.beta": [0.0] * 3 + [0.1] * 2 + [1.0], "final": [0.2, 0.3, 0.4, 0.5, 0.7, 0.9]})
@@ -122,6 +133,26 @@ def test_summarise_gives_the_t_interval_over_seeds():
     low, high = stats.t.interval(0.95, 2, loc=0.3, scale=stats.sem([0.2, 0.3, 0.4]))
     assert summary.loc[0.0, ["mean", "low", "high", "runs"]].tolist() == pytest.approx([0.3, low, high, 3])
     assert np.isnan(summary.loc[1.0, "low"]) and summary.loc[1.0, "mean"] == 0.9  # one seed: no interval
+
+
+def test_summary_table_keeps_other_swept_settings_apart():
+    table = pd.DataFrame({"grpo.beta": [0.0, 0.0, 0.1, 0.1] * 2, "task.reward": ["gold"] * 4 + ["proxy"] * 4,
+                          "final": [0.2, 0.4, 0.5, 0.7, 0.1, 0.1, 0.3, 0.3], "best": [0.3, 0.5, 0.6, 0.8] * 2})
+    summary = ablation.summary_table(table, "grpo.beta", ["task.reward"]).set_index(["grpo.beta", "task.reward"])
+    assert list(summary.columns[:2]) == ["mean_final", "low_final"] and len(summary) == 4
+    assert summary.loc[(0.1, "gold"), ["mean_final", "mean_best", "runs"]].tolist() == pytest.approx([0.6, 0.7, 2])
+    assert summary.loc[(0.1, "proxy"), ["mean_final", "low_final", "high_final"]].tolist() == pytest.approx([0.3] * 3)
+
+
+def test_cold_start_table_pairs_each_run_after_sft_and_after_grpo():
+    runs = pd.DataFrame([{"run": f"r{size}", "stage": stage, "seed": 0, "sft.cold_start_size": size}
+                         for size in (10, 100) for stage in ("sft", "grpo")])
+    history = pd.DataFrame([{"run": f"r{size}", "stage": stage, "step": step, "eval/gold_pass@1": value}
+                            for size, sft, grpo in ((10, 0.2, 0.3), (100, 0.5, 0.7))
+                            for stage, values in (("sft", (0.1, sft)), ("grpo", (sft, 0.9, grpo)))
+                            for step, value in enumerate(values)])
+    table = ablation.cold_start_table(runs, history).set_index("sft.cold_start_size")
+    assert table.loc[10, ["sft", "grpo"]].tolist() == [0.2, 0.3] and table.loc[100, ["sft", "grpo"]].tolist() == [0.5, 0.7]
 
 
 # -- loaders -----------------------------------------------------------------------------------------

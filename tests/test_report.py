@@ -40,15 +40,16 @@ def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_pat
         assert heading in report
     # the fit table in the report is the one the analysis computes from the sweep
     sweep = load_sweep(small_sweep)
-    proxy_runs = set(sweep.runs.run[(sweep.runs.stage == "grpo") & (sweep.runs["task.reward"] == "proxy")])
-    points = overopt.rl_points(sweep.runs, sweep.history)
-    points = points[points.run.isin(proxy_runs)]
-    bon = overopt.best_of_n(sweep.best_of_n[sweep.best_of_n.run.isin(proxy_runs)])
-    fits = overopt.fit_table(points, "grpo.beta", bon)
+    proxy = overopt.proxy_runs(sweep)
+    assert proxy.by == "grpo.beta" and set(proxy.points["task.reward"]) == {"proxy"}
+    assert proxy.points.run.nunique() == 4 and proxy.best_of_n is not None
+    fits = overopt.fit_table(proxy.points, proxy.by, proxy.best_of_n)
     assert sorted(set(fits.policy)) == ["best-of-n", "rl"] and len(fits) == 2 * 2 + 2
     for r2 in fits.r2:
         assert f"{r2:.4g}" in report
-    assert len(bon) == 5 and bon.n.tolist() == [1, 2, 4, 8, 16]  # 16 samples per prompt in the smoke preset
+    assert proxy.best_of_n.n.tolist() == [1, 2, 4, 8, 16]  # 16 samples per prompt in the smoke preset
+    turns = overopt.turning_points(proxy.points, proxy.by)
+    assert len(turns) == 4 and all(f"{v:.4g}" in report for v in turns.gold_after_peak)
 
 
 def test_report_on_a_missing_directory_says_so_in_one_line(tmp_path):
