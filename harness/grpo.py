@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.logprobs import completion_logprobs
-from harness.metrics import completion_metrics, dead_group_cost, reward_metrics, sample_rows
+from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss
 from harness.rollout.base import Rollout, SamplingParams
 from harness.sampling import sample_groups
@@ -99,11 +99,14 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
         ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
     tokens = max(mask.sum().item(), 1)
     sums: dict[str, float] = {}
+    first_pass_logp = []  # pi_old as the trainer computes it, to hold the engine's log-probs against
     policy.train()
-    for _ in range(cfg.num_iterations):
+    for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for part in slices:
             logp, entropy = completion_logprobs(policy, rollout, temperature, part)
+            if iteration == 0:
+                first_pass_logp.append(logp.detach())
             out = grpo_loss(
                 logp, logp.detach() if old_logp is None else old_logp[part], advantages[part], mask[part],
                 loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
@@ -130,4 +133,6 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
             raise NonFiniteLoss(f"gradient norm is {grad_norm.item()} at a GRPO update")
         optimizer.step()
     policy.eval()
+    if rollout.engine_logprobs is not None:
+        sums.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
     return {**sums, "grad_norm": grad_norm.item()}

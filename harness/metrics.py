@@ -73,3 +73,9 @@ def sample_rows(prompts: list[str], rollout: Rollout, gold: torch.Tensor, proxy:
         {"prompt": prompts[i], "completion": rollout.texts[i], "gold": gold[i].item(), "proxy": proxy[i].item()}
         for i in range(min(count, len(rollout.texts)))
     ]
+
+
+def logprob_gap(rollout: Rollout, trainer_logp: torch.Tensor) -> dict:
+    """Mean and max |engine log-prob - trainer log-prob| over completion tokens."""
+    gap = (rollout.engine_logprobs - trainer_logp).abs()[rollout.completion_mask.bool()]
+    return {"rollout/logprob_gap_mean": gap.mean().item(), "rollout/logprob_gap_max": gap.max().item()}

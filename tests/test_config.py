@@ -36,10 +36,17 @@ def test_defaults_are_valid(compose):
     ("tracking.mode=cloud", "tracking.mode='cloud'"),
     ("eval.num_samples=0", "eval.num_samples=0"),
     ("eval.best_of_n=1", "eval.best_of_n=1: must be 0 (off) or at least 2"),
+    ("task=countdown task.num_numbers=6", "task.num_numbers=6"),
+    ("task=countdown rollout.max_completion_length=5", "rollout.max_completion_length=5"),
+    ("task.prompt_style=chatty", "task.prompt_style='chatty'"),
+    ("task.prompt_style=natural", "task.prompt_style='natural': needs a pretrained model"),
+    ("model.package=no_such_weights", "model.package='no_such_weights': is not installed"),
+    ("model.path=org/not-cached", "model.path='org/not-cached': is not a directory, nor a Hub id"),
+    ("model.gguf_file=x.gguf", "model.gguf_file='x.gguf': needs model.path or model.package"),
 ])
 def test_bad_value_is_named(compose, override, key):
     with pytest.raises(ConfigError) as error:
-        compose(override)
+        compose(*override.split())
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from analysis import load_run
@@ -103,3 +104,29 @@ def test_dynamic_sampling_trains_on_fewer_dead_groups(compose, model_cache, tmp_
         assert (metrics["update/groups"] <= 8).all() and metrics["rollout_tokens/dead"].gt(0).any()
     assert dead[False] > 0.4 and dead[True] == 0.0
     assert rounds[False] == 1 and rounds[True] > 1
+
+
+def test_how_often_and_how_much_we_evaluate_changes_nothing_that_trains(compose, model_cache, tmp_path):
+    """Evaluation samples from its own seeded stream: training's random state never sees it."""
+    trained = {}
+    for name, eval_every, best_of_n in (("often", 1, 16), ("rarely", 100, 0)):
+        cfg = compose("experiment=smoke", "pipeline.stages=[grpo]", f"eval.eval_every={eval_every}",
+                      f"eval.best_of_n={best_of_n}", "tracking=disabled", f"model.cache_dir={model_cache}")
+        Pipeline(cfg, tmp_path / name).run()
+        trained[name] = load_run(tmp_path / name)
+    often, rarely = trained["often"], trained["rarely"]
+    assert len(often.evals) == 5 and len(rarely.evals) == 2  # steps 0-4, against the start and the end
+    columns = ["reward", "rewards/gold/mean", "loss", "grad_norm", "entropy"]
+    pd.testing.assert_frame_equal(often.metrics[columns], rarely.metrics[columns])
+    pd.testing.assert_frame_equal(often.evals.iloc[[0, -1]].reset_index(drop=True), rarely.evals)
+
+
+@pytest.mark.slow
+def test_countdown_runs_the_recipe_from_a_solver_cold_start(train, tmp_path):
+    train(tmp_path, "experiment=smoke", "task=countdown", "pipeline.stages=[sft,grpo]", "sft.source=solver",
+          "tracking=disabled")
+    run = load_run(tmp_path)
+    assert set(run.stages) == {"sft", "grpo"} and len(run.metrics[run.metrics.stage == "grpo"]) == 4
+    completions = run.completions[run.completions.stage == "grpo"]
+    assert len(completions) and completions.gold.isin([0.0, 1.0]).all() and completions.proxy.le(1.0).all()
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"

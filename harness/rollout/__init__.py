@@ -4,6 +4,9 @@ from harness.rollout.hf import HFEngine
 __all__ = ["HFEngine", "Rollout", "RolloutEngine", "SamplingParams", "make_engine"]
 
 
-def make_engine(rollout_cfg, model, tokenizer) -> RolloutEngine:
-    engines = {"hf": HFEngine}
-    return engines[rollout_cfg.engine](model, tokenizer)
+def make_engine(rollout_cfg, model, tokenizer, seed: int) -> RolloutEngine:
+    if rollout_cfg.engine == "vllm":
+        from harness.rollout.vllm_engine import VLLMEngine  # vllm is an optional extra
+
+        return VLLMEngine(model, tokenizer, rollout_cfg, seed)
+    return HFEngine(model, tokenizer)

@@ -1,12 +1,12 @@
 """The rollout engine interface: prompts in, K completions per prompt out, as token tensors.
 
-HF `generate` implements it today; a vLLM engine implements the same two methods.
+HF `generate` (`hf.py`) and vLLM (`vllm_engine.py`) implement it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol
 
 import torch
 
@@ -21,6 +21,7 @@ class Rollout:
     completion_mask: torch.Tensor  # [N, C], 1 up to and including the first eos
     texts: list[str]  # decoded completions, special tokens dropped
     truncated: torch.Tensor  # [N] bool: hit the length limit without eos
+    engine_logprobs: Optional[torch.Tensor] = None  # [N, C]: the sampler's own log-probs, if it gives them
 
     @property
     def num_tokens(self) -> int:
@@ -29,7 +30,8 @@ class Rollout:
     def select(self, rows: list[int]) -> "Rollout":
         index = torch.tensor(rows, dtype=torch.long)
         return Rollout(self.prompt_ids[index], self.prompt_mask[index], self.completion_ids[index],
-                       self.completion_mask[index], [self.texts[i] for i in rows], self.truncated[index])
+                       self.completion_mask[index], [self.texts[i] for i in rows], self.truncated[index],
+                       None if self.engine_logprobs is None else self.engine_logprobs[index])
 
     @staticmethod
     def concat(parts: list["Rollout"], pad_token_id: int) -> "Rollout":
@@ -40,6 +42,7 @@ class Rollout:
             pad_concat([r.completion_mask for r in parts], 0, left=False),
             [text for r in parts for text in r.texts],
             torch.cat([r.truncated for r in parts]),
+            None if parts[0].engine_logprobs is None else pad_concat([r.engine_logprobs for r in parts], 0, left=False),
         )
 
 
@@ -57,6 +60,9 @@ class RolloutEngine(Protocol):
 
     def sync_weights(self) -> None:
         """Make the engine sample from the policy's current weights."""
+
+    def close(self) -> None:
+        """Free what the engine holds beyond the policy."""
 
 
 def pad_concat(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:

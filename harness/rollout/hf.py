@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
+from harness.chat import chat_format
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
 
 
@@ -19,9 +20,13 @@ class HFEngine:
     def sync_weights(self) -> None:
         """Nothing to do: generation runs on the training model."""
 
+    def close(self) -> None:
+        """Nothing to free."""
+
     @torch.no_grad()
     def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout:
-        repeated = [p for p in prompts for _ in range(num_generations)]
+        texts, special = chat_format(self.tokenizer, prompts)
+        repeated = [p for p in texts for _ in range(num_generations)]
         config = GenerationConfig(
             do_sample=True,
             temperature=sampling.temperature,
@@ -36,7 +41,8 @@ class HFEngine:
         self.model.eval()
         chunks = []
         for start in range(0, len(repeated), self.batch_size):
-            batch = self.tokenizer(repeated[start:start + self.batch_size], return_tensors="pt", padding=True).to(device)
+            batch = self.tokenizer(repeated[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                   add_special_tokens=special).to(device)
             out = self.model.generate(**batch, generation_config=config)
             width = batch["input_ids"].size(1)
             chunks.append((batch["input_ids"], batch["attention_mask"], out[:, width:]))

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import random
 
+from harness.tasks.countdown import CountdownTask
 from harness.tasks.ordering import OrderingTask
 
-TASKS = {"ordering": OrderingTask}
+TASKS = {"ordering": OrderingTask, "countdown": CountdownTask}
 
 
-def make_task(cfg) -> OrderingTask:
-    return TASKS[cfg.name](
-        num_items=cfg.num_items,
-        num_constraints=cfg.num_constraints,
-        item_pool=cfg.item_pool or cfg.num_items,
-        missing_penalty=cfg.proxy_missing_penalty,
-    )
+def make_task(cfg):
+    return TASKS[cfg.name].from_config(cfg)
 
 
 def heldout_problems(task, size: int, seed: int) -> list:

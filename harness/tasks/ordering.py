@@ -15,6 +15,7 @@ Two rewards, always both measured:
 from __future__ import annotations
 
 import random
+import re
 import string
 from dataclasses import dataclass
 
@@ -26,26 +27,41 @@ SEPARATOR, BEFORE, ANSWER = "|", "<", "="
 class OrderingProblem:
     items: tuple[str, ...]
     constraints: tuple[tuple[str, str], ...]
+    style: str = "compact"  # compact: the tiny model's symbols; natural: words, for instruct models
 
     @property
     def prompt(self) -> str:
+        if self.style == "natural":
+            rules = "; ".join(f"{x} before {y}" for x, y in self.constraints)
+            return (f"Put these items in an order that keeps every rule: {' '.join(self.items)}. Rules: {rules}. "
+                    "Answer with all the items in that order, separated by spaces, and nothing else.")
         rules = " ".join(f"{x} {BEFORE} {y}" for x, y in self.constraints)
         return f"{' '.join(self.items)} {SEPARATOR} {rules} {ANSWER}"
 
 
 def parse_order(completion: str) -> list[str]:
-    """The answer's tokens, whitespace-separated; anything may appear, nothing is executed."""
-    return completion.split()
+    """The answer's tokens, split at whitespace and commas; anything may appear, nothing is executed."""
+    return re.findall(r"[^\s,]+", completion)
 
 
 class OrderingTask:
     name = "ordering"
 
-    def __init__(self, num_items: int, num_constraints: int, item_pool: int, missing_penalty: float):
+    def __init__(self, num_items: int, num_constraints: int, item_pool: int, missing_penalty: float,
+                 prompt_style: str = "compact"):
         self.num_items = num_items
         self.num_constraints = num_constraints
         self.symbols = ITEM_SYMBOLS[:item_pool]
         self.missing_penalty = missing_penalty
+        self.prompt_style = prompt_style
+
+    @classmethod
+    def from_config(cls, cfg) -> "OrderingTask":
+        return cls(cfg.num_items, cfg.num_constraints, cfg.item_pool or cfg.num_items, cfg.proxy_missing_penalty,
+                   cfg.prompt_style)
+
+    def difficulty(self) -> dict:
+        return {"num_items": self.num_items, "num_constraints": self.num_constraints}
 
     def vocabulary(self) -> list[str]:
         return [SEPARATOR, BEFORE, ANSWER, *self.symbols]
@@ -55,7 +71,7 @@ class OrderingTask:
         hidden = rng.sample(items, len(items))
         pairs = [(i, j) for i in range(len(hidden)) for j in range(i + 1, len(hidden))]
         chosen = rng.sample(pairs, self.num_constraints)
-        return OrderingProblem(tuple(items), tuple((hidden[i], hidden[j]) for i, j in chosen))
+        return OrderingProblem(tuple(items), tuple((hidden[i], hidden[j]) for i, j in chosen), self.prompt_style)
 
     def gold(self, problem: OrderingProblem, completion: str) -> float:
         order = parse_order(completion)

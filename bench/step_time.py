@@ -1,0 +1,155 @@
+"""GRPO step time, split into rollout and update: this harness (HF generate, vLLM) against
+TRL's GRPOTrainer on the same model, prompts, K, batch, lengths and sampling, in one run.
+
+    python bench/step_time.py --model tiny --runners ours-hf,ours-vllm,trl-hf,trl-vllm
+    python bench/step_time.py --model smollm2 --num-generations 4,8 --lengths 32,64
+
+Each configuration runs `--steps` GRPO steps after one warm-up step; the step time is the mean
+wall time from the end of one step to the end of the next. Prints one JSON line per
+configuration and a Markdown table with the ratio TRL / this harness (above 1: we are faster).
+TRL is a benchmark-only dependency (the `test` extra has it); vLLM is optional (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+from hydra import compose, initialize_config_module
+
+from harness.grpo import train_grpo
+from harness.models import base_model, load_policy
+from harness.rollout import make_engine
+from harness.tasks import ProblemStream, make_task
+from harness.train import to_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+MODELS = {  # the same task for both models, worded for each
+    "tiny": ["model=tiny", "task=countdown"],
+    "smollm2": ["model=smollm2", "task=countdown", "task.prompt_style=natural"],
+}
+
+
+def harness_config(model: str, K: int, length: int, prompts: int, engine: str):
+    with initialize_config_module(config_module="harness.conf", version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=[
+            *MODELS[model], f"rollout={engine}", f"rollout.max_completion_length={length}",
+            f"grpo.num_generations={K}", f"grpo.prompts_per_step={prompts}", "grpo.beta=0.0",
+            "grpo.learning_rate=1e-6", "tracking.mode=disabled"]))
+
+
+class StepClock:
+    """A tracker that keeps only the time at which each step ended and the loop's own split."""
+
+    def __init__(self):
+        self.ends, self.splits = [], []
+
+    def log(self, step, metrics):
+        self.ends.append(time.perf_counter())
+        self.splits.append((metrics["timing/rollout"], metrics["timing/update"]))
+
+    def log_eval(self, step, metrics):
+        pass
+
+    def log_completions(self, step, rows):
+        pass
+
+    def result(self) -> dict:
+        gaps = [b - a for a, b in zip(self.ends, self.ends[1:])]  # the first step is warm-up
+        rollout, update = (sum(s[i] for s in self.splits[1:]) / len(gaps) for i in (0, 1))
+        return {"step_s": sum(gaps) / len(gaps), "rollout_s": rollout, "update_s": update}
+
+
+def run_ours(cfg, task, problems, steps: int) -> dict:
+    model, tokenizer = load_policy(base_model(cfg.model, task), cfg.model.dtype, "cpu")
+    engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
+    clock = StepClock()
+    try:
+        train_grpo(model, engine, task, problems, cfg=cfg.grpo, rollout_cfg=cfg.rollout, reward_name="gold",
+                   steps=steps + 1, evaluate=dict, eval_every=steps + 2, tracker=clock)
+    finally:
+        engine.close()
+    return clock.result()
+
+
+def run_trl(cfg, task, problems, steps: int, use_vllm: bool) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, tokenizer = load_policy(base_model(cfg.model, task), cfg.model.dtype, "cpu")
+    g, r = cfg.grpo, cfg.rollout
+    batch = g.prompts_per_step * g.num_generations
+    picked = problems.take(g.prompts_per_step * (steps + 1))
+    chat = bool(tokenizer.chat_template)
+    rows = [{"prompt": [{"role": "user", "content": p.prompt}] if chat else p.prompt, "index": i}
+            for i, p in enumerate(picked)]
+
+    def gold(prompts, completions, index, **_):
+        texts = [c[0]["content"] if chat else c for c in completions]
+        return [task.gold(picked[i], t) for i, t in zip(index, texts)]
+
+    class Clock(TrainerCallback):
+        ends: list = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    args = GRPOConfig(
+        output_dir="/tmp/coldclimb-bench-trl", per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+        num_generations=g.num_generations, max_completion_length=r.max_completion_length,
+        temperature=r.temperature, top_p=r.top_p, top_k=0, beta=g.beta, epsilon=g.epsilon,
+        num_iterations=g.num_iterations, loss_type=g.loss_type, scale_rewards=g.scale_rewards,
+        learning_rate=g.learning_rate, max_grad_norm=g.max_grad_norm, max_steps=steps + 1, logging_strategy="no",
+        shuffle_dataset=False, use_vllm=use_vllm, vllm_mode="colocate", vllm_enable_sleep_mode=False,
+        vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, use_cpu=not torch.cuda.is_available(),
+        report_to=[], save_strategy="no", seed=cfg.seed, disable_tqdm=True)
+    clock = Clock()
+    trainer = GRPOTrainer(model=model, reward_funcs=gold, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer, callbacks=[clock])
+    trainer.train()
+    gaps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
+    return {"step_s": sum(gaps) / len(gaps)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    parser.add_argument("--runners", default="ours-hf,trl-hf", help="of ours-hf, ours-vllm, trl-hf, trl-vllm")
+    parser.add_argument("--num-generations", default="8", help="K, comma-separated")
+    parser.add_argument("--lengths", default="32", help="max completion lengths, comma-separated")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps, after one warm-up step")
+    args = parser.parse_args()
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, " + (
+        torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+    table = ["| model | K | length | runner | step s | rollout s | update s | TRL / ours |", "|---" * 8 + "|"]
+    for K in map(int, args.num_generations.split(",")):
+        for length in map(int, args.lengths.split(",")):
+            results = {}
+            for runner in args.runners.split(","):
+                framework, engine = runner.split("-")
+                cfg = harness_config(args.model, K, length, args.prompts, engine)
+                task = make_task(cfg.task)
+                problems = ProblemStream(task, seed=cfg.seed, exclude=set())
+                torch.manual_seed(cfg.seed)
+                results[runner] = (run_ours(cfg, task, problems, args.steps) if framework == "ours"
+                                   else run_trl(cfg, task, problems, args.steps, use_vllm=engine == "vllm"))
+                print(json.dumps({"model": args.model, "K": K, "length": length, "prompts": args.prompts,
+                                  "runner": runner, **results[runner], "machine": machine}), flush=True)
+            for runner, res in results.items():
+                trl = results.get(f"trl-{runner.split('-')[1]}")
+                ratio = f"{trl['step_s'] / res['step_s']:.2f}" if trl and runner.startswith("ours") else ""
+                table.append(f"| {args.model} | {K} | {length} | {runner} | {res['step_s']:.2f} | "
+                             f"{res.get('rollout_s', float('nan')):.2f} | {res.get('update_s', float('nan')):.2f} | {ratio} |")
+    print(f"\n{machine}\n\n" + "\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
