@@ -17,8 +17,12 @@ def completion_logprobs(model, rollout: Rollout, temperature: float, rows: slice
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention = torch.cat([rollout.prompt_mask[rows], torch.ones_like(completion_ids)], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate numbers left-padded rows
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
-    logits = logits[:, prompt_ids.size(1) - 1:-1, :].float() / temperature
+    # The head runs only where a completion token is predicted (as TRL does): on a chat prompt
+    # most positions are prompt, and the vocabulary projection is a large share of the compute.
+    width = completion_ids.size(1)
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+                   logits_to_keep=width + 1).logits
+    logits = logits[:, :-1, :].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
