@@ -23,6 +23,8 @@ from typing import Optional
 
 import pandas as pd
 
+from harness.tracking import read_jsonl
+
 ID_COLUMNS = ["run", "stage", "group", "wandb_id", "status"]
 HISTORY_INDEX = ["run", "stage", "step"]
 LOCAL_HISTORY_FILES = ("metrics.jsonl", "eval.jsonl")
@@ -99,18 +101,12 @@ def _local_stage_dirs(root: Path) -> list[Path]:
     return sorted({p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern)})
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def local_stage_run(stage_dir: Path) -> StageRun:
     info = json.loads((stage_dir / "run.json").read_text())
     config = json.loads((stage_dir / "config.json").read_text())
     summary_path = stage_dir / "summary.json"
     status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "running"
-    history = [_history_row(r["step"], r) for name in LOCAL_HISTORY_FILES for r in _read_jsonl(stage_dir / name)]
+    history = [_history_row(r["step"], r) for name in LOCAL_HISTORY_FILES for r in read_jsonl(stage_dir / name)]
     return StageRun(run=config.get("run_name") or info["run_name"], stage=info["stage"], group=info["group"],
                     wandb_id=info["wandb_id"], status=status if status in ("finished", "running") else "stopped",
                     config=config, history=history)
@@ -119,7 +115,7 @@ def local_stage_run(stage_dir: Path) -> StageRun:
 def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
     parts = []
     for stage_dir in stage_dirs:
-        rows = _read_jsonl(stage_dir / "best_of_n.jsonl")
+        rows = read_jsonl(stage_dir / "best_of_n.jsonl")
         if rows:
             config = json.loads((stage_dir / "config.json").read_text())
             parts.append(pd.DataFrame(rows).assign(run=config["run_name"], stage=stage_dir.name))
@@ -162,9 +158,24 @@ def offline_stage_run(run_dir) -> StageRun:
                     status=status, config=config, history=history)
 
 
+def merge_attempts(stage_runs: list[StageRun]) -> list[StageRun]:
+    """Offline, W&B writes a directory per attempt of a resumed stage, all under one run id: one
+    run, whose later attempt wins at the steps both logged (`frames` keeps a step's last value)."""
+    merged: dict[str, StageRun] = {}
+    for sr in stage_runs:
+        if sr.wandb_id in merged:
+            merged[sr.wandb_id].history += sr.history
+            merged[sr.wandb_id].status = sr.status
+        else:
+            merged[sr.wandb_id] = sr
+    return list(merged.values())
+
+
 def from_wandb_offline(path) -> Sweep:
-    run_dirs = sorted(Path(path).glob("**/offline-run-*"))
-    runs, history = frames([offline_stage_run(d) for d in run_dirs])
+    run_dirs = sorted(Path(path).glob("**/offline-run-*"))  # their names begin with the time they started
+    # A run killed before W&B wrote its header holds nothing; its resumed attempt was sent every step.
+    stage_runs = [sr for sr in map(offline_stage_run, run_dirs) if sr.wandb_id is not None]
+    runs, history = frames(merge_attempts(stage_runs))
     return Sweep(runs, history, pd.DataFrame())
 
 

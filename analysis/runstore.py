@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.tracking import read_jsonl
+
 STAGE_FILES = {"metrics": "metrics.jsonl", "evals": "eval.jsonl", "completions": "completions.jsonl"}
 
 
@@ -21,9 +23,10 @@ class RunData:
 
 
 def _read_jsonl(path: Path, stage: str) -> pd.DataFrame:
-    if not path.exists() or path.stat().st_size == 0:
+    rows = read_jsonl(path)
+    if not rows:
         return pd.DataFrame()
-    frame = pd.read_json(path, lines=True)
+    frame = pd.DataFrame(rows)
     frame.insert(0, "stage", stage)
     return frame
 

@@ -7,12 +7,16 @@ loads and raises `ConfigError` whose message is one line naming the key and the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-from dataclasses import dataclass, field
+import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+
+from harness.tasks import make_task
 
 STAGES = ("explore", "seed", "sft", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -24,7 +28,9 @@ REWARDS = ("gold", "proxy")
 COLD_START_SOURCES = ("seed", "solver")
 ENGINES = ("hf", "vllm")
 TRACKING_MODES = ("offline", "online", "disabled")
+CHECKPOINTS_KEPT = ("all", "final", "none")
 DTYPES = ("float32", "bfloat16", "float16")
+FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep")  # keys a resumed run may change: none alters training
 
 
 @dataclass
@@ -38,6 +44,7 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 352
+    max_position_embeddings: int = 128  # the tiny model's context: prompt and completion must fit
     pretrain_steps: int = 400  # format-only pre-training that makes the tiny "base"
     pretrain_batch_size: int = 64
     pretrain_learning_rate: float = 3e-3
@@ -135,6 +142,14 @@ class TrackingConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 25  # GRPO steps between a stage's resumable checkpoints (model, optimizer, RNG); 0: none
+    # What a finished run keeps: all (every stage's checkpoint: branch GRPO runs off one cold start),
+    # final (the last stage's: a long sweep cannot fill the disk), none. Mid-stage ones go when a stage ends.
+    keep: str = "final"
+
+
+@dataclass
 class TrialConfig:
     """Set by the Optuna sweeper (sweeps/): where the run reports held-out values as it trains."""
 
@@ -154,8 +169,10 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 0
+    resume: bool = False  # go on with the interrupted run in output_dir (or hydra.run.dir), from its last checkpoint
     device: str = "cpu"
     run_name: Optional[str] = None  # None: the run directory's name
     output_dir: Optional[str] = None  # None: Hydra's run directory
@@ -180,6 +197,11 @@ def _at_least(key: str, value, low) -> None:
         raise ConfigError(key, value, f"must be at least {low}")
 
 
+def _positive(key: str, value) -> None:
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise ConfigError(key, value, "must be a positive number")
+
+
 def _in_open_unit(key: str, value) -> None:
     if not 0 < value <= 1:
         raise ConfigError(key, value, "must be in (0, 1]")
@@ -200,8 +222,10 @@ def validate(cfg) -> None:
     """Check every value that could fail later; raise ConfigError on the first bad one."""
     m, t, r, s, g, p, e = cfg.model, cfg.task, cfg.rollout, cfg.sft, cfg.grpo, cfg.pipeline, cfg.eval
     _one_of("model.dtype", m.dtype, DTYPES)
-    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "pretrain_batch_size"):
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+                "pretrain_batch_size"):
         _at_least(f"model.{key}", getattr(m, key), 1)
+    _positive("model.pretrain_learning_rate", m.pretrain_learning_rate)
     _at_least("model.pretrain_steps", m.pretrain_steps, 0)
     if m.hidden_size % m.num_heads:
         raise ConfigError("model.num_heads", m.num_heads, f"must divide model.hidden_size={m.hidden_size}")
@@ -227,6 +251,7 @@ def validate(cfg) -> None:
 
     _one_of("rollout.engine", r.engine, ENGINES)
     _at_least("rollout.max_completion_length", r.max_completion_length, shortest_answer + 1)
+    _check_lengths(cfg)
     if r.temperature <= 0:
         raise ConfigError("rollout.temperature", r.temperature, "must be positive")
     _in_open_unit("rollout.top_p", r.top_p)
@@ -240,6 +265,7 @@ def validate(cfg) -> None:
     _at_least("sft.cold_start_size", s.cold_start_size, 1)
     _at_least("sft.steps", s.steps, 0)
     _at_least("sft.batch_size", s.batch_size, 1)
+    _positive("sft.learning_rate", s.learning_rate)
 
     _at_least("grpo.num_generations", g.num_generations, 2)
     _at_least("grpo.prompts_per_step", g.prompts_per_step, 1)
@@ -257,6 +283,12 @@ def validate(cfg) -> None:
         raise ConfigError("grpo.soft_overlong_cache", g.soft_overlong_cache,
                           f"must be between 0 and rollout.max_completion_length={r.max_completion_length}")
     _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
+    batch = g.prompts_per_step * g.num_generations
+    if g.micro_batch_size and batch % g.micro_batch_size:  # unequal micro-batches would weigh sequences unequally
+        raise ConfigError("grpo.micro_batch_size", g.micro_batch_size, f"must divide the generation batch, "
+                          f"grpo.prompts_per_step * grpo.num_generations = {batch}")
+    _positive("grpo.learning_rate", g.learning_rate)
+    _positive("grpo.max_grad_norm", g.max_grad_norm)
     _at_least("grpo.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)
     _at_least("grpo.log_completions_every", g.log_completions_every, 1)
 
@@ -279,10 +311,28 @@ def validate(cfg) -> None:
     if e.best_of_n == 1 or e.best_of_n < 0:
         raise ConfigError("eval.best_of_n", e.best_of_n, "must be 0 (off) or at least 2")
     _one_of("tracking.mode", cfg.tracking.mode, TRACKING_MODES)
+    _at_least("checkpoint.every", cfg.checkpoint.every, 0)
+    _one_of("checkpoint.keep", cfg.checkpoint.keep, CHECKPOINTS_KEPT)
     _check_model_source(m)
     if t.prompt_style == "natural" and m.path is None and m.package is None:
         raise ConfigError("task.prompt_style", t.prompt_style, "needs a pretrained model (model.path or model.package): "
                           "the tiny model knows only the compact symbols")
+
+
+def _check_lengths(cfg) -> None:
+    """Prompt and completion fit the context. A prompt's length is the same for every problem of a
+    task config; counted in words, it is exact for the tiny model and a floor for any tokenizer."""
+    prompt = len(make_task(cfg.task).sample(random.Random(0)).prompt.split())
+    needed = prompt + cfg.rollout.max_completion_length
+    if cfg.model.path is None and cfg.model.package is None and needed + 1 > cfg.model.max_position_embeddings:
+        raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,
+                          f"and the prompt's {prompt + 1} tokens exceed the tiny model's context "
+                          f"(model.max_position_embeddings={cfg.model.max_position_embeddings})")
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_max_model_len is not None \
+            and cfg.rollout.vllm_max_model_len < needed:
+        raise ConfigError("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len,
+                          f"is too short for the prompt (at least {prompt} tokens) and "
+                          f"rollout.max_completion_length={cfg.rollout.max_completion_length}")
 
 
 def _check_model_source(m) -> None:
@@ -317,3 +367,24 @@ def _in_hub_cache(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except ValueError:  # not even a valid repo id
         return False
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"grpo": {"beta": 0}} -> {"grpo.beta": 0}"""
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def check_resumable(cfg, run_dir: Path) -> None:
+    """resume=true needs the interrupted run's directory and its config: a changed value would
+    quietly train a different run. Raises ConfigError, before any model loads."""
+    saved = sorted(Path(run_dir).glob("*/config.json"))
+    if not saved:
+        raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
+    before = _flat(json.loads(saved[0].read_text()))
+    now = _flat(json.loads(json.dumps(asdict(cfg), default=str)))  # as saved: tuples become lists
+    for key in sorted(before.keys() | now.keys()):
+        if key not in FREE_ON_RESUME and before.get(key) != now.get(key):
+            raise ConfigError(key, now.get(key), f"differs from the interrupted run's {before.get(key)!r}")

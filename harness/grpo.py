@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss
@@ -17,27 +18,28 @@ from harness.sampling import sample_groups
 COMPLETIONS_PER_TABLE = 8
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name: str, steps: int,
                evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo",
-               on_eval: Optional[Callable[[int, dict], None]] = None) -> dict:
+               on_eval: Optional[Callable[[int, dict], None]] = None, checkpoints=None, resumed=None) -> dict:
     """Run `steps` GRPO steps on `policy`; return the last held-out evaluation.
 
     `on_eval(step, metrics)` sees every evaluation after the start: a sweeper reports it, and
     may stop the run there by raising.
     `reward_name` (gold or proxy) picks the reward that trains; both are always logged.
     `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
+    `checkpoints` (harness.checkpoint.StageCheckpoints) saves the loop's state as it goes; given
+    `resumed`, the loop goes on from that state, the policy already holding its weights.
     """
     K = cfg.num_generations
     sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    total_tokens = 0
-    last_eval = evaluate()
-    tracker.log_eval(0, last_eval)
-    for step in (bar := tqdm(range(1, steps + 1), desc=desc, leave=False, disable=None)):
+    if resumed is not None:
+        state = checkpoints.restore(resumed, optimizer)
+        first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
+    else:
+        first_step, total_tokens, last_eval = 1, 0, evaluate()
+        tracker.log_eval(0, last_eval)
+    for step in (bar := tqdm(range(first_step, steps + 1), desc=desc, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
         sampled, train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name)
@@ -80,6 +82,8 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
             tracker.log_eval(step, last_eval)
             if on_eval is not None:
                 on_eval(step, last_eval)
+        if checkpoints is not None and checkpoints.due(step, steps):
+            checkpoints.save(step, policy, optimizer, total_tokens=total_tokens, last_eval=last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
     return last_eval
 
@@ -114,8 +118,7 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
                 max_completion_length=rollout_cfg.max_completion_length, num_items_in_batch=tokens,
                 importance_sampling_level=cfg.importance_sampling_level,
             )
-            if not torch.isfinite(out.loss):
-                raise NonFiniteLoss(f"loss is {out.loss.item()} at a GRPO update")
+            require_finite(out.loss, "the GRPO loss")
             # dapo already divides by the whole batch's tokens; the others average micro-batches.
             (out.loss if cfg.loss_type == "dapo" else out.loss / len(slices)).backward()
             weight = mask[part].sum().item() / tokens
@@ -129,8 +132,7 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value / cfg.num_iterations
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLoss(f"gradient norm is {grad_norm.item()} at a GRPO update")
+        require_finite(grad_norm, "the GRPO gradient norm")
         optimizer.step()
     policy.eval()
     if rollout.engine_logprobs is not None:

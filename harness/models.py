@@ -49,7 +49,7 @@ def build_tiny_model(model_cfg, tokenizer, seed: int) -> LlamaForCausalLM:
         num_hidden_layers=model_cfg.num_layers,
         num_attention_heads=model_cfg.num_heads,
         num_key_value_heads=model_cfg.num_heads,
-        max_position_embeddings=128,
+        max_position_embeddings=model_cfg.max_position_embeddings,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -133,9 +133,10 @@ def base_model(model_cfg, task) -> Path | str:
     return pretrained_base(model_cfg)
 
 
-def load_policy(path, dtype: str, device: str):
+def load_policy(path, dtype: str, device: str, weights=None):
+    """The model and tokenizer saved at `path`; `weights`: the model from there instead (a resume state)."""
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    model = AutoModelForCausalLM.from_pretrained(weights or path, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     return model, tokenizer
 

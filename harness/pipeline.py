@@ -8,7 +8,8 @@
            (first sampling eval.best_of_n completions per held-out prompt -> grpo/best_of_n.jsonl)
 
 Any stage can be skipped (`pipeline.stages=[sft,grpo]`) or run alone from a checkpoint
-(`pipeline.stages=[grpo] model.path=...`).
+(`pipeline.stages=[grpo] model.path=...`). With `resume=true`, stages that finished are taken as
+they are and a GRPO stage killed midway goes on from its last resume state (harness.checkpoint).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import STAGES
 from harness.evaluate import Evaluator
 from harness.grpo import train_grpo
@@ -29,9 +31,11 @@ from harness.rollout import make_engine
 from harness.seed import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
 from harness.tasks import ProblemStream, heldout_problems, make_task
-from harness.tracking import StageTracker, write_json
+from harness.tracking import StageTracker, read_json, write_json
 
 log = logging.getLogger(__name__)
+OUTPUTS = {"explore": ("explorer", "checkpoint"), "seed": ("seed_path", "seed.jsonl"),
+           "sft": ("policy", "checkpoint"), "grpo": ("policy", "checkpoint")}  # stage -> (attribute, file)
 
 
 class SeedTooSmall(RuntimeError):
@@ -56,9 +60,16 @@ class Pipeline:
         self.summary: dict = {}
 
     def run(self) -> dict:
+        if self.cfg.resume:
+            self.summary = read_json(self.run_dir / "summary.json")
         for stage in self.cfg.pipeline.stages:
-            getattr(self, f"run_{stage}")()
-        write_json(self.run_dir / "summary.json", self.summary)
+            if self.cfg.resume and self._finished(stage):
+                log.info("resume: the %s stage finished before; going on from its output", stage)
+                attribute, output = OUTPUTS[stage]
+                setattr(self, attribute, self.run_dir / stage / output)
+            else:
+                getattr(self, f"run_{stage}")()
+        prune_finished(self.run_dir, self.cfg.pipeline.stages, self.cfg.checkpoint.keep)
         return self.summary
 
     # -- stages ---------------------------------------------------------------------------
@@ -79,8 +90,8 @@ class Pipeline:
             engine.close()
         self.seed_path = tracker.dir / "seed.jsonl"
         save_seed(rows, self.seed_path)
-        self.summary["seed"] = {"seed/size": len(rows)}
-        tracker.finish(self.summary["seed"])
+        tracker.finish({"seed/size": len(rows)})
+        self._record("seed", {"seed/size": len(rows)})
 
     def run_sft(self) -> None:
         cfg = self.cfg
@@ -90,34 +101,42 @@ class Pipeline:
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=self._frozen_copy(model))
         initial = evaluator(model, engine)
-        self.summary.setdefault("base", initial)
+        self._record_base(initial)
         tracker.log_eval(0, initial)
         finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
                  learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
         engine.sync_weights()
-        result = self.summary["sft"] = evaluator(model, engine)
+        result = evaluator(model, engine)
         engine.close()
         tracker.log_eval(cfg.sft.steps, result)
         self.policy = self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
+        self._record("sft", result)
 
     # -- helpers ----------------------------------------------------------------------------
     def _grpo_stage(self, stage: str, start: Path, steps: int) -> Path:
         cfg = self.cfg
-        tracker = self._begin(stage)
+        checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage])
+        resumed = checkpoints.latest() if cfg.resume else None
+        if resumed is None:
+            checkpoints.clear()  # an earlier attempt's, which nobody asked to resume
+        tracker = self._begin(stage, resume_step=None if resumed is None else resumed.step)
         model, tokenizer = self._load(start)
         # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
         # eval.kl_to_initial = false no second model is loaded at all.
         frozen = self._frozen_copy(model) if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial else None
+        if resumed is not None:
+            log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
+            model, tokenizer = self._load(start, weights=resumed.model_dir)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=frozen)
-        if stage == "grpo" and cfg.eval.best_of_n:
+        if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
             tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
 
         def evaluate() -> dict:
             metrics = evaluator(model, engine)
             if start == self.base:  # the stage's first evaluation is the base's
-                self.summary.setdefault("base", metrics)
+                self._record_base(metrics)
             return metrics
 
         try:
@@ -125,15 +144,17 @@ class Pipeline:
                                 reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
                                 eval_every=cfg.eval.eval_every, tracker=tracker,
                                 reference=frozen if cfg.grpo.beta > 0 else None, desc=stage,
-                                on_eval=self.on_eval if stage == "grpo" else None)
+                                on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
+                                resumed=resumed)
         except Exception as error:  # pruned, or failed: the stage's run still closes, saying why
             tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
             raise
         finally:
             engine.close()
-        self.summary[stage] = result
         path = self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
+        self._record(stage, result)
+        checkpoints.clear()
         return path
 
     def _cold_start_examples(self) -> list[tuple[str, str]]:
@@ -152,14 +173,26 @@ class Pipeline:
         return Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
                          initial_policy=initial if self.cfg.eval.kl_to_initial else None)
 
-    def _begin(self, stage: str) -> StageTracker:
-        """Seed the stage's sampling and start its tracked run."""
+    def _begin(self, stage: str, resume_step=None) -> StageTracker:
+        """Seed the stage's sampling and start its tracked run (or go on with it after resume_step)."""
         torch.manual_seed(self.cfg.seed)
         return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=asdict(self.cfg),
-                            tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir)
+                            tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir, resume_step=resume_step)
 
-    def _load(self, path: Path):
-        return load_policy(path, self.cfg.model.dtype, self.cfg.device)
+    def _finished(self, stage: str) -> bool:
+        return stage in self.summary and read_json(self.run_dir / stage / "summary.json").get("status") == "finished"
+
+    def _record(self, key: str, metrics: dict) -> None:
+        """The run's summary.json, written as each result comes: what a resumed run starts from."""
+        self.summary[key] = metrics
+        write_json(self.run_dir / "summary.json", self.summary)
+
+    def _record_base(self, metrics: dict) -> None:
+        if "base" not in self.summary:
+            self._record("base", metrics)
+
+    def _load(self, path: Path, weights=None):
+        return load_policy(path, self.cfg.model.dtype, self.cfg.device, weights)
 
     @staticmethod
     def _frozen_copy(model):

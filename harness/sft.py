@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from harness.chat import chat_format
+from harness.faults import require_finite
 
 IGNORE = -100  # label that cross-entropy skips
 
@@ -60,9 +61,11 @@ def finetune(
         batch_ids, order = order[:batch_size], order[batch_size:]
         batch = encode_examples(tokenizer, [examples[i] for i in batch_ids], device)
         loss = model(**batch).loss
+        require_finite(loss, f"the {desc} loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        require_finite(grad_norm, f"the {desc} gradient norm")
         optimizer.step()
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -8,8 +8,10 @@ The local store keeps, in plain files that pandas reads, everything W&B is sent:
   completions.jsonl  sample completions, with the step they were drawn at
   <name>.jsonl       any other table (best_of_n.jsonl: samples of GRPO's start, both rewards)
   summary.json       final values
-JSON files are replaced atomically; JSONL lines are flushed as they are written. A W&B
-failure is reported once and never stops training.
+JSON files are replaced atomically; JSONL lines are flushed as they are written, and a last line
+cut short by a kill is skipped on reading. A W&B failure is reported once and never stops
+training. A resumed stage keeps what was logged up to its checkpoint and goes on in the same
+W&B run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,27 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file; a last line cut short by a kill is left out."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if Path(path).exists() else []
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return rows
+
+
+def _keep_until(path: Path, step: int) -> None:
+    """Drop the rows logged after `step`: the resumed stage logs them again."""
+    rows = [r for r in read_jsonl(path) if r.get("step", step) <= step]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
 def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf; pandas reads the strings back
@@ -37,21 +60,31 @@ def _jsonable(value):
 
 
 class StageTracker:
-    def __init__(self, stage_dir: Path, *, stage: str, run_name: str, config: dict, tracking_cfg, wandb_dir: Path):
+    def __init__(self, stage_dir: Path, *, stage: str, run_name: str, config: dict, tracking_cfg, wandb_dir: Path,
+                 resume_step: Optional[int] = None):
+        """A fresh stage clears what an earlier attempt logged; `resume_step` keeps it up to that step."""
         self.dir = Path(stage_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
         self._files: dict[str, Any] = {}
         self._table = None
+        for path in self.dir.glob("*.jsonl"):
+            if resume_step is None:
+                path.unlink()
+            else:
+                _keep_until(path, resume_step)
+        wandb_id = read_json(self.dir / "run.json").get("wandb_id") if resume_step is not None else None
         write_json(self.dir / "config.json", config)
-        self.wandb = self._start_wandb(tracking_cfg, run_name, config, wandb_dir)
+        self.wandb = self._start_wandb(tracking_cfg, run_name, config, wandb_dir, wandb_id)
+        if resume_step is not None:
+            self._to_wandb(self._replay)
         write_json(self.dir / "run.json", {
             "stage": stage, "run_name": run_name, "group": tracking_cfg.group or run_name,
             "wandb_id": self.wandb.id if self.wandb else None,
             "wandb_dir": str(Path(self.wandb.dir).parent) if self.wandb else None,
         })
 
-    def _start_wandb(self, tracking_cfg, run_name: str, config: dict, wandb_dir: Path):
+    def _start_wandb(self, tracking_cfg, run_name: str, config: dict, wandb_dir: Path, wandb_id: Optional[str]):
         if tracking_cfg.mode == "disabled":
             return None
         try:
@@ -62,6 +95,7 @@ class StageTracker:
                 project=tracking_cfg.project, entity=tracking_cfg.entity, group=tracking_cfg.group or run_name,
                 job_type=self.stage, name=f"{run_name}/{self.stage}", config=config, mode=tracking_cfg.mode,
                 dir=str(wandb_dir), reinit="create_new", settings=wandb.Settings(console="off", silent=True),
+                id=wandb_id, resume="allow" if wandb_id else None,
             )
         except Exception as error:  # no account, no network, a broken install: train anyway
             log.warning("W&B did not start (%s); the local run store still records everything", error)
@@ -75,6 +109,16 @@ class StageTracker:
         except Exception as error:
             log.warning("W&B failed (%s); continuing with the local run store only", error)
             self.wandb = None
+
+    def _replay(self) -> None:
+        """Send a resumed W&B run the steps it lacks: a kill loses what W&B had buffered, and an
+        offline run starts empty. The local store has them all."""
+        rows: dict[int, dict] = {}
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            for row in read_jsonl(self.dir / name):
+                rows.setdefault(row["step"], {}).update(row)
+        for step in sorted(s for s in rows if s >= self.wandb.step):
+            self._log_wandb(step, {k: v for k, v in rows[step].items() if k != "step"})
 
     def _append(self, name: str, record: dict) -> None:
         if name not in self._files:

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import Config, ConfigError, register_configs, validate, warnings_for
+from harness.config import Config, ConfigError, check_resumable, register_configs, validate, warnings_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
 log = logging.getLogger("coldclimb")
@@ -81,16 +81,18 @@ def main(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         config = to_config(cfg)
+        name_run(config)
+        if config.resume:
+            check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)
     from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
 
-    from harness.grpo import NonFiniteLoss
+    from harness.faults import NonFiniteLoss
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
 
     hf_logging.disable_progress_bar()
-    name_run(config)
     for warning in warnings_for(config):
         log.warning(warning)
     on_eval = None

@@ -7,6 +7,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
+from harness.tasks import countdown, ordering
 from harness.train import to_config
 
 
@@ -60,3 +61,13 @@ def small_sweep(model_cache, tmp_path_factory) -> Path:
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
+
+
+@pytest.fixture
+def no_code_execution(monkeypatch):
+    """Inside the tasks' modules, eval, exec and compile fail loudly: a verifier using them would show."""
+    def refuse(*_, **__):
+        raise AssertionError("model text reached eval/exec/compile")
+    for module in (countdown, ordering):
+        for name in ("eval", "exec", "compile"):
+            monkeypatch.setattr(module, name, refuse, raising=False)

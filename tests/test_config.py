@@ -12,7 +12,7 @@ def test_defaults_are_valid(compose):
     assert cfg.grpo.num_generations == 8 and cfg.grpo.beta == 0.0 and cfg.tracking.mode == "offline"
 
 
-@pytest.mark.parametrize("override, key", [
+BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("grpo.num_generations=1", "grpo.num_generations=1"),
     ("grpo.beta=-0.1", "grpo.beta=-0.1"),
     ("grpo.epsilon=-0.2", "grpo.epsilon=-0.2"),
@@ -43,7 +43,22 @@ def test_defaults_are_valid(compose):
     ("model.package=no_such_weights", "model.package='no_such_weights': is not installed"),
     ("model.path=org/not-cached", "model.path='org/not-cached': is not a directory, nor a Hub id"),
     ("model.gguf_file=x.gguf", "model.gguf_file='x.gguf': needs model.path or model.package"),
-])
+    ("grpo.micro_batch_size=5", "grpo.micro_batch_size=5: must divide the generation batch, "
+                                "grpo.prompts_per_step * grpo.num_generations = 128"),
+    ("grpo.learning_rate=-1e-4", "grpo.learning_rate=-0.0001: must be a positive number"),
+    ("grpo.learning_rate=nan", "grpo.learning_rate=nan"),
+    ("sft.learning_rate=0", "sft.learning_rate=0.0"),
+    ("grpo.max_grad_norm=0", "grpo.max_grad_norm=0.0"),
+    ("grpo.prompts_per_step=0", "grpo.prompts_per_step=0"),
+    ("rollout.max_completion_length=120", "rollout.max_completion_length=120: and the prompt's 21 tokens exceed "
+                                          "the tiny model's context (model.max_position_embeddings=128)"),
+    ("rollout=vllm rollout.vllm_max_model_len=16", "rollout.vllm_max_model_len=16: is too short for the prompt"),
+    ("checkpoint.every=-1", "checkpoint.every=-1"),
+    ("checkpoint.keep=best", "checkpoint.keep='best'"),
+]
+
+
+@pytest.mark.parametrize("override, key", BAD_VALUES)
 def test_bad_value_is_named(compose, override, key):
     with pytest.raises(ConfigError) as error:
         compose(*override.split())
@@ -56,17 +71,16 @@ def test_skipping_the_seed_stage_needs_a_seed_path(compose):
     assert compose("pipeline.stages=[sft,grpo]", "sft.source=solver").sft.source == "solver"
 
 
-@pytest.mark.parametrize("override, named", [
-    ("grpo.num_generations=1", "grpo.num_generations=1"),
-    ("grpo.beta=-1", "grpo.beta=-1"),
-    ("grpo.epsilon=-0.1", "grpo.epsilon=-0.1"),
-    ("sft.cold_start_size=100000", "sft.cold_start_size=100000"),
-    ("grpo.loss_type=nope", "grpo.loss_type='nope'"),
-])
+COMMAND_LINE_CASES = [("resume=true", "resume=True: no interrupted run in"), *BAD_VALUES]
+
+
+@pytest.mark.parametrize("override, named", [  # a few in the fast subset, every one in the full suite
+    case if i < 4 else pytest.param(*case, marks=pytest.mark.slow) for i, case in enumerate(COMMAND_LINE_CASES)])
 def test_command_line_exits_with_one_line_before_loading_a_model(tmp_path, override, named):
     cache = tmp_path / "cache"
     result = subprocess.run(
-        [sys.executable, "-m", "harness.train", override, f"model.cache_dir={cache}", f"hydra.run.dir={tmp_path}/run"],
+        [sys.executable, "-m", "harness.train", *override.split(), f"model.cache_dir={cache}",
+         f"hydra.run.dir={tmp_path}/run"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2

@@ -12,12 +12,14 @@ from harness.pipeline import Pipeline
 STAGES = ["explore", "seed", "sft", "grpo"]
 
 
-def test_every_stage_ran_and_saved_what_the_next_loads(smoke_run):
+def test_every_stage_ran_and_the_finished_run_kept_only_its_final_checkpoint(smoke_run):
     run = load_run(smoke_run)
     assert list(run.summary) == ["base", "explore", "seed", "sft", "grpo"]
     for stage in ("explore", "sft", "grpo"):
-        assert (smoke_run / stage / "checkpoint" / "model.safetensors").exists()
         assert 0.0 <= run.summary[stage]["eval/gold_pass@1"] <= 1.0
+    assert (smoke_run / "grpo" / "checkpoint" / "model.safetensors").exists()
+    assert not (smoke_run / "explore" / "checkpoint").exists() and not (smoke_run / "sft" / "checkpoint").exists()
+    assert not list(smoke_run.glob("*/resume"))  # checkpoint.keep=final is the default
     seed = [json.loads(line) for line in (smoke_run / "seed" / "seed.jsonl").read_text().splitlines()]
     assert len(seed) == run.summary["seed"]["seed/size"] >= 16
     assert sorted(run.stages) == sorted(STAGES)

@@ -54,3 +54,29 @@ def test_wandb_that_fails_mid_run_is_dropped_and_training_goes_on(tmp_path, monk
 def test_disabled_tracking_starts_no_wandb_run(tmp_path):
     tracker = log_a_stage(tmp_path, SimpleNamespace(mode="disabled", project="p", entity=None, group=None))
     assert tracker.wandb is None and not (tmp_path / "wandb").exists()
+
+
+DISABLED = SimpleNamespace(mode="disabled", project="p", entity=None, group=None)
+
+
+def stage_tracker(run_dir, resume_step=None):
+    return StageTracker(run_dir / "grpo", stage="grpo", run_name="t", config={}, tracking_cfg=DISABLED,
+                        wandb_dir=run_dir, resume_step=resume_step)
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_a_resumed_stage_keeps_its_steps(tmp_path):
+    tracker = stage_tracker(tmp_path)
+    for step in range(1, 5):
+        tracker.log(step, {"reward": step / 10})
+        tracker.log_completions(step, [{"completion": "a b", "gold": 1.0}])
+    with open(tmp_path / "grpo" / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "rew')  # the kill came mid-write
+    assert load_run(tmp_path).metrics.step.tolist() == [1, 2, 3, 4]
+
+    resumed = stage_tracker(tmp_path, resume_step=2)
+    resumed.log(3, {"reward": 0.33})
+    run = load_run(tmp_path)
+    assert run.metrics.reward.tolist() == [0.1, 0.2, 0.33] and run.completions.step.tolist() == [1, 2]
+
+    stage_tracker(tmp_path)  # a fresh start of the stage
+    assert load_run(tmp_path).metrics.empty and not list((tmp_path / "grpo").glob("*.jsonl"))

@@ -1,0 +1,139 @@
+"""Determinism, kill-and-resume, numerical faults and checkpoint retention, through the command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from analysis.load import from_local, from_wandb_offline
+from harness.config import ConfigError, check_resumable
+from harness.pipeline import Pipeline
+from harness.tracking import read_jsonl
+
+# SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
+RUN = ["experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "grpo.steps=10",
+       "checkpoint.every=3", "eval.eval_every=4", "checkpoint.keep=all"]
+WALL_CLOCK = {"step_time", "timing/rollout", "timing/update", "timing/rollout_frac", "tokens_per_second"}
+LOGS = ["metrics.jsonl", "eval.jsonl", "completions.jsonl", "best_of_n.jsonl"]
+
+
+def logged(run_dir, stage: str, name: str) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in read_jsonl(run_dir / stage / name)]
+
+
+def assert_same_run(a, b):
+    """Every logged number (wall-clock times aside), every summary and the final weights, identical."""
+    for stage in ("sft", "grpo"):
+        for name in LOGS:
+            assert logged(a, stage, name) == logged(b, stage, name), (stage, name)
+        weights_a = load_file(a / stage / "checkpoint" / "model.safetensors")
+        weights_b = load_file(b / stage / "checkpoint" / "model.safetensors")
+        assert all(weights_a[k].equal(weights_b[k]) for k in weights_a), stage
+    assert json.loads((a / "summary.json").read_text()) == json.loads((b / "summary.json").read_text())
+    assert json.loads((a / "status.json").read_text()) == json.loads((b / "status.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    train(run_dir, *RUN)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_identical_metrics_twice_in_a_row(train, uninterrupted, tmp_path):
+    train(tmp_path, *RUN)
+    assert_same_run(uninterrupted, tmp_path)
+    assert len(logged(tmp_path, "grpo", "metrics.jsonl")) == 10
+
+
+def run_and_kill(run_dir, model_cache, after_step: int) -> int:
+    """Start the run and SIGKILL it once a resume state of `after_step` or later is on disk."""
+    command = [sys.executable, "-m", "harness.train", f"hydra.run.dir={run_dir}", *RUN]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    pointer = run_dir / "grpo" / "resume" / "latest.json"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= after_step:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    return json.loads(pointer.read_text())["step"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_stage_resumes_and_ends_as_if_never_stopped(train, model_cache, uninterrupted, tmp_path):
+    resumed_from = run_and_kill(tmp_path, model_cache, after_step=3)
+    assert resumed_from in (3, 6, 9) and not (tmp_path / "status.json").exists()  # killed mid-GRPO
+    assert not (tmp_path / "grpo" / "summary.json").exists() and (tmp_path / "sft" / "checkpoint").is_dir()
+    sft_log = (tmp_path / "sft" / "metrics.jsonl").stat().st_mtime_ns
+
+    result = train(tmp_path, *RUN, "resume=true")
+    assert f"goes on after step {resumed_from}" in result.stdout + result.stderr
+    assert (tmp_path / "sft" / "metrics.jsonl").stat().st_mtime_ns == sft_log  # the finished stage was kept
+    assert_same_run(uninterrupted, tmp_path)
+    assert not (tmp_path / "grpo" / "resume").exists()
+    # The killed attempt's W&B run is gone with its buffer; the resumed one was sent every step.
+    local, offline = from_local(tmp_path).history, from_wandb_offline(tmp_path).history
+    columns = ["run", "stage", "step", "reward", "eval/gold_pass@1", "train/loss"]
+    pd.testing.assert_frame_equal(local[columns], offline[columns], check_dtype=False)
+
+
+@pytest.mark.slow
+def test_a_nan_loss_fails_its_trial_keeps_its_last_good_state_and_the_sweep_goes_on(model_cache, tmp_path):
+    """The real command line, with the trainer's log-probabilities poisoned at the third GRPO
+    update of the sweep: trial 0 stops there, trial 1 trains cleanly."""
+    inject = ("import sys, harness.grpo as grpo\n"
+              "real, calls = grpo.completion_logprobs, []\n"
+              "def poisoned(*args, **kwargs):\n"
+              "    calls.append(1)\n"
+              "    logp, entropy = real(*args, **kwargs)\n"
+              "    return (logp * float('nan') if len(calls) == 3 else logp), entropy\n"
+              "grpo.completion_logprobs = poisoned\n"
+              "from harness.train import main\n"
+              "main()\n")
+    command = [sys.executable, "-c", inject, "-m", "experiment=smoke", "pipeline.stages=[grpo]", "grpo.steps=4",
+               "checkpoint.every=2", "seed=0,1", "tracking=disabled", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed, finished = (json.loads((tmp_path / str(job) / "status.json").read_text()) for job in (0, 1))
+    assert failed == {"status": "failed", "error": "the GRPO loss is nan"}
+    assert finished["status"] == "finished"
+    assert pd.read_csv(tmp_path / "summary.csv").status.tolist() == ["finished", "failed"]
+    assert [r["step"] for r in read_jsonl(tmp_path / "0" / "grpo" / "metrics.jsonl")] == [1, 2]
+    last_good = tmp_path / "0" / "grpo" / "resume"
+    assert json.loads((last_good / "latest.json").read_text())["step"] == 2
+    weights = load_file(last_good / "step-000002" / "model.safetensors")
+    assert all(w.isfinite().all() for w in weights.values())
+    assert not (tmp_path / "0" / "grpo" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("keep, kept", [("all", ["explore", "grpo"]), ("final", ["grpo"]), ("none", [])])
+def test_a_finished_run_keeps_the_checkpoints_its_retention_names(compose, model_cache, tmp_path, keep, kept):
+    cfg = compose("experiment=smoke", "pipeline.stages=[explore,grpo]", "pipeline.explore_steps=2", "grpo.steps=2",
+                  "checkpoint.every=1", f"checkpoint.keep={keep}", "eval.best_of_n=0", "tracking=disabled",
+                  f"model.cache_dir={model_cache}")
+    Pipeline(cfg, tmp_path).run()
+    assert sorted(p.parent.name for p in tmp_path.glob("*/checkpoint")) == kept
+    assert not list(tmp_path.glob("*/resume"))
+
+
+def test_resume_refuses_a_changed_value_or_a_missing_run(compose, tmp_path):
+    cfg = compose("experiment=smoke", "grpo.beta=0.04")
+    with pytest.raises(ConfigError, match=r"^resume=True: no interrupted run in "):
+        check_resumable(cfg, tmp_path)
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / "config.json").write_text(json.dumps(asdict(compose("experiment=smoke"))))
+    with pytest.raises(ConfigError, match=r"^grpo\.beta=0\.04: differs from the interrupted run's 0\.0$"):
+        check_resumable(cfg, tmp_path)
+    check_resumable(compose("experiment=smoke", "checkpoint.keep=none", "resume=true"), tmp_path)
