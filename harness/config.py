@@ -30,7 +30,8 @@ ENGINES = ("hf", "vllm")
 TRACKING_MODES = ("offline", "online", "disabled")
 CHECKPOINTS_KEPT = ("all", "final", "none")
 DTYPES = ("float32", "bfloat16", "float16")
-FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep")  # keys a resumed run may change: none alters training
+# Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
+FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "trial.storage", "trial.study_name", "trial.trial_id")
 
 
 @dataclass

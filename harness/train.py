@@ -82,7 +82,9 @@ def main(cfg: DictConfig) -> dict:
     try:
         config = to_config(cfg)
         name_run(config)
-        if config.resume:
+        # A sweep resumed in its directory (hydra.sweep.dir=... resume=true) starts afresh the jobs
+        # that never began; a single run with nothing to resume names the wrong directory.
+        if config.resume and (not in_sweep() or any(run_dir.glob("*/config.json"))):
             check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)

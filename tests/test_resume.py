@@ -13,8 +13,8 @@ import pytest
 from safetensors.torch import load_file
 
 from analysis.load import from_local, from_wandb_offline
+from harness.checkpoint import prune_finished
 from harness.config import ConfigError, check_resumable
-from harness.pipeline import Pipeline
 from harness.tracking import read_jsonl
 
 # SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
@@ -54,11 +54,12 @@ def test_same_config_and_seed_give_identical_metrics_twice_in_a_row(train, unint
     assert len(logged(tmp_path, "grpo", "metrics.jsonl")) == 10
 
 
-def run_and_kill(run_dir, model_cache, after_step: int) -> int:
-    """Start the run and SIGKILL it once a resume state of `after_step` or later is on disk."""
-    command = [sys.executable, "-m", "harness.train", f"hydra.run.dir={run_dir}", *RUN]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+def run_and_kill(overrides: list[str], run_dir, model_cache, after_step: int) -> int:
+    """Start `python -m harness.train OVERRIDES` and SIGKILL it once `run_dir` holds a GRPO resume
+    state of `after_step` or later; the step of the state it left."""
+    command = [sys.executable, "-m", "harness.train", *overrides]
+    env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     pointer = run_dir / "grpo" / "resume" / "latest.json"
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
@@ -72,7 +73,7 @@ def run_and_kill(run_dir, model_cache, after_step: int) -> int:
 
 @pytest.mark.slow
 def test_a_run_killed_mid_stage_resumes_and_ends_as_if_never_stopped(train, model_cache, uninterrupted, tmp_path):
-    resumed_from = run_and_kill(tmp_path, model_cache, after_step=3)
+    resumed_from = run_and_kill([f"hydra.run.dir={tmp_path}", *RUN], tmp_path, model_cache, after_step=3)
     assert resumed_from in (3, 6, 9) and not (tmp_path / "status.json").exists()  # killed mid-GRPO
     assert not (tmp_path / "grpo" / "summary.json").exists() and (tmp_path / "sft" / "checkpoint").is_dir()
     sft_log = (tmp_path / "sft" / "metrics.jsonl").stat().st_mtime_ns
@@ -86,6 +87,20 @@ def test_a_run_killed_mid_stage_resumes_and_ends_as_if_never_stopped(train, mode
     local, offline = from_local(tmp_path).history, from_wandb_offline(tmp_path).history
     columns = ["run", "stage", "step", "reward", "eval/gold_pass@1", "train/loss"]
     pd.testing.assert_frame_equal(local[columns], offline[columns], check_dtype=False)
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_killed_mid_trial_resumes_in_its_directory(model_cache, uninterrupted, tmp_path):
+    """Killed in job 0's GRPO stage; resumed, job 0 goes on from its resume state and job 1,
+    which never began, starts afresh."""
+    sweep = ["-m", *RUN, "seed=0,1", f"hydra.sweep.dir={tmp_path}"]
+    run_and_kill(sweep, tmp_path / "0", model_cache, after_step=3)
+    assert not (tmp_path / "0" / "status.json").exists() and not (tmp_path / "1").exists()
+    result = subprocess.run([sys.executable, "-m", "harness.train", *sweep, "resume=true"], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(uninterrupted, tmp_path / "0")  # seed 0, as the uninterrupted run
+    assert pd.read_csv(tmp_path / "summary.csv").status.tolist() == ["finished", "finished"]
 
 
 @pytest.mark.slow
@@ -118,14 +133,17 @@ def test_a_nan_loss_fails_its_trial_keeps_its_last_good_state_and_the_sweep_goes
     assert not (tmp_path / "0" / "grpo" / "checkpoint").exists()
 
 
-@pytest.mark.parametrize("keep, kept", [("all", ["explore", "grpo"]), ("final", ["grpo"]), ("none", [])])
-def test_a_finished_run_keeps_the_checkpoints_its_retention_names(compose, model_cache, tmp_path, keep, kept):
-    cfg = compose("experiment=smoke", "pipeline.stages=[explore,grpo]", "pipeline.explore_steps=2", "grpo.steps=2",
-                  "checkpoint.every=1", f"checkpoint.keep={keep}", "eval.best_of_n=0", "tracking=disabled",
-                  f"model.cache_dir={model_cache}")
-    Pipeline(cfg, tmp_path).run()
+@pytest.mark.parametrize("keep, kept", [("all", ["explore", "grpo", "sft"]), ("final", ["grpo"]), ("none", [])])
+def test_a_finished_run_keeps_the_checkpoints_its_retention_names(tmp_path, keep, kept):
+    """The whole recipe's run (smoke_run) shows the default, final; here each setting on a run's layout."""
+    for stage in ("explore", "sft", "grpo"):
+        (tmp_path / stage / "checkpoint").mkdir(parents=True)
+    (tmp_path / "grpo" / "resume" / "step-000003").mkdir(parents=True)  # a stage killed after its last save
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "seed" / "seed.jsonl").write_text("{}\n")
+    prune_finished(tmp_path, ["explore", "seed", "sft", "grpo"], keep)
     assert sorted(p.parent.name for p in tmp_path.glob("*/checkpoint")) == kept
-    assert not list(tmp_path.glob("*/resume"))
+    assert not list(tmp_path.glob("*/resume")) and (tmp_path / "seed" / "seed.jsonl").exists()
 
 
 def test_resume_refuses_a_changed_value_or_a_missing_run(compose, tmp_path):

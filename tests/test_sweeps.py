@@ -113,8 +113,9 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
 
 def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(model_cache, tmp_path):
     command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
-               "pipeline.stages=[grpo]", "grpo.steps=6", "tracking=disabled", "grpo.learning_rate=choice(1e-5,1e-4)",
-               "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=none",  # pruning is not what this tests
+               "pipeline.stages=[grpo]", "grpo.steps=6", "checkpoint.every=2", "tracking=disabled",
+               "grpo.learning_rate=choice(1e-5,1e-4)", "hydra.sweeper.n_trials=3",
+               "hydra.sweeper.pruner=none",  # pruning is not what this tests
                "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
                f"hydra.sweep.dir={tmp_path}"]
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
@@ -126,9 +127,9 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
         except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its database is not there yet
             return []
 
-    def mid_trial(now) -> bool:  # a trial has completed and the next one's job has started training
-        started = (tmp_path / str(len(now) - 1) / "grpo" / "run.json").exists()
-        return TrialState.COMPLETE in now and now[-1] == TrialState.RUNNING and started
+    def mid_trial(now) -> bool:  # a trial has completed and the next one's job has saved a resume state
+        saved = (tmp_path / str(len(now) - 1) / "grpo" / "resume" / "latest.json").exists()
+        return TrialState.COMPLETE in now and now[-1] == TrialState.RUNNING and saved
 
     sweep = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
@@ -150,6 +151,11 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
     assert retries[0].params == trials[killed].params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4  # none lost, none twice
     assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage))) == 3
+    # The retry went on in the killed trial's run directory, from its resume state, logging each step once.
+    assert retries[0].user_attrs["run_dir"] == str(tmp_path / str(killed))
+    steps = [json.loads(line)["step"] for line in (tmp_path / str(killed) / "grpo" / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4, 5, 6] and "goes on after step" in result.stdout + result.stderr
+    assert not (tmp_path / str(retries[0].number) / "grpo").exists()
 
 
 @pytest.mark.slow

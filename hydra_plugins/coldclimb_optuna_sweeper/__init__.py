@@ -143,7 +143,8 @@ class OptunaSweeper(Sweeper):
         while (left := n_trials - len(accounted_for(study))) > 0:
             optuna.storages.fail_stale_trials(study)  # trials of a dead sweeper: failed, then queued again
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
-            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] + self._report_to(url, t) for t in trials]
+            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] + self._report_to(url, t)
+                    + self._resume(storage.get_trial(t._trial_id)) for t in trials]
             with heartbeat(storage, trials, self.heartbeat_interval):
                 launched = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, job in zip(trials, launched):
@@ -167,9 +168,17 @@ class OptunaSweeper(Sweeper):
         return [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={trial._trial_id}",
                 f"trial.objective={self.objectives[0]}"]
 
+    def _resume(self, trial: optuna.trial.FrozenTrial) -> list:
+        """Overrides that let a retried trial (its sweeper died mid-run) go on in the run directory of
+        its first attempt, under that run's name, from its last resume state."""
+        first = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        if first is None or not (self.sweep_dir / str(first)).is_dir():  # job directories are named by trial
+            return []
+        return [f"output_dir={self.sweep_dir / str(first)}", f"run_name={self.sweep_dir.name}-{first}", "resume=true"]
+
     def _tell(self, study, trial, job) -> None:
         """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
-        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir).resolve()
+        run_dir = Path(job.cfg.output_dir or job.hydra_cfg.hydra.runtime.output_dir).resolve()
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("wandb_runs", {p.parent.name: json.loads(p.read_text())["wandb_id"]
                                            for p in sorted(run_dir.glob("*/run.json"))})
