@@ -71,6 +71,7 @@ class StageCheckpoints:
         return {k: v for k, v in state.items() if k not in ("optimizer", "torch_rng", "cuda_rng", "problems_rng")}
 
     def clear(self) -> None:
+        (self.dir / "latest.json").unlink(missing_ok=True)  # first: a kill mid-way leaves nothing to resume from
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

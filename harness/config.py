@@ -31,7 +31,8 @@ TRACKING_MODES = ("offline", "online", "disabled")
 CHECKPOINTS_KEPT = ("all", "final", "none")
 DTYPES = ("float32", "bfloat16", "float16")
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
-FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "trial.storage", "trial.study_name", "trial.trial_id")
+FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
+                  "trial.study_name", "trial.trial_id")
 
 
 @dataclass
@@ -381,10 +382,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def check_resumable(cfg, run_dir: Path) -> None:
     """resume=true needs the interrupted run's directory and its config: a changed value would
     quietly train a different run. Raises ConfigError, before any model loads."""
-    saved = sorted(Path(run_dir).glob("*/config.json"))
+    saved = sorted(Path(run_dir).glob("*/config.json"), key=lambda path: path.stat().st_mtime)
     if not saved:
         raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
-    before = _flat(json.loads(saved[0].read_text()))
+    before = _flat(json.loads(saved[-1].read_text()))  # the newest: the interrupted stage's
     now = _flat(json.loads(json.dumps(asdict(cfg), default=str)))  # as saved: tuples become lists
     for key in sorted(before.keys() | now.keys()):
         if key not in FREE_ON_RESUME and before.get(key) != now.get(key):

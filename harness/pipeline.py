@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +43,19 @@ class SeedTooSmall(RuntimeError):
     pass
 
 
+@contextmanager
+def closing_on_failure(tracker: StageTracker, engine):
+    """A stage pruned or failed still closes its tracked run, saying why; its engine is freed
+    either way (a vLLM engine holds GPU memory the next trial of a sweep needs)."""
+    try:
+        yield
+    except Exception as error:
+        tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
+        raise
+    finally:
+        engine.close()
+
+
 class Pipeline:
     def __init__(self, cfg, run_dir: Path, on_eval=None):
         """`on_eval(step, metrics)` sees the final GRPO stage's evaluations (a sweeper's hook)."""
@@ -62,6 +76,8 @@ class Pipeline:
     def run(self) -> dict:
         if self.cfg.resume:
             self.summary = read_json(self.run_dir / "summary.json")
+        else:  # a directory used before: nothing of that run may pass for this one's
+            (self.run_dir / "summary.json").unlink(missing_ok=True)
         for stage in self.cfg.pipeline.stages:
             if self.cfg.resume and self._finished(stage):
                 log.info("resume: the %s stage finished before; going on from its output", stage)
@@ -83,11 +99,9 @@ class Pipeline:
         tracker = self._begin("seed")
         model, tokenizer = self._load(self.explorer)
         engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
-        try:
+        with closing_on_failure(tracker, engine):
             rows = rejection_sample(engine, self.task, self.streams["seed"], pipeline_cfg=self.cfg.pipeline,
                                     rollout_cfg=self.cfg.rollout, tracker=tracker)
-        finally:
-            engine.close()
         self.seed_path = tracker.dir / "seed.jsonl"
         save_seed(rows, self.seed_path)
         tracker.finish({"seed/size": len(rows)})
@@ -100,14 +114,14 @@ class Pipeline:
         model, tokenizer = self._load(self.base)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=self._frozen_copy(model))
-        initial = evaluator(model, engine)
-        self._record_base(initial)
-        tracker.log_eval(0, initial)
-        finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
-                 learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
-        engine.sync_weights()
-        result = evaluator(model, engine)
-        engine.close()
+        with closing_on_failure(tracker, engine):
+            initial = evaluator(model, engine)
+            self._record_base(initial)
+            tracker.log_eval(0, initial)
+            finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+                     learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
+            engine.sync_weights()
+            result = evaluator(model, engine)
         tracker.log_eval(cfg.sft.steps, result)
         self.policy = self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
@@ -121,17 +135,16 @@ class Pipeline:
         if resumed is None:
             checkpoints.clear()  # an earlier attempt's, which nobody asked to resume
         tracker = self._begin(stage, resume_step=None if resumed is None else resumed.step)
-        model, tokenizer = self._load(start)
+        model, tokenizer = self._load(start, weights=None if resumed is None else resumed.model_dir)
         # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
         # eval.kl_to_initial = false no second model is loaded at all.
-        frozen = self._frozen_copy(model) if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial else None
+        frozen = None
+        if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial:
+            frozen = self._frozen_copy(model if resumed is None else self._load(start)[0])
         if resumed is not None:
             log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
-            model, tokenizer = self._load(start, weights=resumed.model_dir)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=frozen)
-        if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
-            tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
 
         def evaluate() -> dict:
             metrics = evaluator(model, engine)
@@ -139,18 +152,15 @@ class Pipeline:
                 self._record_base(metrics)
             return metrics
 
-        try:
+        with closing_on_failure(tracker, engine):
+            if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
+                tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
             result = train_grpo(model, engine, self.task, self.streams[stage], cfg=cfg.grpo, rollout_cfg=cfg.rollout,
                                 reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
                                 eval_every=cfg.eval.eval_every, tracker=tracker,
                                 reference=frozen if cfg.grpo.beta > 0 else None, desc=stage,
                                 on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
                                 resumed=resumed)
-        except Exception as error:  # pruned, or failed: the stage's run still closes, saying why
-            tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
-            raise
-        finally:
-            engine.close()
         path = self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self._record(stage, result)

@@ -26,10 +26,15 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Written aside, then renamed over: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -48,9 +53,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def _keep_until(path: Path, step: int) -> None:
     """Drop the rows logged after `step`: the resumed stage logs them again."""
     rows = [r for r in read_jsonl(path) if r.get("step", step) <= step]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _jsonable(value):
@@ -68,10 +71,11 @@ class StageTracker:
         self.stage = stage
         self._files: dict[str, Any] = {}
         self._table = None
-        for path in self.dir.glob("*.jsonl"):
-            if resume_step is None:
-                path.unlink()
-            else:
+        if resume_step is None:  # nothing an earlier attempt logged may pass for this one's
+            for path in [*self.dir.glob("*.jsonl"), self.dir / "summary.json"]:
+                path.unlink(missing_ok=True)
+        else:
+            for path in self.dir.glob("*.jsonl"):
                 _keep_until(path, resume_step)
         wandb_id = read_json(self.dir / "run.json").get("wandb_id") if resume_step is not None else None
         write_json(self.dir / "config.json", config)

@@ -64,7 +64,7 @@ def fail(run_dir: Path, message: str, exit_code: int) -> dict:
     return record
 
 
-def name_run(config: Config) -> None:
+def name_run(config: Config, run_dir: Path) -> None:
     """Alone, a run is named after its directory; in a sweep, a trial is <sweep>-<job number>,
     and every trial's stages are grouped under the sweep in W&B."""
     hydra_cfg = HydraConfig.get()
@@ -73,7 +73,7 @@ def name_run(config: Config) -> None:
         config.run_name = config.run_name or f"{sweep}-{hydra_cfg.job.num}"
         config.tracking.group = config.tracking.group or sweep
     else:
-        config.run_name = config.run_name or Path(hydra_cfg.runtime.output_dir).name
+        config.run_name = config.run_name or run_dir.name
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -81,7 +81,7 @@ def main(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     try:
         config = to_config(cfg)
-        name_run(config)
+        name_run(config, run_dir)
         # A sweep resumed in its directory (hydra.sweep.dir=... resume=true) starts afresh the jobs
         # that never began; a single run with nothing to resume names the wrong directory.
         if config.resume and (not in_sweep() or any(run_dir.glob("*/config.json"))):
@@ -102,6 +102,7 @@ def main(cfg: DictConfig) -> dict:
         from sweeps.trial import TrialReporter
 
         on_eval = TrialReporter(config.trial)
+    (run_dir / "status.json").unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
     try:
         summary = Pipeline(config, run_dir, on_eval=on_eval).run()
     except TrialPruned as error:

@@ -10,11 +10,15 @@ from dataclasses import asdict
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from analysis.load import from_local, from_wandb_offline
+from harness import sft
 from harness.checkpoint import prune_finished
 from harness.config import ConfigError, check_resumable
+from harness.faults import NonFiniteLoss
+from harness.pipeline import Pipeline
 from harness.tracking import read_jsonl
 
 # SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
@@ -56,35 +60,45 @@ def test_same_config_and_seed_give_identical_metrics_twice_in_a_row(train, unint
 
 def run_and_kill(overrides: list[str], run_dir, model_cache, after_step: int) -> int:
     """Start `python -m harness.train OVERRIDES` and SIGKILL it once `run_dir` holds a GRPO resume
-    state of `after_step` or later; the step of the state it left."""
+    state of `after_step` or later and has logged a step past it; the step of the state it left."""
     command = [sys.executable, "-m", "harness.train", *overrides]
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    pointer = run_dir / "grpo" / "resume" / "latest.json"
+    pointer, metrics = run_dir / "grpo" / "resume" / "latest.json", run_dir / "grpo" / "metrics.jsonl"
+
+    def saved_and_beyond() -> bool:
+        if not pointer.exists():
+            return False
+        saved = json.loads(pointer.read_text())["step"]
+        return saved >= after_step and any(row["step"] > saved for row in read_jsonl(metrics))
+
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        if pointer.exists() and json.loads(pointer.read_text())["step"] >= after_step:
+        if saved_and_beyond():
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     return json.loads(pointer.read_text())["step"]
 
 
 @pytest.mark.slow
 def test_a_run_killed_mid_stage_resumes_and_ends_as_if_never_stopped(train, model_cache, uninterrupted, tmp_path):
-    resumed_from = run_and_kill([f"hydra.run.dir={tmp_path}", *RUN], tmp_path, model_cache, after_step=3)
-    assert resumed_from in (3, 6, 9) and not (tmp_path / "status.json").exists()  # killed mid-GRPO
-    assert not (tmp_path / "grpo" / "summary.json").exists() and (tmp_path / "sft" / "checkpoint").is_dir()
-    sft_log = (tmp_path / "sft" / "metrics.jsonl").stat().st_mtime_ns
+    run_dir = tmp_path / "run"
+    resumed_from = run_and_kill([f"hydra.run.dir={run_dir}", *RUN], run_dir, model_cache, after_step=3)
+    assert resumed_from in (3, 6) and not (run_dir / "status.json").exists()  # killed mid-GRPO
+    assert not (run_dir / "grpo" / "summary.json").exists() and (run_dir / "sft" / "checkpoint").is_dir()
+    assert max(row["step"] for row in read_jsonl(run_dir / "grpo" / "metrics.jsonl")) > resumed_from
+    sft_log = (run_dir / "sft" / "metrics.jsonl").stat().st_mtime_ns
 
-    result = train(tmp_path, *RUN, "resume=true")
+    # Named by output_dir, as the README says; Hydra's own files go elsewhere.
+    result = train(tmp_path / "hydra", *RUN, f"output_dir={run_dir}", "resume=true")
     assert f"goes on after step {resumed_from}" in result.stdout + result.stderr
-    assert (tmp_path / "sft" / "metrics.jsonl").stat().st_mtime_ns == sft_log  # the finished stage was kept
-    assert_same_run(uninterrupted, tmp_path)
-    assert not (tmp_path / "grpo" / "resume").exists()
+    assert (run_dir / "sft" / "metrics.jsonl").stat().st_mtime_ns == sft_log  # the finished stage was kept
+    assert_same_run(uninterrupted, run_dir)
+    assert not (run_dir / "grpo" / "resume").exists()
     # The killed attempt's W&B run is gone with its buffer; the resumed one was sent every step.
-    local, offline = from_local(tmp_path).history, from_wandb_offline(tmp_path).history
+    local, offline = from_local(run_dir).history, from_wandb_offline(run_dir).history
     columns = ["run", "stage", "step", "reward", "eval/gold_pass@1", "train/loss"]
     pd.testing.assert_frame_equal(local[columns], offline[columns], check_dtype=False)
 
@@ -155,3 +169,21 @@ def test_resume_refuses_a_changed_value_or_a_missing_run(compose, tmp_path):
     with pytest.raises(ConfigError, match=r"^grpo\.beta=0\.04: differs from the interrupted run's 0\.0$"):
         check_resumable(cfg, tmp_path)
     check_resumable(compose("experiment=smoke", "checkpoint.keep=none", "resume=true"), tmp_path)
+
+
+def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path, monkeypatch):
+    """A batch with no completion token to learn from has a NaN mean loss: SFT stops there."""
+    real = sft.encode_examples
+
+    def nothing_to_learn(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        return {**batch, "labels": torch.full_like(batch["labels"], sft.IGNORE)}
+
+    monkeypatch.setattr(sft, "encode_examples", nothing_to_learn)
+    cfg = compose("experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "tracking=disabled",
+                  f"model.cache_dir={model_cache}")
+    with pytest.raises(NonFiniteLoss, match="^the sft loss is nan$"):
+        Pipeline(cfg, tmp_path).run()
+    summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert summary == {"status": "stopped (NonFiniteLoss)", "error": "the sft loss is nan"}
+    assert not (tmp_path / "sft" / "checkpoint").exists() and not (tmp_path / "grpo").exists()

@@ -143,8 +143,16 @@ class OptunaSweeper(Sweeper):
         while (left := n_trials - len(accounted_for(study))) > 0:
             optuna.storages.fail_stale_trials(study)  # trials of a dead sweeper: failed, then queued again
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
-            jobs = [fixed + [f"{k}={v}" for k, v in t.params.items()] + self._report_to(url, t)
-                    + self._resume(storage.get_trial(t._trial_id)) for t in trials]
+            jobs = []
+            for number, trial in enumerate(trials, start=trials[0].number):  # as Hydra numbers the jobs
+                overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._report_to(url, trial)
+                run_dir = self.sweep_dir / str(number)
+                first_attempt = self._first_attempt(study, storage.get_trial(trial._trial_id))
+                if first_attempt is not None:  # a retry goes on where its killed attempt stopped
+                    run_dir, run_name = first_attempt
+                    overrides += [f"output_dir={run_dir}", f"run_name={run_name}", "resume=true"]
+                trial.set_user_attr("run_dir", str(run_dir))  # before it runs: a retry after a kill looks here
+                jobs.append(overrides)
             with heartbeat(storage, trials, self.heartbeat_interval):
                 launched = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
             for trial, job in zip(trials, launched):
@@ -168,13 +176,16 @@ class OptunaSweeper(Sweeper):
         return [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={trial._trial_id}",
                 f"trial.objective={self.objectives[0]}"]
 
-    def _resume(self, trial: optuna.trial.FrozenTrial) -> list:
-        """Overrides that let a retried trial (its sweeper died mid-run) go on in the run directory of
-        its first attempt, under that run's name, from its last resume state."""
+    @staticmethod
+    def _first_attempt(study, trial: optuna.trial.FrozenTrial) -> Optional[tuple]:
+        """(run directory, run name) of the attempt a retried trial repeats (its sweeper died
+        mid-run), when that attempt began a stage; the retry resumes it from its last resume state."""
         first = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-        if first is None or not (self.sweep_dir / str(first)).is_dir():  # job directories are named by trial
-            return []
-        return [f"output_dir={self.sweep_dir / str(first)}", f"run_name={self.sweep_dir.name}-{first}", "resume=true"]
+        if first is None:
+            return None
+        run_dir = Path(study.trials[first].user_attrs["run_dir"])
+        saved = sorted(run_dir.glob("*/config.json"))
+        return (run_dir, json.loads(saved[0].read_text())["run_name"]) if saved else None
 
     def _tell(self, study, trial, job) -> None:
         """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
