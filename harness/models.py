@@ -11,7 +11,6 @@ as safetensors, so every stage after loads it like any other checkpoint.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -24,6 +23,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from harness.config import package_dir
 from harness.sft import finetune
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -100,11 +100,6 @@ def tiny_base(model_cfg, task) -> Path:
         return model, tokenizer
 
     return _cached(model_cfg, "tiny", base_recipe(model_cfg, task), pretrain)
-
-
-def package_dir(name: str) -> Path:
-    """Where an installed package lies, found without importing it."""
-    return Path(next(iter(importlib.util.find_spec(name).submodule_search_locations)))
 
 
 def pretrained_base(model_cfg) -> Path | str:
