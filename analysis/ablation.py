@@ -3,6 +3,8 @@ t-interval over seeds), learning curves coloured by value, and the cold-start pl
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -12,26 +14,73 @@ from analysis.load import config_columns
 
 METRIC = "eval/gold_pass@1"
 NOT_SWEPT = ("seed", "run_name", "output_dir")  # seeds are replicates; the rest differ by name only
+NULL = "null"  # the label of a value that is null or missing (grpo.epsilon_high: null), as the YAML says it
+
+
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _label(value) -> str:
+    return NULL if _is_missing(value) else str(value)
 
 
 def swept(runs: pd.DataFrame) -> list[str]:
-    """The config keys whose values differ between the sweep's runs (seeds excluded)."""
+    """The config keys whose values differ between the sweep's runs (seeds excluded); null is a value."""
     keys = [c for c in config_columns(runs) if c not in NOT_SWEPT and not c.startswith(("trial.", "tracking."))]
-    return [c for c in keys if runs[c].astype(str).nunique() > 1]
+    return [c for c in keys if runs[c].map(_label).nunique() > 1]
+
+
+def with_null_arms(frame: pd.DataFrame) -> pd.DataFrame:
+    """Config columns holding a null value become ordered categories, the values' own order then
+    `null`: a null arm is its own arm, never dropped by a groupby nor pooled with another value."""
+    frame = frame.copy()
+    for key in config_columns(frame):
+        values = frame[key]
+        if values.map(_is_missing).any():
+            present = {str(v): v for v in values if not _is_missing(v)}  # lists too: labels are hashable
+            order = sorted(present, key=lambda label: _sort_key(present[label]))
+            frame[key] = pd.Categorical(values.map(_label), categories=[*order, NULL], ordered=True)
+    return frame
+
+
+def _sort_key(value) -> tuple:
+    """Numbers in their order, then anything else by its text."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, str(value))
+
+
+def arms(values: pd.Series) -> list:
+    """A swept key's values in plotting order (a null arm last)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return [c for c in values.cat.categories if (values == c).any()]
+    return sorted(values.unique())
 
 
 def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
-    """One row per run: the stage's final and best value of `metric`, beside the run's config."""
-    evals = history[(history.stage == stage)].dropna(subset=[metric]).sort_values("step")
+    """One row per finished run: the stage's final and best value of `metric`, beside the run's
+    config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
+    finished = runs.loc[(runs.stage == stage) & (runs.status == "finished"), "run"]
+    evals = history[(history.stage == stage) & history.run.isin(finished)].dropna(subset=[metric]).sort_values("step")
     values = evals.groupby("run")[metric].agg(final="last", best="max").reset_index()
-    config = runs.loc[runs.stage == stage, ["run", *config_columns(runs)]]
+    config = with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
     return values.merge(config, on="run")
+
+
+def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
+    """The runs left out of per_run (pruned, stopped or still running): status, the last step
+    evaluated and its `metric` there, beside their swept settings."""
+    left = runs[(runs.stage == stage) & (runs.status != "finished")]
+    evals = history[(history.stage == stage) & history.run.isin(left.run)].dropna(subset=[metric])
+    last = evals.sort_values("step").groupby("run").last()[["step", metric]].reset_index()
+    keys = [k for k in swept(runs) if k in left]
+    return left[["run", "status", *keys]].merge(last, on="run", how="left").sort_values("run", ignore_index=True)
 
 
 def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: float = 0.95) -> pd.DataFrame:
     """Mean of `column` for each value of `by`, with a t-interval over the runs (seeds) holding it."""
     rows = []
-    for value, part in table.groupby(by, sort=True):
+    for value, part in table.groupby(by, sort=True, observed=True):
         values = part[column].to_numpy(dtype=float)
         mean, n = values.mean(), len(values)
         half = stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
@@ -43,7 +92,7 @@ def summary_table(table: pd.DataFrame, by: str, others: list[str] = ()) -> pd.Da
     """Final and best, mean and interval over seeds, for each value of `by` and each combination
     of the `others` keys (other swept settings are kept apart, never pooled)."""
     others, parts = list(others), []
-    for values, part in (table.groupby(others) if others else [((), table)]):
+    for values, part in (table.groupby(others, observed=True) if others else [((), table)]):
         both = summarise(part, by, "final").merge(summarise(part, by, "best"), on=[by, "runs"],
                                                   suffixes=("_final", "_best"))
         parts.append(both.assign(**dict(zip(others, values if isinstance(values, tuple) else (values,)))))
@@ -62,7 +111,7 @@ def _split(frame: pd.DataFrame, hue: list[str]):
     if not hue:
         yield "", frame
         return
-    for values, part in frame.groupby(hue, sort=True):
+    for values, part in frame.groupby(hue, sort=True, observed=True):
         values = values if isinstance(values, tuple) else (values,)
         yield ", ".join(f"{k}={v}" for k, v in zip(hue, values)), part
 
@@ -72,7 +121,7 @@ def plot_ablation(table: pd.DataFrame, by: str, metric: str = METRIC, hue: list[
     of lines for each combination of the `hue` keys. Grey dots: single runs."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    x_of = dict(zip(*_positions(sorted(table[by].unique()))[1::-1]))
+    x_of = dict(zip(*_positions(arms(table[by]))[1::-1]))
     for i, (label, part) in enumerate(_split(table, list(hue))):
         for column, style in (("final", "o-"), ("best", "s--")):
             summary = summarise(part, by, column)
@@ -93,10 +142,10 @@ def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, met
     the mean over seeds bold, each seed faint."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    config = runs.loc[runs.stage == stage, ["run", by, *hue]]
+    config = with_null_arms(runs.loc[runs.stage == stage, ["run", by, *hue]])
     curves = history[history.stage == stage].dropna(subset=[metric]).merge(config, on="run")
     for j, (label, group) in enumerate(_split(curves, list(hue))):
-        for i, (value, part) in enumerate(group.groupby(by, sort=True)):
+        for i, (value, part) in enumerate(group.groupby(by, sort=True, observed=True)):
             style = dict(color=f"C{i}", linestyle=["-", "--", ":", "-."][j % 4])
             for _, run in part.groupby("run"):
                 ax.plot(run.step, run[metric], alpha=0.25, linewidth=0.8, **style)

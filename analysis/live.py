@@ -14,8 +14,10 @@ from scipy.stats import binomtest
 
 from harness.metrics import live_probability
 
-PASS_RATE = "rewards/gold/mean"  # the batch's pass rate on the (binary) gold reward
+PASS_RATE = "reward"  # the batch's mean training reward: its pass rate when that reward is binary
 LIVE = "live_group_frac"
+# Where each GRPO stage's knobs live: (config group, the key naming the reward it trains on).
+STAGE_CONFIG = {"explore": ("explore", "explore.reward"), "grpo": ("grpo", "task.reward")}
 
 
 def num_generations_for(live_fraction: float, pass_rate: float) -> int:
@@ -32,20 +34,34 @@ def num_generations_for(live_fraction: float, pass_rate: float) -> int:
     return int(ks[np.searchsorted(live_probability(pass_rate, ks), live_fraction)])
 
 
+def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:
+    """(run, stage, K, prompts_per_step) of the GRPO stages whose training reward was binary: the
+    gold reward with no length penalty (soft_overlong_cache = 0), the case the theory is about."""
+    parts = []
+    for stage, (group, reward) in STAGE_CONFIG.items():
+        keys = [reward, f"{group}.num_generations", f"{group}.prompts_per_step", f"{group}.soft_overlong_cache"]
+        if not set(keys) <= set(runs.columns):
+            continue
+        mine = runs[(runs.stage == stage) & (runs[reward] == "gold") & (runs[keys[3]] == 0)]
+        parts.append(pd.DataFrame({"run": mine.run, "stage": stage, "K": mine[keys[1]],
+                                   "prompts_per_step": mine[keys[2]]}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "stage", "K",
+                                                                                   "prompts_per_step"])
+
+
 def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 10,
                          confidence: float = 0.95) -> pd.DataFrame:
     """The live fraction the runs measured, pooled by K and by pass-rate bin, with Wilson intervals.
 
-    Only runs trained on the gold reward count: the theory is for a binary reward. One row per
+    Only stages trained on a binary reward count (binary_reward_stages), and the pass rate is
+    that of the training reward, which is what decides whether a group is live. One row per
     (K, bin): pass_rate (mean over the steps in it), live, groups, live_frac, low, high, theory.
     """
-    gold_runs = runs[(runs["task.reward"] == "gold") & runs.stage.isin(["explore", "grpo"])]
-    keys = gold_runs[["run", "stage", "grpo.num_generations", "grpo.prompts_per_step"]]
-    steps = history.merge(keys, on=["run", "stage"]).dropna(subset=[PASS_RATE, LIVE])
+    steps = history.merge(binary_reward_stages(runs), on=["run", "stage"]).dropna(subset=[PASS_RATE, LIVE])
     if steps.empty:
         return pd.DataFrame(columns=["K", "pass_rate", "live", "groups", "live_frac", "low", "high", "theory"])
-    groups = steps["groups"] if "groups" in steps else steps["grpo.prompts_per_step"]
-    steps = steps.assign(K=steps["grpo.num_generations"].astype(int), groups=groups.astype(int),
+    groups = steps["groups"] if "groups" in steps else steps["prompts_per_step"]
+    steps = steps.assign(K=steps["K"].astype(int), groups=groups.astype(int),
                          live=(steps[LIVE] * groups).round().astype(int),
                          bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True))
     rows = []

@@ -39,7 +39,7 @@ class StageRun:
     stage: str
     group: Optional[str]
     wandb_id: Optional[str]
-    status: str  # finished | stopped | running
+    status: str  # finished | pruned | stopped (failed or killed) | running
     config: dict
     history: list[dict] = field(default_factory=list)  # {"step": N, metric: value, ...}
 
@@ -108,8 +108,15 @@ def local_stage_run(stage_dir: Path) -> StageRun:
     status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "running"
     history = [_history_row(r["step"], r) for name in LOCAL_HISTORY_FILES for r in read_jsonl(stage_dir / name)]
     return StageRun(run=config.get("run_name") or info["run_name"], stage=info["stage"], group=info["group"],
-                    wandb_id=info["wandb_id"], status=status if status in ("finished", "running") else "stopped",
-                    config=config, history=history)
+                    wandb_id=info["wandb_id"], status=stage_status(status), config=config, history=history)
+
+
+def stage_status(recorded: str | None) -> str:
+    """finished | pruned | stopped | running, from what a tracker's finish recorded (for example
+    "stopped (TrialPruned)"); nothing recorded means it is still running, or was killed."""
+    if recorded is None or recorded in ("finished", "running"):
+        return recorded or "running"
+    return "pruned" if "TrialPruned" in recorded else "stopped"
 
 
 def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
@@ -139,7 +146,7 @@ def wandb_records(run_dir) -> list[dict]:
 
 
 def offline_stage_run(run_dir) -> StageRun:
-    header, config, history, exit_code = {}, {}, [], None
+    header, config, history, exit_code, recorded = {}, {}, [], None, None
     for record in wandb_records(run_dir):
         kind = record["type"]
         if kind == "run":
@@ -150,9 +157,11 @@ def offline_stage_run(run_dir) -> StageRun:
         elif kind == "history":
             item = record["history"]["item"]
             history.append(_history_row(item["_step"], item))
+        elif kind == "summary":
+            recorded = record["summary"].get("update", {}).get("status", recorded)
         elif kind == "exit":
             exit_code = record["exit"].get("exit_code", 0)
-    status = "running" if exit_code is None else "finished" if exit_code == 0 else "stopped"
+    status = "running" if exit_code is None else stage_status(recorded or ("finished" if exit_code == 0 else "stopped"))
     return StageRun(run=config.get("run_name") or header.get("display_name", "").split("/")[0],
                     stage=header.get("job_type"), group=header.get("run_group"), wandb_id=header.get("run_id"),
                     status=status, config=config, history=history)
@@ -187,7 +196,8 @@ def from_wandb_api(project: str, filters: Optional[dict] = None) -> Sweep:
 
     stage_runs = []
     for run in wandb.Api().runs(project, filters=filters or {}):
-        state = {"finished": "finished", "running": "running"}.get(run.state, "stopped")
+        state = stage_status(run.summary.get("status") or {"finished": "finished", "running": "running"}.get(
+            run.state, "stopped"))
         history = [_history_row(row["_step"], row) for row in run.scan_history()]
         stage_runs.append(StageRun(run=run.config.get("run_name") or run.name.split("/")[0], stage=run.job_type,
                                    group=run.group, wandb_id=run.id, status=state, config=dict(run.config),

@@ -3,7 +3,8 @@ d = sqrt(KL(pi || pi_init)), with the paper's functional forms fitted to each:
 
   RL           R(d) = d (alpha - beta log d)     peak at d* = exp(alpha / beta - 1)
   best-of-n    R(d) = d (alpha - beta d)         peak at d* = alpha / (2 beta)
-               KL_bon(n) = log n - (n - 1) / n
+               KL_bon(n) = sum_j q_j log(q_j / p_j) over the proxy's levels j, of probability p_j and CDF F_j,
+               q_j = F_j^n - F_{j-1}^n; log n - (n - 1) / n bounds it, and is exact for a continuous proxy
 
 Rewards are gains over the initial policy, so that R(0) = 0 as the forms require.
 """
@@ -18,7 +19,7 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import comb
 
-from analysis.ablation import swept
+from analysis.ablation import arms, swept, with_null_arms
 from analysis.load import Sweep, config_columns
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
@@ -37,10 +38,25 @@ def bon_form(d, alpha, beta):
 FORMS = {"rl": rl_form, "bon": bon_form}
 
 
-def kl_best_of_n(n):
-    """KL of the best-of-n policy to the sampling policy, in nats."""
+def kl_best_of_n_bound(n):
+    """KL of the best-of-n policy to the sampling policy, in nats, for a continuous ranking reward: an upper bound
+    when the reward has ties (Beirami et al. 2024)."""
     n = np.asarray(n, dtype=float)
     return np.log(n) - (n - 1) / n
+
+
+def kl_best_of_n(proxy, n: int) -> float:
+    """KL in nats of the best-of-n pick by `proxy` (ties broken at random) to the sampling policy, estimated from
+    one problem's samples: the pick lands on level j with probability F_j^n - F_{j-1}^n."""
+    _, counts = np.unique(proxy, return_counts=True)
+    # powers of the cumulative counts as Python ints are exact (numpy's overflow at 64 bits): F_j^n - F_{j-1}^n has no
+    # cancellation, and n = 1 gives p back exactly, so the KL there is 0, not a rounding error whose sqrt may be nan
+    n, total = int(n), len(proxy)
+    powers = [count**n for count in [0, *np.cumsum(counts).tolist()]]
+    picked = np.array([(high - low) / total**n for low, high in zip(powers, powers[1:])])
+    p = counts / total
+    kept = picked > 0  # a level the pick never lands on adds nothing
+    return float(picked[kept] @ np.log(picked[kept] / p[kept]))
 
 
 @dataclass
@@ -91,8 +107,11 @@ def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
     For each n, the expected rewards of the proxy's pick among n samples drawn without
     replacement from the N: the sample ranked i-th (ascending) is the pick with probability
     C(i-1, n-1) / C(N, n) (the unbiased estimator of Nakano et al. 2021). Ties in the proxy
-    are broken at random, so tied samples share their mean gold reward.
-    `samples` has columns problem, gold, proxy (and run, to average over runs).
+    are broken at random, so tied samples share their mean gold reward. A problem with more
+    than N samples (a run made with a bigger eval.best_of_n) gives its first N drawn.
+    `kl` is kl_best_of_n over problems' empirical proxy distributions, averaged, and d = sqrt(kl);
+    `kl_bound` is the closed form, which is far too big when the proxy has few levels.
+    `samples` has columns problem, gold, proxy in drawn order (and run, to average over runs).
     """
     by = ["run", "problem"] if "run" in samples else ["problem"]
     sizes = samples.groupby(by).size()
@@ -100,16 +119,17 @@ def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
     ns = [n for n in (ns or 2 ** np.arange(int(np.log2(N)) + 1)) if 1 <= n <= N]
     rows = []
     for _, group in samples.groupby(by):
-        group = group.sort_values("proxy", kind="stable").head(N)
+        # the first N in drawn order: i.i.d. samples, so a cut that ignores the proxy keeps a fair sample
+        group = group.head(N).sort_values("proxy", kind="stable")
         gold = group.groupby("proxy").gold.transform("mean").to_numpy()
         proxy = group.proxy.to_numpy()
         rank = np.arange(1, N + 1)
         for n in ns:
             weight = comb(rank - 1, n - 1) / comb(N, n)
-            rows.append({"n": n, "gold": weight @ gold, "proxy": weight @ proxy})
+            rows.append({"n": n, "kl": kl_best_of_n(proxy, n), "gold": weight @ gold, "proxy": weight @ proxy})
     curve = pd.DataFrame(rows).groupby("n", as_index=False).mean()
-    curve.insert(1, "kl", kl_best_of_n(curve.n))
-    curve.insert(2, "d", np.sqrt(curve.kl))
+    curve.insert(2, "kl_bound", kl_best_of_n_bound(curve.n))
+    curve.insert(3, "d", np.sqrt(curve.kl))
     curve["gold_gain"] = curve.gold - curve.gold.iloc[0]
     curve["proxy_gain"] = curve.proxy - curve.proxy.iloc[0]
     return curve
@@ -127,14 +147,14 @@ def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") ->
         "gold": evals[GOLD], "proxy": evals[PROXY],
         "gold_gain": evals[GOLD] - start[GOLD], "proxy_gain": evals[PROXY] - start[PROXY],
     })
-    config = runs.loc[runs.stage == stage, ["run", *config_columns(runs)]]
+    config = with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
     return points.merge(config, on="run").reset_index(drop=True)
 
 
 def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = None) -> pd.DataFrame:
     """RL fits of gold and proxy gain, one per value of `by` (seeds pooled), and the BoN fits."""
     rows = []
-    groups = points.groupby(by) if by else [("all", points)]
+    groups = points.groupby(by, observed=True) if by else [("all", points)]
     for value, part in groups:
         for reward in ("gold", "proxy"):
             if len(part) >= 3:
@@ -187,7 +207,7 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
     """Gold (left) and proxy (right) gain against sqrt(KL): each run's evaluations coloured by
     `by`, the RL fit for each value of `by`, and the best-of-n curve with its fit in black."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), sharex=True, layout="constrained")
-    values = sorted(points[by].unique()) if by else [None]
+    values = arms(points[by]) if by else [None]
     grid = np.linspace(0, max(points.d.max(), bon.d.max() if bon is not None and len(bon) else 0) * 1.05, 200)
     for ax, reward in zip(axes, ("gold", "proxy")):
         for i, value in enumerate(values):

@@ -50,6 +50,12 @@ def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
 
 def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
     table, sections = ablation.per_run(sweep.runs, sweep.history, stage="grpo"), []
+    left_out = ablation.unfinished(sweep.runs, sweep.history, stage="grpo")
+    if len(left_out):
+        counts = ", ".join(f"{n} {status}" for status, n in left_out.status.value_counts().items())
+        sections += [f"## Runs left out of the means ({counts})\n",
+                     "A pruned, stopped or unfinished run has no final value; its last evaluation, for the record:\n",
+                     _table(left_out)]
     for key in keys:
         others = [k for k in keys if k != key]
         ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")

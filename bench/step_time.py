@@ -151,7 +151,7 @@ def main() -> int:
                 framework, engine = runner.split("-")
                 cfg = harness_config(args.model, K, length, args.prompts, engine)
                 task = make_task(cfg.task)
-                problems = ProblemStream(task, seed=cfg.seed, exclude=set())
+                problems = ProblemStream(task, seed=cfg.seed, heldout_keys=set())
                 torch.manual_seed(cfg.seed)
                 try:
                     results[runner] = (run_ours(cfg, task, problems, args.steps) if framework == "ours"

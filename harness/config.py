@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -67,7 +68,7 @@ class TaskConfig:
     # both
     prompt_style: str = "compact"  # compact: symbols, for the tiny model; natural: words, for instruct models
     proxy_missing_penalty: float = 0.15  # lam in the proxy: small is hackable
-    reward: str = "gold"  # which reward drives training; both are always measured
+    reward: str = "gold"  # which reward the GRPO stage trains on; both are always measured
 
 
 @dataclass
@@ -87,8 +88,16 @@ class SFTConfig:
     source: str = "seed"  # seed: rejection-sampled, the model's own voice; solver: demonstrations
     seed_path: Optional[str] = None  # a seed.jsonl from an earlier run, when the seed stage is skipped
     steps: int = 300
+    # None: sft.steps, the same compute for every cold_start_size (a smaller set is seen more often).
+    # A number: that many passes over the set instead (the same epochs, compute growing with the size).
+    epochs: Optional[float] = None
     batch_size: int = 64
     learning_rate: float = 3e-3
+
+    @property
+    def num_steps(self) -> int:
+        """The optimizer steps the cold start takes."""
+        return self.steps if self.epochs is None else math.ceil(self.epochs * self.cold_start_size / self.batch_size)
 
 
 @dataclass
@@ -115,9 +124,17 @@ class GRPOConfig:
 
 
 @dataclass
+class ExploreConfig(GRPOConfig):
+    """The explore stage: GRPO on the base, mining for rare good trajectories. Its own knobs, so
+    that a sweep over grpo.* changes nothing before the GRPO stage (explorer, seed set, cold start)."""
+
+    steps: int = 40
+    reward: str = "gold"  # the reward the explorer trains on (task.reward is the GRPO stage's)
+
+
+@dataclass
 class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
-    explore_steps: int = 40  # GRPO steps on the base, mining for rare good trajectories
     seed_size: int = 1000  # verified examples the seed stage keeps at most
     seed_samples_per_prompt: int = 8
     seed_prompts_per_round: int = 128
@@ -168,6 +185,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -212,7 +230,7 @@ def _in_open_unit(key: str, value) -> None:
 def warnings_for(cfg) -> list[str]:
     """Settings that are valid but probably not what a sweep meant."""
     found = []
-    if cfg.grpo.num_iterations == 1 and {"explore", "grpo"} & set(cfg.pipeline.stages):
+    if cfg.grpo.num_iterations == 1 and "grpo" in cfg.pipeline.stages:
         found.append(
             f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "
             f"clipping never acts; grpo.epsilon={cfg.grpo.epsilon} and grpo.epsilon_high={cfg.grpo.epsilon_high} "
@@ -266,37 +284,17 @@ def validate(cfg) -> None:
     _one_of("sft.source", s.source, COLD_START_SOURCES)
     _at_least("sft.cold_start_size", s.cold_start_size, 1)
     _at_least("sft.steps", s.steps, 0)
+    if s.epochs is not None:
+        _positive("sft.epochs", s.epochs)
     _at_least("sft.batch_size", s.batch_size, 1)
     _positive("sft.learning_rate", s.learning_rate)
 
-    _at_least("grpo.num_generations", g.num_generations, 2)
-    _at_least("grpo.prompts_per_step", g.prompts_per_step, 1)
-    _at_least("grpo.steps", g.steps, 0)
-    _at_least("grpo.beta", g.beta, 0)
-    _at_least("grpo.epsilon", g.epsilon, 0)
-    if g.epsilon_high is not None and g.epsilon_high < g.epsilon:
-        raise ConfigError("grpo.epsilon_high", g.epsilon_high, f"must be at least grpo.epsilon={g.epsilon}")
-    _at_least("grpo.num_iterations", g.num_iterations, 1)
-    _one_of("grpo.loss_type", g.loss_type, LOSS_TYPES)
-    _one_of("grpo.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
-    _one_of("grpo.scale_rewards", g.scale_rewards, SCALE_REWARDS)
-    _at_least("grpo.advantage_std_floor", g.advantage_std_floor, 0)
-    if not 0 <= g.soft_overlong_cache <= r.max_completion_length:
-        raise ConfigError("grpo.soft_overlong_cache", g.soft_overlong_cache,
-                          f"must be between 0 and rollout.max_completion_length={r.max_completion_length}")
-    _at_least("grpo.micro_batch_size", g.micro_batch_size, 0)
-    batch = g.prompts_per_step * g.num_generations
-    if g.micro_batch_size and batch % g.micro_batch_size:  # unequal micro-batches would weigh sequences unequally
-        raise ConfigError("grpo.micro_batch_size", g.micro_batch_size, f"must divide the generation batch, "
-                          f"grpo.prompts_per_step * grpo.num_generations = {batch}")
-    _positive("grpo.learning_rate", g.learning_rate)
-    _positive("grpo.max_grad_norm", g.max_grad_norm)
-    _at_least("grpo.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)
-    _at_least("grpo.log_completions_every", g.log_completions_every, 1)
+    _check_grpo("grpo", g, r.max_completion_length)
+    _check_grpo("explore", cfg.explore, r.max_completion_length)
+    _one_of("explore.reward", cfg.explore.reward, REWARDS)
 
     for stage in p.stages:
         _one_of("pipeline.stages", stage, STAGES)
-    _at_least("pipeline.explore_steps", p.explore_steps, 0)
     _at_least("pipeline.seed_size", p.seed_size, 1)
     _at_least("pipeline.seed_max_rounds", p.seed_max_rounds, 1)
     if "sft" in p.stages and s.source == "seed":
@@ -319,6 +317,30 @@ def validate(cfg) -> None:
     if t.prompt_style == "natural" and m.path is None and m.package is None:
         raise ConfigError("task.prompt_style", t.prompt_style, "needs a pretrained model (model.path or model.package): "
                           "the tiny model knows only the compact symbols")
+
+
+def _check_grpo(group: str, g: GRPOConfig, max_completion_length: int) -> None:
+    """The knobs of a GRPO stage, grpo or explore."""
+    _at_least(f"{group}.num_generations", g.num_generations, 2)
+    _at_least(f"{group}.prompts_per_step", g.prompts_per_step, 1)
+    _at_least(f"{group}.steps", g.steps, 0)
+    _at_least(f"{group}.beta", g.beta, 0)
+    _at_least(f"{group}.epsilon", g.epsilon, 0)
+    if g.epsilon_high is not None and g.epsilon_high < g.epsilon:
+        raise ConfigError(f"{group}.epsilon_high", g.epsilon_high, f"must be at least {group}.epsilon={g.epsilon}")
+    _at_least(f"{group}.num_iterations", g.num_iterations, 1)
+    _one_of(f"{group}.loss_type", g.loss_type, LOSS_TYPES)
+    _one_of(f"{group}.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+    _one_of(f"{group}.scale_rewards", g.scale_rewards, SCALE_REWARDS)
+    _at_least(f"{group}.advantage_std_floor", g.advantage_std_floor, 0)
+    if not 0 <= g.soft_overlong_cache <= max_completion_length:
+        raise ConfigError(f"{group}.soft_overlong_cache", g.soft_overlong_cache,
+                          f"must be between 0 and rollout.max_completion_length={max_completion_length}")
+    _at_least(f"{group}.micro_batch_size", g.micro_batch_size, 0)
+    _positive(f"{group}.learning_rate", g.learning_rate)
+    _positive(f"{group}.max_grad_norm", g.max_grad_norm)
+    _at_least(f"{group}.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)
+    _at_least(f"{group}.log_completions_every", g.log_completions_every, 1)
 
 
 def _check_lengths(cfg) -> None:

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
-from harness.objective import compute_advantages, grpo_loss
+from harness.objective import compute_advantages, grpo_loss, micro_batch_share
 from harness.rollout.base import Rollout, SamplingParams
 from harness.sampling import sample_groups
 
@@ -119,10 +119,12 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
                 importance_sampling_level=cfg.importance_sampling_level,
             )
             require_finite(out.loss, "the GRPO loss")
-            # dapo already divides by the whole batch's tokens; the others average micro-batches.
-            (out.loss if cfg.loss_type == "dapo" else out.loss / len(slices)).backward()
+            # Micro-batches of unequal size (dynamic sampling keeps any number of live groups)
+            # each weigh what their rows or tokens weigh in the whole batch.
+            share = micro_batch_share(cfg.loss_type, mask[part], mask)
+            (out.loss * share).backward()
             weight = mask[part].sum().item() / tokens
-            parts = {"loss": out.loss.item() * (1 if cfg.loss_type == "dapo" else 1 / len(slices)),
+            parts = {"loss": out.loss.item() * share,
                      "entropy": (entropy * mask[part]).sum().item() / tokens,
                      "clip_ratio/low_mean": out.clip_low.item() * weight,
                      "clip_ratio/high_mean": out.clip_high.item() * weight,

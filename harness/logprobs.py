@@ -10,8 +10,9 @@ from harness.rollout.base import Rollout
 def completion_logprobs(model, rollout: Rollout, temperature: float, rows: slice = slice(None)):
     """log pi(o_t | q, o_<t) and the entropy of pi(. | q, o_<t) at each completion position.
 
-    Logits are divided by the sampling temperature, so the ratio pi/pi_old and the KL refer to
-    the distribution the completions were actually drawn from.
+    Logits are divided by the sampling temperature, so the ratio pi/pi_old and the KL refer to the
+    tempered distribution: the one the completions were drawn from when rollout.top_p is 1. Below 1
+    the sampler draws from its renormalised nucleus, while this scores the full one (as TRL does).
     """
     prompt_ids, completion_ids = rollout.prompt_ids[rows], rollout.completion_ids[rows]
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)

@@ -14,15 +14,24 @@ def live_probability(p, num_generations: int):
 
 
 def live_groups(reward: torch.Tensor, num_generations: int) -> torch.Tensor:
-    """[groups] bool: the group's training rewards are not all equal, so it carries gradient."""
-    return reward.view(-1, num_generations).std(dim=1) > 0
+    """[groups] bool: the group's training rewards are not all equal, so it carries gradient.
+    Equal within a tolerance, as TRL's `frac_reward_zero_std` counts: rewards summed in another
+    order (a proxy's fractions, a length penalty) differ by float noise that carries no signal."""
+    std = reward.view(-1, num_generations).std(dim=1)
+    return ~torch.isclose(std, torch.zeros_like(std))
+
+
+def is_binary(reward: torch.Tensor) -> bool:
+    """Every reward is 0 or 1: the case the live-group theory is about."""
+    return bool(((reward == 0) | (reward == 1)).all())
 
 
 def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor, num_generations: int) -> dict:
     """Rewards, group liveness and per-prompt pass rates for one generation batch.
 
     A group is live when its training rewards are not all equal: only then does it carry gradient.
-    `live_group_frac/predicted` is P_live at the batch's gold pass rate: what the measured
+    `live_group_frac/predicted` is P_live at the batch's pass rate on the training reward (the
+    one that defines liveness), logged only when that reward is binary: what the measured
     fraction would be if every prompt were equally hard. Prompts of mixed difficulty keep fewer
     groups alive than that (P_live is concave), so the gap measures the spread of difficulty.
     (A prompt's own pass rate cannot predict its own group: it is estimated from that group.)
@@ -39,7 +48,8 @@ def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor
         "rewards/proxy/std": proxy.std().item(),
         "frac_reward_zero_std": 1.0 - live.mean().item(),
         "live_group_frac": live.mean().item(),
-        "live_group_frac/predicted": live_probability(gold.mean().item(), num_generations),
+        **({"live_group_frac/predicted": live_probability(reward.mean().item(), num_generations)}
+           if is_binary(reward) else {}),
         "pass_rate/mean": pass_rates.mean().item(),
         "pass_rate/solved_frac": (pass_rates == 1).float().mean().item(),
         "pass_rate/unsolved_frac": (pass_rates == 0).float().mean().item(),

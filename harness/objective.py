@@ -118,6 +118,18 @@ def grpo_loss(
         )
 
 
+def micro_batch_share(loss_type: str, mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
+    """The weight of a micro-batch's own loss (mask: its rows) in the loss of the whole batch
+    (batch_mask), so that micro-batches of any sizes add up to one full-batch loss: grpo and
+    dr_grpo average over sequences (its share of rows), bnpo over tokens (its share of tokens);
+    dapo's loss is already divided by the whole batch's tokens."""
+    if loss_type == "dapo":
+        return 1.0
+    if loss_type == "bnpo":
+        return mask.sum().item() / max(batch_mask.sum().item(), 1)
+    return mask.size(0) / batch_mask.size(0)
+
+
 def _clipped_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Of tokens, or of completions when the ratio is per sequence (flags [B, 1]), as TRL counts."""
     return flags.mean() if flags.size(1) == 1 else _masked_mean(flags, mask)

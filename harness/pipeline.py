@@ -63,9 +63,9 @@ class Pipeline:
         self.run_name = cfg.run_name or self.run_dir.name
         self.task = make_task(cfg.task)
         self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
-        exclude = {p.prompt for p in self.heldout}
+        heldout_keys = {p.key for p in self.heldout}
         # One stream of training problems per stage, each with its own seed.
-        self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, exclude)
+        self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, heldout_keys)
                         for i, stage in enumerate(STAGES)}
         self.base = base_model(cfg.model, self.task)
         self.policy = self.base  # what GRPO starts from: the base, or the cold-started policy
@@ -90,10 +90,10 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------
     def run_explore(self) -> None:
-        self.explorer = self._grpo_stage("explore", self.base, self.cfg.pipeline.explore_steps)
+        self.explorer = self._grpo_stage("explore", self.base, self.cfg.explore, self.cfg.explore.reward)
 
     def run_grpo(self) -> None:
-        self.policy = self._grpo_stage("grpo", self.policy, self.cfg.grpo.steps)
+        self.policy = self._grpo_stage("grpo", self.policy, self.cfg.grpo, self.cfg.task.reward)
 
     def run_seed(self) -> None:
         tracker = self._begin("seed")
@@ -118,17 +118,18 @@ class Pipeline:
             initial = evaluator(model, engine)
             self._record_base(initial)
             tracker.log_eval(0, initial)
-            finetune(model, tokenizer, examples, steps=cfg.sft.steps, batch_size=cfg.sft.batch_size,
+            finetune(model, tokenizer, examples, steps=cfg.sft.num_steps, batch_size=cfg.sft.batch_size,
                      learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
             engine.sync_weights()
             result = evaluator(model, engine)
-        tracker.log_eval(cfg.sft.steps, result)
+        tracker.log_eval(cfg.sft.num_steps, result)
         self.policy = self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
         self._record("sft", result)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _grpo_stage(self, stage: str, start: Path, steps: int) -> Path:
+    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str) -> Path:
+        """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo)."""
         cfg = self.cfg
         checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage])
         resumed = checkpoints.latest() if cfg.resume else None
@@ -139,7 +140,7 @@ class Pipeline:
         # The frozen start serves the KL penalty (beta > 0) and the eval KL; with beta = 0 and
         # eval.kl_to_initial = false no second model is loaded at all.
         frozen = None
-        if cfg.grpo.beta > 0 or cfg.eval.kl_to_initial:
+        if grpo_cfg.beta > 0 or cfg.eval.kl_to_initial:
             frozen = self._frozen_copy(model if resumed is None else self._load(start)[0])
         if resumed is not None:
             log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
@@ -155,10 +156,10 @@ class Pipeline:
         with closing_on_failure(tracker, engine):
             if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
                 tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
-            result = train_grpo(model, engine, self.task, self.streams[stage], cfg=cfg.grpo, rollout_cfg=cfg.rollout,
-                                reward_name=cfg.task.reward, steps=steps, evaluate=evaluate,
+            result = train_grpo(model, engine, self.task, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
+                                reward_name=reward, steps=grpo_cfg.steps, evaluate=evaluate,
                                 eval_every=cfg.eval.eval_every, tracker=tracker,
-                                reference=frozen if cfg.grpo.beta > 0 else None, desc=stage,
+                                reference=frozen if grpo_cfg.beta > 0 else None, desc=stage,
                                 on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
                                 resumed=resumed)
         path = self._save(model, tokenizer, tracker.dir)
@@ -176,7 +177,7 @@ class Pipeline:
         if len(rows) < cfg.cold_start_size:
             raise SeedTooSmall(
                 f"sft.cold_start_size={cfg.cold_start_size}: the seed set holds only {len(rows)} verified examples "
-                f"(raise pipeline.seed_max_rounds or pipeline.explore_steps, or lower sft.cold_start_size)")
+                f"(raise pipeline.seed_max_rounds or explore.steps, or lower sft.cold_start_size)")
         return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
 
     def _evaluator(self, initial) -> Evaluator:

@@ -177,7 +177,7 @@ class StageTracker:
         self._to_wandb(self._finish_wandb, summary, status)
 
     def _finish_wandb(self, summary: dict, status: str) -> None:
-        self.wandb.summary.update(summary)
+        self.wandb.summary.update({**summary, "status": status})  # "stopped (TrialPruned)" tells pruned apart
         self.wandb.finish(exit_code=0 if status == "finished" else 1)
 
 

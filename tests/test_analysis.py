@@ -40,12 +40,12 @@ def _simulated_sweep(rng, ks=(4, 8), steps=300, groups=16):
     for K in ks:
         run = f"k{K}"
         runs.append({"run": run, "stage": "grpo", "task.reward": "gold", "grpo.num_generations": K,
-                     "grpo.prompts_per_step": groups})
+                     "grpo.prompts_per_step": groups, "grpo.soft_overlong_cache": 0})
         for step in range(1, steps + 1):
             p = 0.02 + 0.9 * step / steps
             reward = (rng.random(groups * K) < p).astype(np.float32)
             live_frac = live_groups(__import__("torch").tensor(reward), K).float().mean().item()
-            history.append({"run": run, "stage": "grpo", "step": step, "rewards/gold/mean": p,
+            history.append({"run": run, "stage": "grpo", "step": step, "rewards/gold/mean": p, "reward": p,
                             "live_group_frac": live_frac, "groups": groups})
     return pd.DataFrame(runs), pd.DataFrame(history)
 
@@ -63,6 +63,28 @@ def test_measured_live_points_bracket_the_theory_they_were_simulated_from():
 def test_proxy_trained_runs_give_no_live_points():
     runs, history = _simulated_sweep(np.random.default_rng(1), ks=(4,), steps=20)
     assert live.measured_live_points(runs.assign(**{"task.reward": "proxy"}), history).empty
+
+
+def test_runs_with_a_length_penalty_give_no_live_points():
+    """Gold plus DAPO's overlong penalty is not binary: its groups live by length, not success."""
+    runs, history = _simulated_sweep(np.random.default_rng(1), ks=(4, 8), steps=20)
+    penalised = runs.assign(**{"grpo.soft_overlong_cache": [0, 4]})
+    assert set(live.measured_live_points(penalised, history).K) == {4}
+
+
+def test_live_points_of_the_explore_stage_use_its_own_group_size():
+    runs, history = _simulated_sweep(np.random.default_rng(2), ks=(4,), steps=20)
+    explore = runs.rename(columns=lambda c: c.replace("grpo.", "explore.")).assign(
+        stage="explore", **{"explore.reward": "gold", "explore.num_generations": 16, "task.reward": "proxy"})
+    points = live.measured_live_points(pd.concat([runs, explore]), pd.concat([history, history.assign(
+        stage="explore")]))
+    assert sorted(points.K.unique()) == [4, 16]
+
+
+def test_live_points_take_the_pass_rate_of_the_training_reward():
+    runs, history = _simulated_sweep(np.random.default_rng(3), ks=(4,), steps=50)
+    points = live.measured_live_points(runs, history.assign(**{"rewards/gold/mean": 0.5}))
+    assert points.pass_rate.nunique() > 1  # from `reward`, not the (here constant) gold column
 
 
 # -- over-optimisation fits -------------------------------------------------------------------------
@@ -87,12 +109,6 @@ def test_a_fit_of_noise_has_a_low_r2_and_too_few_points_are_refused():
         overopt.fit("bon", [0.1, 0.2], [0.0, 0.1])
 
 
-def test_kl_of_best_of_n():
-    assert overopt.kl_best_of_n(1) == 0
-    assert overopt.kl_best_of_n(2) == pytest.approx(np.log(2) - 0.5)
-    assert overopt.kl_best_of_n(64) == pytest.approx(np.log(64) - 63 / 64)
-
-
 def test_best_of_n_estimator_equals_enumerating_every_subset_with_ties():
     rng = np.random.default_rng(0)
     N = 7
@@ -111,7 +127,7 @@ def test_best_of_n_estimator_equals_enumerating_every_subset_with_ties():
             expected.append(np.mean(picks))
         row = curve[curve.n == n].iloc[0]
         assert row.gold == pytest.approx(np.mean(expected), abs=1e-12)
-        assert row.d == pytest.approx(np.sqrt(overopt.kl_best_of_n(n)))
+        assert row.d == pytest.approx(np.sqrt(row.kl)) and row.kl <= overopt.kl_best_of_n_bound(n)
     assert curve.gold_gain.iloc[0] == 0 and curve.proxy.is_monotonic_increasing
 
 
@@ -144,8 +160,44 @@ def test_summary_table_keeps_other_swept_settings_apart():
     assert summary.loc[(0.1, "proxy"), ["mean_final", "low_final", "high_final"]].tolist() == pytest.approx([0.3] * 3)
 
 
+def _epsilon_sweep(statuses=("finished",) * 8):
+    """sweep=epsilon in miniature: epsilon 0.1, 0.2 x epsilon_high null (NaN once loaded), 0.28 x seeds 0, 1."""
+    arms = [(eps, high, seed) for seed in (0, 1) for eps in (0.1, 0.2) for high in (None, 0.28)]
+    runs = pd.DataFrame([{"run": f"r{i}", "stage": "grpo", "status": status, "seed": seed, "grpo.epsilon": eps,
+                          "grpo.epsilon_high": high} for i, ((eps, high, seed), status) in enumerate(zip(arms, statuses))])
+    runs["grpo.epsilon_high"] = runs["grpo.epsilon_high"].astype(float)
+    history = pd.DataFrame([{"run": f"r{i}", "stage": "grpo", "step": step, "eval/gold_pass@1": value}
+                            for i, (_, high, _) in enumerate(arms)
+                            for step, value in ((2, 0.1), (4, 0.5 if high is None else 0.9))])
+    return runs, history
+
+
+def test_a_null_setting_is_its_own_arm_never_pooled_nor_dropped():
+    runs, history = _epsilon_sweep()
+    assert ablation.swept(runs) == ["grpo.epsilon", "grpo.epsilon_high"]
+    table = ablation.per_run(runs, history)
+    summary = ablation.summary_table(table, "grpo.epsilon_high", ["grpo.epsilon"])
+    assert [str(v) for v in summary["grpo.epsilon_high"]] == ["0.28", "null", "0.28", "null"]
+    assert summary.set_index(["grpo.epsilon_high", "grpo.epsilon"]).loc[("null", 0.2), "mean_final"] == 0.5
+    assert (summary.runs == 2).all()
+    by_epsilon = ablation.summary_table(table, "grpo.epsilon", ["grpo.epsilon_high"])
+    assert len(by_epsilon) == 4 and set(by_epsilon.mean_final) == {0.5, 0.9}  # null kept apart as a hue too
+    ablation.plot_ablation(table, "grpo.epsilon_high", hue=["grpo.epsilon"])
+    ablation.plot_learning_curves(runs, history, "grpo.epsilon_high", hue=["grpo.epsilon"])
+
+
+def test_pruned_and_stopped_runs_have_no_final_value_and_are_listed_apart():
+    runs, history = _epsilon_sweep(["finished"] * 5 + ["pruned", "stopped", "running"])
+    table = ablation.per_run(runs, history)
+    assert sorted(table.run) == ["r0", "r1", "r2", "r3", "r4"]
+    left_out = ablation.unfinished(runs, history)
+    assert left_out[["run", "status", "step"]].values.tolist() == [["r5", "pruned", 4], ["r6", "stopped", 4],
+                                                                  ["r7", "running", 4]]
+
+
 def test_cold_start_table_pairs_each_run_after_sft_and_after_grpo():
-    runs = pd.DataFrame([{"run": f"r{size}", "stage": stage, "seed": 0, "sft.cold_start_size": size}
+    runs = pd.DataFrame([{"run": f"r{size}", "stage": stage, "status": "finished", "seed": 0,
+                          "sft.cold_start_size": size}
                          for size in (10, 100) for stage in ("sft", "grpo")])
     history = pd.DataFrame([{"run": f"r{size}", "stage": stage, "step": step, "eval/gold_pass@1": value}
                             for size, sft, grpo in ((10, 0.2, 0.3), (100, 0.5, 0.7))
@@ -172,3 +224,10 @@ def test_run_store_and_offline_wandb_load_the_same_frames(smoke_run):
     assert runs.loc["grpo", "eval/gold_pass@1"] == pytest.approx(local.history.query("stage == 'grpo'")
                                                                   ["eval/gold_pass@1"].dropna().iloc[-1])
     assert len(local.best_of_n) == 16 * 16 and set(local.best_of_n.stage) == {"grpo"}
+
+
+def test_a_stage_stopped_by_the_pruner_loads_as_pruned():
+    from analysis.load import stage_status
+
+    assert [stage_status(s) for s in ("finished", None, "stopped (TrialPruned)", "stopped (RuntimeError)")] == [
+        "finished", "running", "pruned", "stopped"]

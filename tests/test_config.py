@@ -43,8 +43,6 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("model.package=no_such_weights", "model.package='no_such_weights': is not installed"),
     ("model.path=org/not-cached", "model.path='org/not-cached': is not a directory, nor a Hub id"),
     ("model.gguf_file=x.gguf", "model.gguf_file='x.gguf': needs model.path or model.package"),
-    ("grpo.micro_batch_size=5", "grpo.micro_batch_size=5: must divide the generation batch, "
-                                "grpo.prompts_per_step * grpo.num_generations = 128"),
     ("grpo.learning_rate=-1e-4", "grpo.learning_rate=-0.0001: must be a positive number"),
     ("grpo.learning_rate=nan", "grpo.learning_rate=nan"),
     ("sft.learning_rate=0", "sft.learning_rate=0.0"),
@@ -55,6 +53,10 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("rollout=vllm rollout.vllm_max_model_len=16", "rollout.vllm_max_model_len=16: is too short for the prompt"),
     ("checkpoint.every=-1", "checkpoint.every=-1"),
     ("checkpoint.keep=best", "checkpoint.keep='best'"),
+    ("explore.num_generations=1", "explore.num_generations=1"),
+    ("explore.reward=vibes", "explore.reward='vibes'"),
+    ("explore.epsilon_high=0.1", "explore.epsilon_high=0.1: must be at least explore.epsilon=0.2"),
+    ("sft.epochs=0", "sft.epochs=0.0"),
 ]
 
 
@@ -63,6 +65,17 @@ def test_bad_value_is_named(compose, override, key):
     with pytest.raises(ConfigError) as error:
         compose(*override.split())
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
+
+
+def test_cold_start_by_epochs_takes_the_steps_its_passes_need(compose):
+    assert compose().sft.num_steps == 300  # sft.steps: the same compute for every size
+    assert compose("sft.epochs=3", "sft.cold_start_size=100", "sft.batch_size=64").sft.num_steps == 5  # 300 / 64
+    assert compose("sft.epochs=3", "sft.cold_start_size=1000", "sft.batch_size=64").sft.num_steps == 47
+
+
+def test_the_explore_stage_has_its_own_knobs(compose):
+    cfg = compose("grpo.beta=0.1", "grpo.num_generations=4", "task.reward=proxy")
+    assert (cfg.explore.beta, cfg.explore.num_generations, cfg.explore.reward, cfg.explore.steps) == (0.0, 8, "gold", 40)
 
 
 def test_skipping_the_seed_stage_needs_a_seed_path(compose):

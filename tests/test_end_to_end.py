@@ -132,3 +132,26 @@ def test_countdown_runs_the_recipe_from_a_solver_cold_start(train, tmp_path):
     completions = run.completions[run.completions.stage == "grpo"]
     assert len(completions) and completions.gold.isin([0.0, 1.0]).all() and completions.proxy.le(1.0).all()
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
+
+
+TIMING = ("step_time", "timing/", "tokens_per_second")
+
+
+def _untimed_rows(path) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith(TIMING)}
+            for row in map(json.loads, path.read_text().splitlines())]
+
+
+def test_a_sweep_over_grpo_leaves_every_stage_before_grpo_identical(compose, model_cache, tmp_path):
+    """Two trials of a sweep over grpo.* share one explorer, seed set and cold start, bit for bit."""
+    for arm in ("a", "b"):
+        knobs = ["grpo.beta=0.1", "grpo.num_generations=4", "grpo.learning_rate=1e-3"] if arm == "b" else []
+        cfg = compose("experiment=smoke", "grpo.steps=1", "checkpoint.keep=all", "tracking=disabled",
+                      f"model.cache_dir={model_cache}", *knobs)
+        Pipeline(cfg, tmp_path / arm).run()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for output in ("explore/checkpoint/model.safetensors", "seed/seed.jsonl", "sft/checkpoint/model.safetensors"):
+        assert (a / output).read_bytes() == (b / output).read_bytes(), output
+    for log in ("explore/metrics.jsonl", "explore/eval.jsonl", "sft/metrics.jsonl", "sft/eval.jsonl"):
+        assert _untimed_rows(a / log) == _untimed_rows(b / log), log
+    assert _untimed_rows(a / "grpo/metrics.jsonl") != _untimed_rows(b / "grpo/metrics.jsonl")

@@ -45,3 +45,21 @@ def test_dead_groups_cost_is_their_share_of_rollout_tokens():
                       completion_mask=mask, texts=[""] * 4, truncated=torch.zeros(4, dtype=torch.bool))
     cost = dead_group_cost(reward, rollout, K)
     assert cost["rollout_tokens/dead"] == 4 and cost["rollout_tokens/dead_frac"] == pytest.approx(4 / 10)
+
+
+def test_rewards_equal_but_for_float_noise_make_a_dead_group():
+    """1 - 1/3 - 1/3 and 1/3 differ in the last bit: no signal, so no live group (TRL's tolerance)."""
+    noisy = torch.tensor([1 / 3, 1 - 1 / 3 - 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
+    assert noisy.std() > 0
+    metrics = reward_metrics(noisy, noisy, noisy, 4)
+    assert metrics["live_group_frac"] == 0.0 and metrics["frac_reward_zero_std"] == 1.0
+
+
+def test_prediction_is_from_the_training_reward_and_only_when_it_is_binary():
+    K = 4
+    gold = torch.tensor([1.0, 0.0, 0.0, 0.0] * 2)
+    proxy_binary = torch.tensor([1.0, 1.0, 0.0, 1.0] * 2)  # a binary training reward that is not the gold one
+    metrics = reward_metrics(gold, proxy_binary, proxy_binary, K)
+    assert metrics["live_group_frac/predicted"] == pytest.approx(live_probability(0.75, K))
+    graded = torch.tensor([0.5, 1.0, 0.25, 1.0] * 2)  # a graded proxy, or gold plus a length penalty
+    assert "live_group_frac/predicted" not in reward_metrics(gold, graded, graded, K)

@@ -62,3 +62,34 @@ def test_masked_truncated_completions_give_no_gradient():
     torch.testing.assert_close(gradient([5.0, 1.0, -1.0]), gradient([-5.0, 1.0, -1.0]))
     cfg.mask_truncated_completions = False
     assert not torch.allclose(gradient([5.0, 1.0, -1.0]), gradient([-5.0, 1.0, -1.0]))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_uneven_micro_batches_give_the_full_batch_gradient(loss_type):
+    """Dynamic sampling keeps any number of live groups: 10 rows in micro-batches of 4 are
+    slices 4/4/2, and every row must weigh what it weighs in one full-batch backward."""
+    tokenizer = build_tokenizer(["a", "b", "c"])
+    model = build_tiny_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
+                             tokenizer, seed=0)
+    g = torch.Generator().manual_seed(0)
+    completions = torch.randint(4, 7, (10, 5), generator=g)
+    completions[torch.arange(10), torch.randint(1, 5, (10,), generator=g)] = tokenizer.eos_token_id  # lengths vary
+    mask, truncated = completion_mask(completions, tokenizer.eos_token_id)
+    rollout = Rollout(torch.tensor([[1, 4]] * 10), torch.ones(10, 2, dtype=torch.long), completions, mask,
+                      [""] * 10, truncated)
+    advantages = torch.randn(10, generator=g)
+    rollout_cfg = SimpleNamespace(temperature=1.0, max_completion_length=5)
+
+    def gradient(micro_batch_size):
+        cfg = SimpleNamespace(micro_batch_size=micro_batch_size, mask_truncated_completions=False, num_iterations=1,
+                              beta=0.0, loss_type=loss_type, epsilon=0.2, epsilon_high=None,
+                              importance_sampling_level="token", max_grad_norm=1e9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        metrics = optimise(model, optimizer, rollout, advantages, None, cfg, rollout_cfg)
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), metrics["loss"]
+
+    full, full_loss = gradient(0)
+    sliced, sliced_loss = gradient(4)
+    assert full.abs().max() > 1e-3  # a gradient worth comparing
+    torch.testing.assert_close(sliced, full, atol=1e-6, rtol=0)
+    assert sliced_loss == pytest.approx(full_loss, abs=1e-6)

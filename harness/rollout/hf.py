@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from transformers import GenerationConfig
 
 from harness.chat import chat_format
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
+
+
+@contextmanager
+def model_defaults_ignored(model):
+    """An empty `model.generation_config` while `generate` runs, so rollouts sample exactly what `rollout.*` says.
+
+    `generate` fills each field its GenerationConfig leaves unset from the model's own (a repetition penalty, min_p,
+    suppressed tokens, stop strings, ...), and transformers 5 has no switch against that. With an empty one, unset
+    fields take the global defaults, which leave the logits alone except top_k, which the engine sets."""
+    shipped = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = shipped
 
 
 class HFEngine:
@@ -43,7 +60,8 @@ class HFEngine:
         for start in range(0, len(repeated), self.batch_size):
             batch = self.tokenizer(repeated[start:start + self.batch_size], return_tensors="pt", padding=True,
                                    add_special_tokens=special).to(device)
-            out = self.model.generate(**batch, generation_config=config)
+            with model_defaults_ignored(self.model):
+                out = self.model.generate(**batch, generation_config=config)
             width = batch["input_ids"].size(1)
             chunks.append((batch["input_ids"], batch["attention_mask"], out[:, width:]))
         self.model.train(was_training)

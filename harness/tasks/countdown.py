@@ -42,6 +42,11 @@ class CountdownProblem:
                     f"parentheses, write an expression equal to {self.target}. Answer with the expression only.")
         return f"{' '.join(map(str, self.numbers))} {SEPARATOR} {self.target} {ANSWER}"
 
+    @property
+    def key(self) -> tuple:
+        """What makes two problems the same one: its numbers and target, whatever their order or wording."""
+        return tuple(sorted(self.numbers)), self.target
+
 
 class Malformed(ValueError):
     pass

@@ -38,6 +38,11 @@ class OrderingProblem:
         rules = " ".join(f"{x} {BEFORE} {y}" for x, y in self.constraints)
         return f"{' '.join(self.items)} {SEPARATOR} {rules} {ANSWER}"
 
+    @property
+    def key(self) -> tuple:
+        """What makes two problems the same one: its items and rules, whatever their order or wording."""
+        return tuple(sorted(self.items)), tuple(sorted(self.constraints))
+
 
 def parse_order(completion: str) -> list[str]:
     """The answer's tokens, split at whitespace and commas; anything may appear, nothing is executed."""
