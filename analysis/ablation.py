@@ -11,18 +11,24 @@ import pandas as pd
 from scipy import stats
 
 from analysis.load import config_columns
+from harness.resume import FREE_ON_RESUME
 
 METRIC = "eval/gold_pass@1"
-NOT_SWEPT = ("seed", "run_name", "output_dir")  # seeds are replicates; the rest differ by name only
+STAGES = ("explore", "seed", "sft", "grpo")
+# Seeds are replicates; names differ by name only; a value free on resume changes no number.
+NOT_SWEPT = ("seed", "run_name", *FREE_ON_RESUME)
 NULL = "null"  # the label of a value that is null or missing (grpo.epsilon_high: null), as the YAML says it
 
 
 def _is_missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _label(value) -> str:
-    return NULL if _is_missing(value) else str(value)
+    if _is_missing(value):
+        return NULL
+    whole = isinstance(value, (float, np.floating)) and float(value).is_integer()
+    return str(int(value)) if whole else str(value)  # 4, as written, not 4.0 (a NaN beside it made it a float)
 
 
 def swept(runs: pd.DataFrame) -> list[str]:
@@ -38,7 +44,7 @@ def with_null_arms(frame: pd.DataFrame) -> pd.DataFrame:
     for key in config_columns(frame):
         values = frame[key]
         if values.map(_is_missing).any():
-            present = {str(v): v for v in values if not _is_missing(v)}  # lists too: labels are hashable
+            present = {_label(v): v for v in values if not _is_missing(v)}  # lists too: labels are hashable
             order = sorted(present, key=lambda label: _sort_key(present[label]))
             frame[key] = pd.Categorical(values.map(_label), categories=[*order, NULL], ordered=True)
     return frame
@@ -60,21 +66,28 @@ def arms(values: pd.Series) -> list:
 def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
     """One row per finished run: the stage's final and best value of `metric`, beside the run's
     config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
-    finished = runs.loc[(runs.stage == stage) & (runs.status == "finished"), "run"]
-    evals = history[(history.stage == stage) & history.run.isin(finished)].dropna(subset=[metric]).sort_values("step")
+    evals = history[(history.stage == stage) & history.run.isin(finished_runs(runs, stage))]
+    evals = evals.dropna(subset=[metric]).sort_values("step")
     values = evals.groupby("run")[metric].agg(final="last", best="max").reset_index()
     config = with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
     return values.merge(config, on="run")
 
 
+def finished_runs(runs: pd.DataFrame, stage: str = "grpo") -> set[str]:
+    return set(runs.run[(runs.stage == stage) & (runs.status == "finished")])
+
+
 def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
-    """The runs left out of per_run (pruned, stopped or still running): status, the last step
-    evaluated and its `metric` there, beside their swept settings."""
-    left = runs[(runs.stage == stage) & (runs.status != "finished")]
-    evals = history[(history.stage == stage) & history.run.isin(left.run)].dropna(subset=[metric])
+    """The runs left out of per_run: each one's furthest stage (`stage` itself when it began, else
+    the stage that stopped it) with its status, and the last step at which `metric` was evaluated
+    there and its value, beside their swept settings."""
+    left = runs[~runs.run.isin(finished_runs(runs, stage))]
+    furthest = left.assign(order=left.stage.map(STAGES.index)).sort_values("order").groupby("run").tail(1)
+    evals = history.merge(furthest[["run", "stage"]], on=["run", "stage"]).dropna(subset=[metric])
     last = evals.sort_values("step").groupby("run").last()[["step", metric]].reset_index()
     keys = [k for k in swept(runs) if k in left]
-    return left[["run", "status", *keys]].merge(last, on="run", how="left").sort_values("run", ignore_index=True)
+    table = furthest[["run", "stage", "status", *keys]].merge(last, on="run", how="left")
+    return with_null_arms(table).sort_values("run", ignore_index=True)
 
 
 def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: float = 0.95) -> pd.DataFrame:
@@ -139,7 +152,8 @@ def plot_ablation(table: pd.DataFrame, by: str, metric: str = METRIC, hue: list[
 def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, metric: str = METRIC,
                          stage: str = "grpo", hue: list[str] = (), ax=None):
     """`metric` against step, one colour per swept value (one line style per `hue` combination):
-    the mean over seeds bold, each seed faint."""
+    the mean over the finished seeds bold (a pruned run would leave the mean at the steps it
+    reached), each seed faint."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     config = with_null_arms(runs.loc[runs.stage == stage, ["run", by, *hue]])
@@ -149,7 +163,7 @@ def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, met
             style = dict(color=f"C{i}", linestyle=["-", "--", ":", "-."][j % 4])
             for _, run in part.groupby("run"):
                 ax.plot(run.step, run[metric], alpha=0.25, linewidth=0.8, **style)
-            mean = part.groupby("step")[metric].mean()
+            mean = part[part.run.isin(finished_runs(runs, stage))].groupby("step")[metric].mean()
             ax.plot(mean.index, mean.values, linewidth=2, label=f"{by}={value} {label}".strip(), **style)
     ax.set(xlabel=f"{stage} step", ylabel=metric, title=f"{metric} during {stage}, by {by}")
     ax.legend(fontsize="small")

@@ -39,12 +39,11 @@ def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:
     gold reward with no length penalty (soft_overlong_cache = 0), the case the theory is about."""
     parts = []
     for stage, (group, reward) in STAGE_CONFIG.items():
-        keys = [reward, f"{group}.num_generations", f"{group}.prompts_per_step", f"{group}.soft_overlong_cache"]
-        if not set(keys) <= set(runs.columns):
+        K, prompts, overlong = f"{group}.num_generations", f"{group}.prompts_per_step", f"{group}.soft_overlong_cache"
+        if not {reward, K, prompts, overlong} <= set(runs.columns):  # a run logged before explore.* existed
             continue
-        mine = runs[(runs.stage == stage) & (runs[reward] == "gold") & (runs[keys[3]] == 0)]
-        parts.append(pd.DataFrame({"run": mine.run, "stage": stage, "K": mine[keys[1]],
-                                   "prompts_per_step": mine[keys[2]]}))
+        mine = runs[(runs.stage == stage) & (runs[reward] == "gold") & (runs[overlong] == 0)]
+        parts.append(pd.DataFrame({"run": mine.run, "stage": stage, "K": mine[K], "prompts_per_step": mine[prompts]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "stage", "K",
                                                                                    "prompts_per_step"])
 

@@ -196,8 +196,8 @@ def from_wandb_api(project: str, filters: Optional[dict] = None) -> Sweep:
 
     stage_runs = []
     for run in wandb.Api().runs(project, filters=filters or {}):
-        state = stage_status(run.summary.get("status") or {"finished": "finished", "running": "running"}.get(
-            run.state, "stopped"))
+        state = "running" if run.state == "running" else stage_status(run.summary.get("status") or (
+            "finished" if run.state == "finished" else "stopped"))
         history = [_history_row(row["_step"], row) for row in run.scan_history()]
         stage_runs.append(StageRun(run=run.config.get("run_name") or run.name.split("/")[0], stage=run.job_type,
                                    group=run.group, wandb_id=run.id, status=state, config=dict(run.config),

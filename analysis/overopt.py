@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import comb
 
-from analysis.ablation import arms, swept, with_null_arms
+from analysis.ablation import arms, finished_runs, swept, with_null_arms
 from analysis.load import Sweep, config_columns
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
@@ -192,11 +192,13 @@ class ProxyRuns:
 
 
 def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
+    """The finished runs trained on the proxy (a pruned run has no end to turn at)."""
     runs = sweep.runs[sweep.runs.stage == stage]
     names = set(runs.run[runs["task.reward"] == "proxy"]) if "task.reward" in runs else set()
+    names &= finished_runs(sweep.runs, stage)
     points = rl_points(sweep.runs, sweep.history, stage)
     points = points[points.run.isin(names)].reset_index(drop=True)
-    by = next((k for k in swept(sweep.runs) if points[k].astype(str).nunique() > 1), None)
+    by = next((k for k in swept(sweep.runs) if points[k].nunique(dropna=False) > 1), None)
     samples = sweep.best_of_n
     if len(samples):
         samples = samples[samples.run.isin(names) & (samples.stage == stage)]

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from analysis import ablation, live, overopt  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 
-SHOWN = ["run", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
+SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
 
 
 def _save(fig, path: Path) -> str:
@@ -44,8 +44,8 @@ def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
     return [f"# Sweep report: {name}\n",
             f"{grpo.run.nunique()} runs; swept: {', '.join(keys) or 'nothing'}; "
             f"status: {grpo.status.value_counts().to_dict()}\n",
-            "## Final held-out metrics (GRPO stage)\n",
-            _table(grpo[[c for c in [*SHOWN[:2], *keys, *SHOWN[2:]] if c in grpo]])]
+            "## Last held-out metrics (GRPO stage; final only where the status is finished)\n",
+            _table(grpo[[c for c in [*SHOWN[:3], *keys, *SHOWN[3:]] if c in grpo]])]
 
 
 def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:

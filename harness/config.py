@@ -7,7 +7,6 @@ loads and raises `ConfigError` whose message is one line naming the key and the 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import random
@@ -17,7 +16,7 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-from harness.tasks import make_task
+from harness.tasks import heldout_problems, make_task
 
 STAGES = ("explore", "seed", "sft", "grpo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -31,9 +30,6 @@ ENGINES = ("hf", "vllm")
 TRACKING_MODES = ("offline", "online", "disabled")
 CHECKPOINTS_KEPT = ("all", "final", "none")
 DTYPES = ("float32", "bfloat16", "float16")
-# Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
-FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
-                  "trial.study_name", "trial.trial_id")
 
 
 @dataclass
@@ -96,8 +92,10 @@ class SFTConfig:
 
     @property
     def num_steps(self) -> int:
-        """The optimizer steps the cold start takes."""
-        return self.steps if self.epochs is None else math.ceil(self.epochs * self.cold_start_size / self.batch_size)
+        """The optimizer steps the cold start takes; a set smaller than a batch is one batch (sft.finetune)."""
+        if self.epochs is None:
+            return self.steps
+        return math.ceil(self.epochs * self.cold_start_size / min(self.batch_size, self.cold_start_size))
 
 
 @dataclass
@@ -169,6 +167,12 @@ class CheckpointConfig:
 
 
 @dataclass
+class CacheConfig:
+    stages: bool = True  # reuse explore, seed and SFT outputs that an identical config already made (harness.cache)
+    dir: Optional[str] = None  # None: $COLDCLIMB_CACHE/stages (COLDCLIMB_CACHE defaults to ~/.cache/coldclimb)
+
+
+@dataclass
 class TrialConfig:
     """Set by the Optuna sweeper (sweeps/): where the run reports held-out values as it trains."""
 
@@ -190,6 +194,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 0
     resume: bool = False  # go on with the interrupted run in output_dir (or hydra.run.dir), from its last checkpoint
@@ -272,6 +277,7 @@ def validate(cfg) -> None:
     _one_of("rollout.engine", r.engine, ENGINES)
     _at_least("rollout.max_completion_length", r.max_completion_length, shortest_answer + 1)
     _check_lengths(cfg)
+    _check_heldout(cfg)
     if r.temperature <= 0:
         raise ConfigError("rollout.temperature", r.temperature, "must be positive")
     _in_open_unit("rollout.top_p", r.top_p)
@@ -343,6 +349,14 @@ def _check_grpo(group: str, g: GRPOConfig, max_completion_length: int) -> None:
     _at_least(f"{group}.log_completions_every", g.log_completions_every, 1)
 
 
+def _check_heldout(cfg) -> None:
+    """The task setting has eval.num_prompts distinct problems to hold out (and more to train on)."""
+    try:
+        heldout_problems(make_task(cfg.task), cfg.eval.num_prompts, cfg.eval.seed)
+    except ValueError as error:
+        raise ConfigError("eval.num_prompts", cfg.eval.num_prompts, f"is more than this task setting offers ({error})")
+
+
 def _check_lengths(cfg) -> None:
     """Prompt and completion fit the context. A prompt's length is the same for every problem of a
     task config; counted in words, it is exact for the tiny model and a floor for any tokenizer."""
@@ -397,24 +411,3 @@ def _in_hub_cache(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except ValueError:  # not even a valid repo id
         return False
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """{"grpo": {"beta": 0}} -> {"grpo.beta": 0}"""
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
-def check_resumable(cfg, run_dir: Path) -> None:
-    """resume=true needs the interrupted run's directory and its config: a changed value would
-    quietly train a different run. Raises ConfigError, before any model loads."""
-    saved = sorted(Path(run_dir).glob("*/config.json"), key=lambda path: path.stat().st_mtime)
-    if not saved:
-        raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
-    before = _flat(json.loads(saved[-1].read_text()))  # the newest: the interrupted stage's
-    now = _flat(json.loads(json.dumps(asdict(cfg), default=str)))  # as saved: tuples become lists
-    for key in sorted(before.keys() | now.keys()):
-        if key not in FREE_ON_RESUME and before.get(key) != now.get(key):
-            raise ConfigError(key, now.get(key), f"differs from the interrupted run's {before.get(key)!r}")

@@ -10,6 +10,8 @@
 Any stage can be skipped (`pipeline.stages=[sft,grpo]`) or run alone from a checkpoint
 (`pipeline.stages=[grpo] model.path=...`). With `resume=true`, stages that finished are taken as
 they are and a GRPO stage killed midway goes on from its last resume state (harness.checkpoint).
+Explore, seed and SFT come from the stage cache (harness.cache) when an identical config made
+them before: a sweep over grpo.* computes its cold start once per seed.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import shutil
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from harness.cache import STAGE_READS, Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import STAGES
 from harness.evaluate import Evaluator
@@ -35,8 +39,7 @@ from harness.tasks import ProblemStream, heldout_problems, make_task
 from harness.tracking import StageTracker, read_json, write_json
 
 log = logging.getLogger(__name__)
-OUTPUTS = {"explore": ("explorer", "checkpoint"), "seed": ("seed_path", "seed.jsonl"),
-           "sft": ("policy", "checkpoint"), "grpo": ("policy", "checkpoint")}  # stage -> (attribute, file)
+OUTPUTS = {"explore": "checkpoint", "seed": "seed.jsonl", "sft": "checkpoint", "grpo": "checkpoint"}
 
 
 class SeedTooSmall(RuntimeError):
@@ -68,53 +71,47 @@ class Pipeline:
         self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, heldout_keys)
                         for i, stage in enumerate(STAGES)}
         self.base = base_model(cfg.model, self.task)
-        self.policy = self.base  # what GRPO starts from: the base, or the cold-started policy
-        self.explorer = self.base  # what the seed stage samples from
-        self.seed_path = Path(cfg.sft.seed_path) if cfg.sft.seed_path else None
+        self.cache = StageCache(cfg.cache.stages, cfg.cache.dir)
         self.summary: dict = {}
 
     def run(self) -> dict:
+        """The recipe: each stage a function of its inputs, writing its output; a stage left out
+        of pipeline.stages passes its input on (the base, or sft.seed_path)."""
         if self.cfg.resume:
             self.summary = read_json(self.run_dir / "summary.json")
         else:  # a directory used before: nothing of that run may pass for this one's
             (self.run_dir / "summary.json").unlink(missing_ok=True)
-        for stage in self.cfg.pipeline.stages:
-            if self.cfg.resume and self._finished(stage):
-                log.info("resume: the %s stage finished before; going on from its output", stage)
-                attribute, output = OUTPUTS[stage]
-                setattr(self, attribute, self.run_dir / stage / output)
-            else:
-                getattr(self, f"run_{stage}")()
+        base, seed_path = self.base, Path(self.cfg.sft.seed_path) if self.cfg.sft.seed_path else None
+        explorer = self._stage("explore", self.explore, base) or base
+        seed = self._stage("seed", self.seed_set, explorer) or seed_path
+        policy = self._stage("sft", self.sft, base, seed) or base
+        self._stage("grpo", self.grpo, policy)
         prune_finished(self.run_dir, self.cfg.pipeline.stages, self.cfg.checkpoint.keep)
         return self.summary
 
     # -- stages ---------------------------------------------------------------------------
-    def run_explore(self) -> None:
-        self.explorer = self._grpo_stage("explore", self.base, self.cfg.explore, self.cfg.explore.reward)
+    def explore(self, base: Path) -> None:
+        self._grpo_stage("explore", base, self.cfg.explore, self.cfg.explore.reward)
 
-    def run_grpo(self) -> None:
-        self.policy = self._grpo_stage("grpo", self.policy, self.cfg.grpo, self.cfg.task.reward)
-
-    def run_seed(self) -> None:
+    def seed_set(self, explorer: Path) -> None:
         tracker = self._begin("seed")
-        model, tokenizer = self._load(self.explorer)
+        model, tokenizer = self._load(explorer)
         engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
         with closing_on_failure(tracker, engine):
             rows = rejection_sample(engine, self.task, self.streams["seed"], pipeline_cfg=self.cfg.pipeline,
                                     rollout_cfg=self.cfg.rollout, tracker=tracker)
-        self.seed_path = tracker.dir / "seed.jsonl"
-        save_seed(rows, self.seed_path)
+        save_seed(rows, tracker.dir / OUTPUTS["seed"])
         tracker.finish({"seed/size": len(rows)})
         self._record("seed", {"seed/size": len(rows)})
 
-    def run_sft(self) -> None:
+    def sft(self, base: Path, seed: Path | None) -> None:
         cfg = self.cfg
         tracker = self._begin("sft")
-        examples = self._cold_start_examples()
-        model, tokenizer = self._load(self.base)
+        model, tokenizer = self._load(base)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         evaluator = self._evaluator(initial=self._frozen_copy(model))
         with closing_on_failure(tracker, engine):
+            examples = self._cold_start_examples(seed)
             initial = evaluator(model, engine)
             self._record_base(initial)
             tracker.log_eval(0, initial)
@@ -123,12 +120,63 @@ class Pipeline:
             engine.sync_weights()
             result = evaluator(model, engine)
         tracker.log_eval(cfg.sft.num_steps, result)
-        self.policy = self._save(model, tokenizer, tracker.dir)
+        self._save(model, tokenizer, tracker.dir)
         tracker.finish({**result, "sft/examples": len(examples)})
         self._record("sft", result)
 
+    def grpo(self, policy: Path) -> None:
+        self._grpo_stage("grpo", policy, self.cfg.grpo, self.cfg.task.reward)
+
+    # -- running a stage: resumed, reused from the stage cache, or computed ------------------
+    def _stage(self, stage: str, make, *inputs) -> Path | None:
+        """Run `make(*inputs)` for `stage` unless it is not in the recipe (None), finished before
+        a resume, or in the stage cache; the path of its output."""
+        if stage not in self.cfg.pipeline.stages:
+            return None
+        output = self.run_dir / stage / OUTPUTS[stage]
+        if self.cfg.resume and self._finished(stage):
+            log.info("resume: the %s stage finished before; going on from its output", stage)
+            return output
+        if stage not in STAGE_READS:  # GRPO is what sweeps vary: never cached
+            make(*inputs)
+            return output
+        with self.cache.entry(stage, self._key(stage)) as entry:
+            made = entry.manifest() if entry is not None else None
+            if made is not None:
+                self._reuse(stage, entry, made)
+            else:
+                make(*inputs)
+                if entry is not None:
+                    entry.store(self.run_dir / stage, {"run": self.run_name, "run_dir": str(self.run_dir),
+                                                       "record": self.summary[stage], "base": self.summary.get("base"),
+                                                       "inputs": stage_inputs(stage, self.cfg, self._start_key(stage))})
+        return output
+
+    def _reuse(self, stage: str, entry: Entry, made: dict) -> None:
+        """The stage as another run computed it: its files here, its logs sent to W&B, its summary
+        marked `reused_from` that run."""
+        log.info("stage cache: the %s stage is %s's (%s)", stage, made["run"], entry.folder)
+        tracker = self._begin(stage)
+        entry.restore(tracker.dir)
+        tracker.adopt(made["run"], made["record"])
+        if made["base"] is not None:
+            self._record_base(made["base"])
+        self._record(stage, made["record"])
+
+    def _key(self, stage: str) -> str:
+        return stage_key(stage, self.cfg, self._start_key(stage))
+
+    def _start_key(self, stage: str) -> str:
+        """The key of what the stage starts from, beyond the config it reads (STAGE_READS)."""
+        stages, cfg = self.cfg.pipeline.stages, self.cfg
+        if stage == "seed":
+            return self._key("explore") if "explore" in stages else base_key(cfg)
+        if stage == "sft" and cfg.sft.source == "seed":
+            return self._key("seed") if "seed" in stages else file_digest(cfg.sft.seed_path)
+        return ""  # explore and a solver cold start: the base, named by the model config they read
+
     # -- helpers ----------------------------------------------------------------------------
-    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str) -> Path:
+    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str) -> None:
         """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo)."""
         cfg = self.cfg
         checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage])
@@ -162,18 +210,17 @@ class Pipeline:
                                 reference=frozen if grpo_cfg.beta > 0 else None, desc=stage,
                                 on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
                                 resumed=resumed)
-        path = self._save(model, tokenizer, tracker.dir)
+        self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self._record(stage, result)
         checkpoints.clear()
-        return path
 
-    def _cold_start_examples(self) -> list[tuple[str, str]]:
+    def _cold_start_examples(self, seed: Path | None) -> list[tuple[str, str]]:
         cfg = self.cfg.sft
         rng = random.Random(self.cfg.seed)
         if cfg.source == "solver":
             return [(p.prompt, self.task.solve(p, rng)) for p in self.streams["sft"].take(cfg.cold_start_size)]
-        rows = load_seed(self.seed_path)
+        rows = load_seed(seed)
         if len(rows) < cfg.cold_start_size:
             raise SeedTooSmall(
                 f"sft.cold_start_size={cfg.cold_start_size}: the seed set holds only {len(rows)} verified examples "
@@ -212,6 +259,6 @@ class Pipeline:
         return frozen
 
     @staticmethod
-    def _save(model, tokenizer, stage_dir: Path) -> Path:
-        save_policy(model, tokenizer, stage_dir / "checkpoint")
-        return stage_dir / "checkpoint"
+    def _save(model, tokenizer, stage_dir: Path) -> None:
+        shutil.rmtree(stage_dir / OUTPUTS["grpo"], ignore_errors=True)  # never write into an older copy's files
+        save_policy(model, tokenizer, stage_dir / OUTPUTS["grpo"])

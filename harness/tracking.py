@@ -170,6 +170,12 @@ class StageTracker:
             self._table.add_data(step, *row.values())
         self.wandb.log({"completions": self._table}, step=step)
 
+    def adopt(self, made_by: str, summary: dict) -> None:
+        """Finish a stage whose logs another run made (the stage cache copied them here): W&B
+        gets every step of them, and both summaries say whose they are."""
+        self._to_wandb(self._replay)
+        self.finish({**summary, "reused_from": made_by})
+
     def finish(self, summary: dict, status: str = "finished") -> None:
         write_json(self.dir / "summary.json", {"status": status, **summary})
         for handle in self._files.values():

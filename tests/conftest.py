@@ -22,10 +22,13 @@ def compose():
     return make
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
-    """One cache of tiny base models for the whole session (COLDCLIMB_CACHE reuses one across sessions)."""
-    return Path(os.environ.get("COLDCLIMB_CACHE") or tmp_path_factory.mktemp("cache"))
+    """One cache of tiny base models and stage outputs for the whole session, never the user's
+    (COLDCLIMB_CACHE reuses one across sessions)."""
+    cache = Path(os.environ.get("COLDCLIMB_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["COLDCLIMB_CACHE"] = str(cache)  # in-process runs and their subprocesses alike
+    return cache
 
 
 @pytest.fixture(scope="session")

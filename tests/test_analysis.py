@@ -164,7 +164,8 @@ def _epsilon_sweep(statuses=("finished",) * 8):
     """sweep=epsilon in miniature: epsilon 0.1, 0.2 x epsilon_high null (NaN once loaded), 0.28 x seeds 0, 1."""
     arms = [(eps, high, seed) for seed in (0, 1) for eps in (0.1, 0.2) for high in (None, 0.28)]
     runs = pd.DataFrame([{"run": f"r{i}", "stage": "grpo", "status": status, "seed": seed, "grpo.epsilon": eps,
-                          "grpo.epsilon_high": high} for i, ((eps, high, seed), status) in enumerate(zip(arms, statuses))])
+                          "grpo.epsilon_high": high}
+                         for i, ((eps, high, seed), status) in enumerate(zip(arms, statuses))])
     runs["grpo.epsilon_high"] = runs["grpo.epsilon_high"].astype(float)
     history = pd.DataFrame([{"run": f"r{i}", "stage": "grpo", "step": step, "eval/gold_pass@1": value}
                             for i, (_, high, _) in enumerate(arms)
@@ -190,9 +191,19 @@ def test_pruned_and_stopped_runs_have_no_final_value_and_are_listed_apart():
     runs, history = _epsilon_sweep(["finished"] * 5 + ["pruned", "stopped", "running"])
     table = ablation.per_run(runs, history)
     assert sorted(table.run) == ["r0", "r1", "r2", "r3", "r4"]
-    left_out = ablation.unfinished(runs, history)
-    assert left_out[["run", "status", "step"]].values.tolist() == [["r5", "pruned", 4], ["r6", "stopped", 4],
-                                                                  ["r7", "running", 4]]
+    failed_before_grpo = pd.DataFrame([{"run": "r8", "stage": "sft", "status": "stopped", "seed": 2,
+                                        "grpo.epsilon": 0.1, "grpo.epsilon_high": 0.28}])
+    left_out = ablation.unfinished(pd.concat([runs, failed_before_grpo]), history)
+    assert left_out[["run", "stage", "status"]].values.tolist() == [
+        ["r5", "grpo", "pruned"], ["r6", "grpo", "stopped"], ["r7", "grpo", "running"], ["r8", "sft", "stopped"]]
+    assert left_out.step.tolist()[:3] == [4, 4, 4] and np.isnan(left_out.step.iloc[3])  # never evaluated
+
+
+def test_settings_that_change_no_number_are_not_swept_and_whole_numbers_stay_whole():
+    runs, history = _epsilon_sweep()
+    runs = runs.assign(resume=[False] * 7 + [True], **{"grpo.num_generations": [4.0, np.nan] * 4})
+    assert ablation.swept(runs) == ["grpo.epsilon", "grpo.epsilon_high", "grpo.num_generations"]
+    assert ablation.arms(ablation.per_run(runs, history)["grpo.num_generations"]) == ["4", "null"]
 
 
 def test_cold_start_table_pairs_each_run_after_sft_and_after_grpo():

@@ -4,7 +4,10 @@ import subprocess
 import sys
 
 import pytest
-from harness.config import ConfigError, warnings_for
+
+from harness import sft
+from harness.config import ConfigError, ModelConfig, warnings_for
+from harness.models import build_tiny_model, build_tokenizer
 
 
 def test_defaults_are_valid(compose):
@@ -57,6 +60,7 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("explore.reward=vibes", "explore.reward='vibes'"),
     ("explore.epsilon_high=0.1", "explore.epsilon_high=0.1: must be at least explore.epsilon=0.2"),
     ("sft.epochs=0", "sft.epochs=0.0"),
+    ("task=countdown task.num_numbers=2", "eval.num_prompts=200: is more than this task setting offers"),
 ]
 
 
@@ -67,15 +71,28 @@ def test_bad_value_is_named(compose, override, key):
     assert str(error.value).startswith(key) and "\n" not in str(error.value)
 
 
-def test_cold_start_by_epochs_takes_the_steps_its_passes_need(compose):
-    assert compose().sft.num_steps == 300  # sft.steps: the same compute for every size
-    assert compose("sft.epochs=3", "sft.cold_start_size=100", "sft.batch_size=64").sft.num_steps == 5  # 300 / 64
-    assert compose("sft.epochs=3", "sft.cold_start_size=1000", "sft.batch_size=64").sft.num_steps == 47
+@pytest.mark.parametrize("size, epochs", [(100, 3), (16, 3), (1000, 2), (50, 10)])
+def test_cold_start_by_epochs_makes_that_many_passes_over_the_set(compose, monkeypatch, size, epochs):
+    cfg = compose(f"sft.epochs={epochs}", f"sft.cold_start_size={size}", "sft.batch_size=64", "sft.source=solver")
+    tokenizer = build_tokenizer(["a", "b"])
+    model = build_tiny_model(ModelConfig(hidden_size=8, num_layers=1, num_heads=1, intermediate_size=8), tokenizer, 0)
+    encode, seen = sft.encode_examples, []
+
+    def counting(tok, rows, device):
+        seen.extend(rows)
+        return encode(tok, rows, device)
+
+    monkeypatch.setattr(sft, "encode_examples", counting)
+    sft.finetune(model, tokenizer, [("a", "b")] * size, steps=cfg.sft.num_steps, batch_size=64, learning_rate=1e-3,
+                 seed=0)
+    assert epochs * size <= len(seen) < epochs * size + 64  # the last batch may run into a next pass
+    assert compose().sft.num_steps == 300  # without epochs: sft.steps, the same compute for every size
 
 
 def test_the_explore_stage_has_its_own_knobs(compose):
     cfg = compose("grpo.beta=0.1", "grpo.num_generations=4", "task.reward=proxy")
-    assert (cfg.explore.beta, cfg.explore.num_generations, cfg.explore.reward, cfg.explore.steps) == (0.0, 8, "gold", 40)
+    explore = cfg.explore
+    assert (explore.beta, explore.num_generations, explore.reward, explore.steps) == (0.0, 8, "gold", 40)
 
 
 def test_skipping_the_seed_stage_needs_a_seed_path(compose):

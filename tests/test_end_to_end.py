@@ -147,7 +147,7 @@ def test_a_sweep_over_grpo_leaves_every_stage_before_grpo_identical(compose, mod
     for arm in ("a", "b"):
         knobs = ["grpo.beta=0.1", "grpo.num_generations=4", "grpo.learning_rate=1e-3"] if arm == "b" else []
         cfg = compose("experiment=smoke", "grpo.steps=1", "checkpoint.keep=all", "tracking=disabled",
-                      f"model.cache_dir={model_cache}", *knobs)
+                      "cache.stages=false", f"model.cache_dir={model_cache}", *knobs)
         Pipeline(cfg, tmp_path / arm).run()
     a, b = tmp_path / "a", tmp_path / "b"
     for output in ("explore/checkpoint/model.safetensors", "seed/seed.jsonl", "sft/checkpoint/model.safetensors"):

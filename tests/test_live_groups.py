@@ -48,11 +48,15 @@ def test_dead_groups_cost_is_their_share_of_rollout_tokens():
 
 
 def test_rewards_equal_but_for_float_noise_make_a_dead_group():
-    """1 - 1/3 - 1/3 and 1/3 differ in the last bit: no signal, so no live group (TRL's tolerance)."""
-    noisy = torch.tensor([1 / 3, 1 - 1 / 3 - 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
-    assert noisy.std() > 0
+    """Rewards (float32, as the trainer holds them) one and two ulps apart: no signal, no live group."""
+    third = torch.tensor(1 / 3, dtype=torch.float32)
+    noisy = torch.stack([third, torch.nextafter(third, torch.tensor(1.0)), third,
+                         torch.nextafter(torch.nextafter(third, torch.tensor(0.0)), torch.tensor(0.0))])
+    assert noisy.std() > 1e-8  # above TRL's isclose tolerance
     metrics = reward_metrics(noisy, noisy, noisy, 4)
     assert metrics["live_group_frac"] == 0.0 and metrics["frac_reward_zero_std"] == 1.0
+    small_but_real = torch.tensor([0.5, 0.5, 0.5, 0.5 + 1e-4])  # one rule of ten thousand: a signal
+    assert reward_metrics(small_but_real, small_but_real, small_but_real, 4)["live_group_frac"] == 1.0
 
 
 def test_prediction_is_from_the_training_reward_and_only_when_it_is_binary():

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from analysis.load import from_local, from_wandb_offline
 from harness import sft
 from harness.checkpoint import prune_finished
-from harness.config import ConfigError, check_resumable
+from harness.config import ConfigError
+from harness.resume import check_resumable
 from harness.faults import NonFiniteLoss
 from harness.pipeline import Pipeline
 from harness.tracking import read_jsonl
@@ -171,6 +172,16 @@ def test_resume_refuses_a_changed_value_or_a_missing_run(compose, tmp_path):
     check_resumable(compose("experiment=smoke", "checkpoint.keep=none", "resume=true"), tmp_path)
 
 
+def test_a_run_from_before_a_key_existed_resumes_with_that_key_at_its_default(compose, tmp_path):
+    older = asdict(compose("pipeline.stages=[sft,grpo]", "sft.source=solver"))
+    del older["cache"], older["sft"]["epochs"]  # keys added since that run was made
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / "config.json").write_text(json.dumps(older))
+    check_resumable(compose("pipeline.stages=[sft,grpo]", "sft.source=solver", "resume=true"), tmp_path)
+    with pytest.raises(ConfigError, match=r"^sft\.epochs=2\.0: differs from the interrupted run's None$"):
+        check_resumable(compose("pipeline.stages=[sft,grpo]", "sft.source=solver", "sft.epochs=2"), tmp_path)
+
+
 def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path, monkeypatch):
     """A batch with no completion token to learn from has a NaN mean loss: SFT stops there."""
     real = sft.encode_examples
@@ -181,7 +192,7 @@ def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path
 
     monkeypatch.setattr(sft, "encode_examples", nothing_to_learn)
     cfg = compose("experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "tracking=disabled",
-                  f"model.cache_dir={model_cache}")
+                  "cache.stages=false", f"model.cache_dir={model_cache}")  # a cached SFT would hide the fault
     with pytest.raises(NonFiniteLoss, match="^the sft loss is nan$"):
         Pipeline(cfg, tmp_path).run()
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())

@@ -16,17 +16,23 @@ def make_task(cfg):
     return TASKS[cfg.name].from_config(cfg)
 
 
+MAX_DRAWS_PER_PROBLEM = 100  # a task setting with fewer distinct problems than asked for is refused, not looped on
+
+
 def heldout_problems(task, size: int, seed: int) -> list:
     """A fixed evaluation set: the same problems for every run with the same task and seed, no two alike
-    (compared by `key`, so a reordering of a problem counts as the same problem)."""
+    (compared by `key`, so a reordering of a problem counts as the same problem). Raises ValueError when
+    the task setting has too few distinct problems to hold `size` of them."""
     rng = random.Random(seed)
     problems, seen = [], set()
-    while len(problems) < size:
+    for _ in range(MAX_DRAWS_PER_PROBLEM * size):
         problem = task.sample(rng)
         if problem.key not in seen:
             seen.add(problem.key)
             problems.append(problem)
-    return problems
+            if len(problems) == size:
+                return problems
+    raise ValueError(f"only {len(problems)} distinct problems turned up in {MAX_DRAWS_PER_PROBLEM * size} draws")
 
 
 class ProblemStream:
@@ -36,9 +42,12 @@ class ProblemStream:
         self.task, self.rng, self.heldout_keys = task, random.Random(seed), heldout_keys
 
     def take(self, count: int) -> list:
-        problems = []
+        problems, misses = [], 0
         while len(problems) < count:
             problem = self.task.sample(self.rng)
             if problem.key not in self.heldout_keys:
                 problems.append(problem)
+                misses = 0
+            elif (misses := misses + 1) > MAX_DRAWS_PER_PROBLEM * len(self.heldout_keys):
+                raise RuntimeError("nearly every problem of this task setting is held out: lower eval.num_prompts")
         return problems

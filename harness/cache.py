@@ -1,0 +1,171 @@
+"""A content-addressed cache of stage outputs, shared by every run and sweep on a machine.
+
+A stage's output (its checkpoint or seed set, its logged metrics and evaluations, its summary) is
+stored under a key that hashes exactly what determines it:
+
+  - the config values the stage reads (STAGE_READS), with the seed and the device;
+  - the key of the stage it starts from (the explorer for the seed stage, the seed set for SFT);
+  - the code that produces it: every source file of the `harness` package, and the versions of
+    torch and transformers. Any change to harness/ invalidates every entry; nothing to bump by hand.
+
+An entry is computed once: a process that needs one another process is computing waits on its
+file lock and then reuses it. It is written aside and renamed into place, so a killed
+computation leaves no entry; an entry whose files fail their checksums is recomputed, with a
+warning. `cache.stages=false` turns the cache off.
+
+  $COLDCLIMB_CACHE/stages/<stage>/<key>/   the stage directory's files, and manifest.json
+  $COLDCLIMB_CACHE/stages/<stage>/<key>.lock
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+import transformers
+
+log = logging.getLogger(__name__)
+
+# Config groups (or single keys) each cached stage reads: a change to any of them is a new entry.
+STAGE_READS = {
+    "explore": ("model", "task", "rollout", "explore", "eval", "seed", "device"),
+    "seed": ("task", "rollout", "pipeline.seed_size", "pipeline.seed_samples_per_prompt",
+             "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "seed", "device"),
+    "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device"),
+}
+# Keys of those groups that no cached stage reads: the GRPO stage's reward, and a seed set's path
+# (the start key names the set by its content).
+NOT_READ = ("task.reward", "sft.seed_path")
+# What a stage directory holds that is this run's own, not the stage's output.
+RUN_OWN = ("config.json", "run.json", "resume")
+MANIFEST = "manifest.json"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("COLDCLIMB_CACHE", "~/.cache/coldclimb")).expanduser() / "stages"
+
+
+def code_version() -> str:
+    """A digest of the harness package's source and of the libraries that compute with it."""
+    digest = hashlib.sha256(f"torch {torch.__version__} transformers {transformers.__version__}".encode())
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path) -> str:
+    """The key of an input given as a file (a seed set from an earlier run): its content."""
+    return _sha256(Path(path))[:16]
+
+
+def base_key(cfg) -> str:
+    """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
+    recipe = json.dumps({"model": asdict(cfg.model), "task": asdict(cfg.task)}, sort_keys=True, default=str)
+    return hashlib.sha256(recipe.encode()).hexdigest()[:20]
+
+
+def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
+    """Everything that determines a stage's output, as one JSON-able dict."""
+    tree = json.loads(json.dumps(asdict(cfg), default=str))
+    for name in NOT_READ:
+        group, key = name.split(".")
+        del tree[group][key]
+    values = {}
+    for name in STAGE_READS[stage]:
+        node = tree
+        for part in name.split("."):
+            node = node[part]
+        values[name] = node
+    return {"stage": stage, "config": values, "start": start_key, "code": code_version()}
+
+
+def stage_key(stage: str, cfg, start_key: Optional[str]) -> str:
+    return hashlib.sha256(json.dumps(stage_inputs(stage, cfg, start_key), sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _output_files(stage_dir: Path) -> list[Path]:
+    return sorted(p for p in stage_dir.rglob("*") if p.is_file()
+                  and p.relative_to(stage_dir).parts[0] not in RUN_OWN and not p.name.endswith(".tmp"))
+
+
+class Entry:
+    """One stage output in the cache, held under its lock by `StageCache.entry`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def manifest(self) -> Optional[dict]:
+        """The entry's manifest when every file is there and matches its checksum; None otherwise."""
+        path = self.folder / MANIFEST
+        if not path.exists():
+            return None
+        manifest = json.loads(path.read_text())
+        for name, checksum in manifest["files"].items():
+            if not (self.folder / name).is_file() or _sha256(self.folder / name) != checksum:
+                log.warning("stage cache: %s fails its checksum (%s); computing it again", self.folder, name)
+                shutil.rmtree(self.folder, ignore_errors=True)
+                return None
+        return manifest
+
+    def store(self, stage_dir: Path, made_by: dict) -> None:
+        """Copy the stage's output aside, then rename it into place."""
+        staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}-"))
+        files = {}
+        for path in _output_files(stage_dir):
+            name = str(path.relative_to(stage_dir))
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staging / name)
+            files[name] = _sha256(staging / name)
+        (staging / MANIFEST).write_text(json.dumps({"files": files, **made_by}, indent=2))
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        shutil.rmtree(self.folder, ignore_errors=True)  # one that failed its checksum
+        os.rename(staging, self.folder)
+
+    def restore(self, stage_dir: Path) -> None:
+        """Copy the output into a run's stage directory (copies: a run may delete or rewrite its own)."""
+        for name in json.loads((self.folder / MANIFEST).read_text())["files"]:
+            (stage_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage_dir / name).unlink(missing_ok=True)
+            shutil.copy2(self.folder / name, stage_dir / name)
+
+
+class StageCache:
+    def __init__(self, enabled: bool, folder: Optional[str]):
+        self.enabled = enabled
+        self.dir = Path(folder).expanduser() if folder else default_dir()
+
+    @contextmanager
+    def entry(self, stage: str, key: str) -> Iterator[Optional[Entry]]:
+        """The entry for `key`, locked for as long as the block runs (None when the cache is off):
+        a second process asking for it waits here until the first has stored it."""
+        if not self.enabled:
+            yield None
+            return
+        folder = self.dir / stage / key
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield Entry(folder)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

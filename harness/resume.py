@@ -1,0 +1,42 @@
+"""Whether a run may be resumed: the interrupted run's directory, with the config it ran with.
+
+Checked before any model loads; a value changed since would quietly train a different run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from harness.config import Config, ConfigError
+
+# Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
+FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
+                  "trial.study_name", "trial.trial_id", "cache.stages", "cache.dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"grpo": {"beta": 0}} -> {"grpo.beta": 0}"""
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def _as_saved(cfg) -> dict:
+    return _flat(json.loads(json.dumps(asdict(cfg), default=str)))  # tuples become lists, as in config.json
+
+
+def check_resumable(cfg, run_dir: Path) -> None:
+    """resume=true needs the interrupted run's directory and its config. A key the interrupted run
+    did not have (one added to coldclimb since) may hold its default. Raises ConfigError."""
+    saved = sorted(Path(run_dir).glob("*/config.json"), key=lambda path: path.stat().st_mtime)
+    if not saved:
+        raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
+    before = _flat(json.loads(saved[-1].read_text()))  # the newest: the interrupted stage's
+    now, defaults = _as_saved(cfg), _as_saved(Config())
+    for key in sorted(before.keys() | now.keys()):
+        added_since = key not in before and now.get(key) == defaults.get(key)
+        if key not in FREE_ON_RESUME and not added_since and before.get(key) != now.get(key):
+            raise ConfigError(key, now.get(key), f"differs from the interrupted run's {before.get(key)!r}")
