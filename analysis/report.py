@@ -40,7 +40,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
-    grpo = sweep.runs[sweep.runs.stage == "grpo"]
+    grpo = ablation.with_null_arms(sweep.runs[sweep.runs.stage == "grpo"])
     return [f"# Sweep report: {name}\n",
             f"{grpo.run.nunique()} runs; swept: {', '.join(keys) or 'nothing'}; "
             f"status: {grpo.status.value_counts().to_dict()}\n",
