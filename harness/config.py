@@ -199,6 +199,9 @@ class Config:
     seed: int = 0
     resume: bool = False  # go on with the interrupted run in output_dir (or hydra.run.dir), from its last checkpoint
     device: str = "cpu"
+    # CPU threads of torch's kernels. Float sums depend on how they are split, so a trial gives the same
+    # numbers under any launcher only with the same count: 0 takes the CPUs this process may use, recorded.
+    threads: int = 0
     run_name: Optional[str] = None  # None: the run directory's name
     output_dir: Optional[str] = None  # None: Hydra's run directory
 
@@ -311,6 +314,7 @@ def validate(cfg) -> None:
                 "sft.cold_start_size", s.cold_start_size, f"exceeds the seed set (pipeline.seed_size={p.seed_size})"
             )
 
+    _at_least("threads", cfg.threads, 0)
     _at_least("eval.eval_every", e.eval_every, 1)
     _at_least("eval.num_prompts", e.num_prompts, 1)
     _at_least("eval.num_samples", e.num_samples, 1)

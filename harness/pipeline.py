@@ -20,6 +20,7 @@ import copy
 import logging
 import random
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -36,10 +37,11 @@ from harness.rollout import make_engine
 from harness.seed import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
 from harness.tasks import ProblemStream, heldout_problems, make_task
-from harness.tracking import StageTracker, read_json, write_json
+from harness.tracking import StageTracker, read_json, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
-OUTPUTS = {"explore": "checkpoint", "seed": "seed.jsonl", "sft": "checkpoint", "grpo": "checkpoint"}
+CHECKPOINT = "checkpoint"
+OUTPUTS = {"explore": CHECKPOINT, "seed": "seed.jsonl", "sft": CHECKPOINT, "grpo": CHECKPOINT}
 
 
 class SeedTooSmall(RuntimeError):
@@ -63,6 +65,8 @@ class Pipeline:
     def __init__(self, cfg, run_dir: Path, on_eval=None):
         """`on_eval(step, metrics)` sees the final GRPO stage's evaluations (a sweeper's hook)."""
         self.cfg, self.run_dir, self.on_eval = cfg, Path(run_dir), on_eval
+        if cfg.threads:  # set by to_config; a launcher's own limit (joblib's) must not change the numbers
+            torch.set_num_threads(cfg.threads)
         self.run_name = cfg.run_name or self.run_dir.name
         self.task = make_task(cfg.task)
         self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
@@ -73,6 +77,7 @@ class Pipeline:
         self.base = base_model(cfg.model, self.task)
         self.cache = StageCache(cfg.cache.stages, cfg.cache.dir)
         self.summary: dict = {}
+        self.cost: dict = {}  # cost/<stage>/{seconds,reused,steps,rollout_tokens}: for status.json and the study
 
     def run(self) -> dict:
         """The recipe: each stage a function of its inputs, writing its output; a stage left out
@@ -137,28 +142,45 @@ class Pipeline:
         if self.cfg.resume and self._finished(stage):
             log.info("resume: the %s stage finished before; going on from its output", stage)
             return output
-        if stage not in STAGE_READS:  # GRPO is what sweeps vary: never cached
-            make(*inputs)
-            return output
-        with self.cache.entry(stage, self._key(stage)) as entry:
-            made = entry.manifest() if entry is not None else None
-            if made is not None:
-                self._reuse(stage, entry, made)
-            else:
+        started, made = time.perf_counter(), None
+        try:
+            if stage not in STAGE_READS:  # GRPO is what sweeps vary: never cached
                 make(*inputs)
-                if entry is not None:
-                    entry.store(self.run_dir / stage, {"run": self.run_name, "run_dir": str(self.run_dir),
-                                                       "record": self.summary[stage], "base": self.summary.get("base"),
-                                                       "inputs": stage_inputs(stage, self.cfg, self._start_key(stage))})
-        return output
+                return output
+            with self.cache.entry(stage, self._key(stage)) as entry:
+                made = entry.manifest() if entry is not None else None
+                if made is not None:
+                    self._reuse(stage, entry, made)
+                else:
+                    make(*inputs)
+                    if entry is not None:
+                        entry.store(self.run_dir / stage, {"run": self.run_name, "run_dir": str(self.run_dir),
+                                                           "record": self.summary[stage],
+                                                           "base": self.summary.get("base"),
+                                                           "inputs": stage_inputs(stage, self.cfg,
+                                                                                  self._start_key(stage))})
+            return output
+        finally:  # a pruned or failed stage has cost something too
+            self._count_cost(stage, time.perf_counter() - started, reused=made is not None)
+
+    def _count_cost(self, stage: str, seconds: float, reused: bool) -> None:
+        """What the stage cost this run (`cost/<stage>/...`): its wall-clock, whether it was reused,
+        and for a GRPO stage its steps and rollout tokens (the stage's own, reused or not)."""
+        self.cost[f"cost/{stage}/seconds"] = seconds
+        self.cost[f"cost/{stage}/reused"] = reused
+        steps = read_jsonl(self.run_dir / stage / "metrics.jsonl")
+        if stage in ("explore", "grpo") and steps:
+            self.cost[f"cost/{stage}/steps"] = steps[-1]["step"]
+            self.cost[f"cost/{stage}/rollout_tokens"] = steps[-1]["num_tokens"]
 
     def _reuse(self, stage: str, entry: Entry, made: dict) -> None:
         """The stage as another run computed it: its files here, its logs sent to W&B, its summary
         marked `reused_from` that run."""
-        log.info("stage cache: the %s stage is %s's (%s)", stage, made["run"], entry.folder)
+        log.info("stage cache: the %s stage is %s's (%s)", stage, made["run_dir"], entry.folder)
         tracker = self._begin(stage)
-        entry.restore(tracker.dir)
-        tracker.adopt(made["run"], made["record"])
+        entry.restore(tracker.dir, made)
+        summary = read_json(tracker.dir / "summary.json")
+        tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
         if made["base"] is not None:
             self._record_base(made["base"])
         self._record(stage, made["record"])
@@ -260,5 +282,5 @@ class Pipeline:
 
     @staticmethod
     def _save(model, tokenizer, stage_dir: Path) -> None:
-        shutil.rmtree(stage_dir / OUTPUTS["grpo"], ignore_errors=True)  # never write into an older copy's files
-        save_policy(model, tokenizer, stage_dir / OUTPUTS["grpo"])
+        shutil.rmtree(stage_dir / CHECKPOINT, ignore_errors=True)  # never write into an older copy's files
+        save_policy(model, tokenizer, stage_dir / CHECKPOINT)

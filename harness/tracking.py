@@ -172,7 +172,7 @@ class StageTracker:
 
     def adopt(self, made_by: str, summary: dict) -> None:
         """Finish a stage whose logs another run made (the stage cache copied them here): W&B
-        gets every step of them, and both summaries say whose they are."""
+        gets every step of them, and both summaries say whose they are (its run directory)."""
         self._to_wandb(self._replay)
         self.finish({**summary, "reused_from": made_by})
 

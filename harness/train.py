@@ -28,6 +28,7 @@ def to_config(cfg: DictConfig) -> Config:
     """The typed config, checked value by value; raises ConfigError before anything loads."""
     config = OmegaConf.to_object(cfg)
     validate(config)
+    config.threads = config.threads or len(os.sched_getaffinity(0))  # recorded as it will run
     return config
 
 
@@ -89,6 +90,7 @@ def main(cfg: DictConfig) -> dict:
             check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)
+    import torch
     from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
 
@@ -105,10 +107,11 @@ def main(cfg: DictConfig) -> dict:
         on_eval = TrialReporter(config.trial)
     (run_dir / "status.json").unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
     try:
-        summary = Pipeline(config, run_dir, on_eval=on_eval).run()
-    except TrialPruned as error:
+        pipeline = Pipeline(config, run_dir, on_eval=on_eval)
+        summary = pipeline.run()
+    except TrialPruned as error:  # raised by pipeline.run: `pipeline` is there
         log.info("%s", error)
-        return finish(run_dir, "pruned", reason=str(error))
+        return finish(run_dir, "pruned", reason=str(error), **pipeline.cost)
     except (SeedTooSmall, NonFiniteLoss) as error:
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:
@@ -118,7 +121,9 @@ def main(cfg: DictConfig) -> dict:
         return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)
     evaluated = [m for m in summary.values() if "eval/gold_pass@1" in m]
     log.info("held-out results\n%s\nrun directory: %s", format_summary(summary), run_dir)
-    return finish(run_dir, "finished", **(evaluated[-1] if evaluated else {}))
+    # The CPU threads the run's kernels used, as run (a launcher may limit them): the numbers depend on it.
+    return finish(run_dir, "finished", **(evaluated[-1] if evaluated else {}), **pipeline.cost,
+                  threads_used=torch.get_num_threads())
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     assert sft["sft"] != before["sft"] and sft["explore"] == before["explore"] and sft["seed"] == before["seed"]
     seeded = keys(compose, "seed=1")
     assert all(seeded[stage] != before[stage] for stage in cache.STAGE_READS)
+    threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
+    assert all(threads[stage] != before[stage] for stage in cache.STAGE_READS)
+    assert keys(compose, "model.cache_dir=/elsewhere") == before  # where bases are kept, not what they are
+    # Without explore, the seed stage samples the base: its key follows the held-out set it skips, not task.reward.
+    no_explore = keys(compose, "pipeline.stages=[seed,sft,grpo]")
+    for change in ("eval.seed=7", "eval.num_prompts=32"):
+        assert keys(compose, "pipeline.stages=[seed,sft,grpo]", change)["seed"] != no_explore["seed"], change
+    assert keys(compose, "pipeline.stages=[seed,sft,grpo]", "task.reward=proxy") == no_explore
+    cache.code_version.cache_clear()
     monkeypatch.setattr(cache, "code_version", lambda: "another version of harness/")
     assert all(v != before[k] for k, v in keys(compose).items())
 
@@ -49,8 +58,10 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
         Pipeline(cfg, tmp_path / name).run()
         runs[name] = tmp_path / name
     for stage in ("explore", "seed", "sft"):
-        assert "reused_from" not in json.loads((runs["first"] / stage / "summary.json").read_text())
-        assert json.loads((runs["again"] / stage / "summary.json").read_text())["reused_from"] == "first"
+        made = json.loads((runs["first"] / stage / "summary.json").read_text())
+        reused = json.loads((runs["again"] / stage / "summary.json").read_text())
+        assert "reused_from" not in made and reused.pop("reused_from") == str(runs["first"])
+        assert reused == made  # every value the computing run summed up, sft/examples included
     for run in ("first", "again"):
         for stage in pipeline.STAGES:
             for log in ("metrics.jsonl", "eval.jsonl"):
@@ -71,7 +82,9 @@ def test_an_entry_that_fails_its_checksum_is_computed_again(compose, model_cache
     Pipeline(compose(*overrides), tmp_path / "a").run()
     [entry] = (tmp_path / "stages" / "sft").glob("*/manifest.json")
     weights = entry.parent / "checkpoint" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte
+    weights.write_bytes(bytes(data))
     Pipeline(compose(*overrides), tmp_path / "b").run()
     assert "fails its checksum" in caplog.text
     assert "reused_from" not in json.loads((tmp_path / "b" / "sft" / "summary.json").read_text())
@@ -89,6 +102,21 @@ def test_a_stage_that_fails_leaves_no_entry(compose, model_cache, tmp_path, monk
         Pipeline(cfg, tmp_path / "run").run()
     assert [p.name for p in (tmp_path / "stages" / "sft").iterdir()] == [p.name for p in (
         tmp_path / "stages" / "sft").glob("*.lock")]  # a lock, and no entry nor half of one
+    monkeypatch.undo()
+    Pipeline(cfg, tmp_path / "again").run()  # the lock was let go: the next run takes it and stores the entry
+    assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1
+
+
+def test_a_cache_that_cannot_be_written_costs_no_run_its_result(compose, model_cache, tmp_path, monkeypatch, caplog):
+    def full_disk(*_, **__):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.shutil, "copy2", full_disk)
+    cfg = compose(*SMOKE, "pipeline.stages=[sft,grpo]", "sft.source=solver", f"model.cache_dir={model_cache}",
+                  f"cache.dir={tmp_path / 'stages'}")
+    Pipeline(cfg, tmp_path / "run").run()
+    assert "could not store" in caplog.text and (tmp_path / "run" / "grpo" / "summary.json").exists()
+    assert not [p for p in (tmp_path / "stages" / "sft").iterdir() if p.suffix != ".lock"]  # nor half of one
 
 
 @pytest.mark.slow
@@ -99,7 +127,11 @@ def test_two_processes_needing_one_entry_compute_it_once(model_cache, tmp_path):
     workers = [subprocess.Popen([*command, f"hydra.run.dir={tmp_path / name}", f"run_name={name}"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in "ab"]
     for worker in workers:
-        assert worker.wait(timeout=600) == 0, worker.stderr.read()[-3000:]
-    made = [json.loads((tmp_path / name / "sft" / "summary.json").read_text()).get("reused_from") for name in "ab"]
-    assert set(made) in ({None, "a"}, {None, "b"}) and len(set(made)) == 2  # one computed it, the other reused it
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+    made = {name: json.loads((tmp_path / name / "sft" / "summary.json").read_text()).get("reused_from")
+            for name in "ab"}
+    assert made in ({"a": None, "b": str(tmp_path / "a")}, {"a": str(tmp_path / "b"), "b": None})  # one made it
+    assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1
+    assert untimed(tmp_path / "a" / "grpo" / "eval.jsonl") == untimed(tmp_path / "b" / "grpo" / "eval.jsonl")
     assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1

@@ -155,3 +155,15 @@ def test_a_sweep_over_grpo_leaves_every_stage_before_grpo_identical(compose, mod
     for log in ("explore/metrics.jsonl", "explore/eval.jsonl", "sft/metrics.jsonl", "sft/eval.jsonl"):
         assert _untimed_rows(a / log) == _untimed_rows(b / log), log
     assert _untimed_rows(a / "grpo/metrics.jsonl") != _untimed_rows(b / "grpo/metrics.jsonl")
+
+
+def test_status_records_what_each_stage_cost(smoke_run):
+    status = json.loads((smoke_run / "status.json").read_text())
+    assert status["status"] == "finished" and status["threads_used"] >= 1
+    for stage in STAGES:
+        assert status[f"cost/{stage}/seconds"] > 0 and isinstance(status[f"cost/{stage}/reused"], bool)
+    metrics = load_run(smoke_run).metrics
+    for stage in ("explore", "grpo"):
+        logged = metrics[metrics.stage == stage]
+        assert status[f"cost/{stage}/steps"] == logged.step.max()
+        assert status[f"cost/{stage}/rollout_tokens"] == logged.num_tokens.max()

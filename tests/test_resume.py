@@ -23,8 +23,9 @@ from harness.pipeline import Pipeline
 from harness.tracking import read_jsonl
 
 # SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
+# The stage cache is off: these runs must compute SFT themselves, to show it is deterministic too.
 RUN = ["experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "grpo.steps=10",
-       "checkpoint.every=3", "eval.eval_every=4", "checkpoint.keep=all"]
+       "checkpoint.every=3", "eval.eval_every=4", "checkpoint.keep=all", "cache.stages=false"]
 WALL_CLOCK = {"step_time", "timing/rollout", "timing/update", "timing/rollout_frac", "tokens_per_second"}
 LOGS = ["metrics.jsonl", "eval.jsonl", "completions.jsonl", "best_of_n.jsonl"]
 

@@ -102,7 +102,8 @@ def test_search_space_reads_hydra_sweep_grammar():
 
 
 @pytest.mark.parametrize("preset, objectives", [("bayes", ["eval/gold_pass@1"]),
-                                                ("bayes_pareto", ["eval/gold_pass@1", "eval/kl_to_initial"])])
+                                                ("bayes_pareto", ["eval/gold_pass@1", "eval/kl_to_initial"]),
+                                                ("bayes_cost", ["eval/gold_pass@1", "cost/grpo/rollout_tokens"])])
 def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     with initialize_config_module(config_module="harness.conf", version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=[f"sweep={preset}"], return_hydra_config=True)
@@ -160,17 +161,20 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
 
 @pytest.mark.slow
 def test_the_same_grid_gives_the_same_results_under_every_local_launcher(model_cache, tmp_path):
+    """At the default batch (16 prompts x 8), where torch splits sums over threads: joblib's workers
+    would run on fewer threads than a lone process, and give other numbers, but for `threads`."""
     results = {}
     for launcher in ("basic", "joblib", "submitit_local"):
         sweep_dir = tmp_path / launcher
         command = [sys.executable, "-m", "harness.train", "-m", f"hydra/launcher={launcher}", "experiment=smoke",
-                   "pipeline.stages=[grpo]", "tracking=disabled", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
+                   "pipeline.stages=[grpo]", "grpo.prompts_per_step=16", "grpo.steps=6", "eval.num_prompts=64",
+                   "tracking=disabled", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
         assert result.returncode == 0, result.stderr[-3000:]
         table = pd.read_csv(sweep_dir / "summary.csv").sort_values("seed")
         assert table.status.eq("finished").all()
-        results[launcher] = table["eval/gold_pass@1"].tolist()
+        results[launcher] = table[["eval/gold_pass@1", "eval/kl_to_initial", "threads_used"]].values.tolist()
     assert results["basic"] == results["joblib"] == results["submitit_local"]
 
 
@@ -217,7 +221,7 @@ def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tm
 
 
 @pytest.mark.parametrize("sampler, objectives", [
-    ("grid", ["eval/gold_pass@1", "eval/kl_to_initial"]),  # a Pareto front over every point of a grid
+    ("grid", ["eval/gold_pass@1", "cost/grpo/rollout_tokens"]),  # a Pareto front over every point of a grid
     ("gp", ["eval/gold_pass@1"]),
 ])
 def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, objectives):
@@ -235,6 +239,8 @@ def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, o
     for trial in study.trials:
         status = json.loads((Path(trial.user_attrs["run_dir"]) / "status.json").read_text())
         assert trial.values == pytest.approx([status[key] for key in objectives])
+        assert trial.user_attrs["cost/grpo/steps"] == 4 and trial.user_attrs["cost/grpo/reused"] is False
+        assert trial.user_attrs["cost/grpo/seconds"] > 0 and trial.user_attrs["cost/grpo/rollout_tokens"] > 0
     if sampler == "grid":  # four points, each once
         assert sorted(tuple(t.params.values()) for t in study.trials) == sorted(
             (lr, k) for lr in (1e-5, 1e-3) for k in (2, 4))

@@ -197,8 +197,8 @@ class OptunaSweeper(Sweeper):
             record: dict[str, Any] = job.return_value
         except Exception as error:  # the job raised past the task function
             record = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-        for key in ("status", "error", "reason"):
-            if key in record:
+        for key in record:
+            if key in ("status", "error", "reason") or key.startswith("cost/"):  # what it cost, and why it ended
                 trial.set_user_attr(key, record[key])
         if record["status"] == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
