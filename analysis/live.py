@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from harness.metrics import live_probability
+from harness.theory import live_probability
 
 PASS_RATE = "reward"  # the batch's mean training reward: its pass rate when that reward is binary
 LIVE = "live_group_frac"

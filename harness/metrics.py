@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.rollout.base import Rollout
-
-
-def live_probability(p, num_generations: int):
-    """P_live(p, K) = 1 - p^K - (1 - p)^K: the chance that K samples at pass rate p hold both a
-    success and a failure, so that the group's advantages are not all zero."""
-    return 1 - p**num_generations - (1 - p) ** num_generations
+from harness.theory import live_probability
 
 
 LIVE_STD = 1e-6  # a group's reward std at or below this is float rounding, not signal

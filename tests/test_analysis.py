@@ -2,6 +2,8 @@
 seed intervals, and the loaders reading one run the same from the run store and from W&B."""
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -9,7 +11,9 @@ import pytest
 from scipy import stats
 
 from analysis import ablation, from_local, from_wandb_offline, live, overopt
-from harness.metrics import live_groups, live_probability
+from analysis.load import stage_status
+from harness.metrics import live_groups
+from harness.theory import live_probability
 
 
 # -- live groups ----------------------------------------------------------------------------------
@@ -238,7 +242,13 @@ def test_run_store_and_offline_wandb_load_the_same_frames(smoke_run):
 
 
 def test_a_stage_stopped_by_the_pruner_loads_as_pruned():
-    from analysis.load import stage_status
-
     assert [stage_status(s) for s in ("finished", None, "stopped (TrialPruned)", "stopped (RuntimeError)")] == [
         "finished", "running", "pruned", "stopped"]
+
+
+def test_reading_a_sweep_loads_no_torch():
+    """A notebook or a machine without the trainer's stack reads sweeps: analysis pulls in no torch."""
+    code = ("import sys, analysis, analysis.report, analysis.live, analysis.overopt, analysis.ablation; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.metrics import dead_group_cost, live_probability, reward_metrics
+from harness.metrics import dead_group_cost, reward_metrics
+from harness.theory import live_probability
 from harness.rollout.base import Rollout
 
 
