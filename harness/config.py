@@ -44,7 +44,7 @@ class ModelConfig:
     num_heads: int = 4
     intermediate_size: int = 352
     max_position_embeddings: int = 128  # the tiny model's context: prompt and completion must fit
-    pretrain_steps: int = 400  # format-only pre-training that makes the tiny "base"
+    pretrain_steps: int = 250  # format-only pre-training that makes the tiny "base"
     pretrain_batch_size: int = 64
     pretrain_learning_rate: float = 3e-3
     pretrain_seed: int = 0

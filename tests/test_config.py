@@ -2,11 +2,12 @@
 
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 from harness import sft
-from harness.config import ConfigError, ModelConfig, warnings_for
+from harness.config import Config, ConfigError, ModelConfig, warnings_for
 from harness.models import build_tiny_model, build_tokenizer
 
 
@@ -126,3 +127,12 @@ def test_warns_that_clipping_cannot_act_with_one_update_per_batch(compose):
     assert warning.startswith("grpo.num_iterations=1") and "clipping never acts" in warning
     assert warnings_for(compose("grpo.num_iterations=2")) == []
     assert warnings_for(compose("pipeline.stages=[sft]", "sft.source=solver")) == []
+
+
+def test_the_composed_defaults_are_the_dataclass_defaults(compose, monkeypatch):
+    """The YAML tree and the dataclasses say the same: a default changed in one place only would
+    make a run from Python differ from the same run from the command line."""
+    monkeypatch.delenv("COLDCLIMB_CACHE")  # the YAML reads the model cache's place from it
+    composed, declared = asdict(compose()), asdict(Config())
+    composed["threads"] = declared["threads"]  # resolved to this machine's CPUs by to_config
+    assert composed == declared
