@@ -43,7 +43,12 @@ def assert_same_run(a, b):
         weights_b = load_file(b / stage / "checkpoint" / "model.safetensors")
         assert all(weights_a[k].equal(weights_b[k]) for k in weights_a), stage
     assert json.loads((a / "summary.json").read_text()) == json.loads((b / "summary.json").read_text())
-    assert json.loads((a / "status.json").read_text()) == json.loads((b / "status.json").read_text())
+    assert outcome(a) == outcome(b)
+
+
+def outcome(run_dir) -> dict:
+    """status.json but its cost: the wall-clock, and the stages this attempt ran, differ by nature."""
+    return {k: v for k, v in json.loads((run_dir / "status.json").read_text()).items() if not k.startswith("cost/")}
 
 
 @pytest.fixture(scope="module")

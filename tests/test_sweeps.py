@@ -101,6 +101,27 @@ def test_search_space_reads_hydra_sweep_grammar():
         grid(space)
 
 
+@pytest.mark.slow
+def test_a_slot_that_frees_starts_the_next_trial_without_waiting_for_the_slowest(model_cache, tmp_path):
+    """n_jobs=2, one long trial and four short ones: the short ones go through the other slot
+    while the long one runs, instead of waiting for it in batches of two."""
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "experiment=smoke",
+               "pipeline.stages=[grpo]", "tracking=disabled", "eval.eval_every=100", "grpo.steps=choice(1,2,3,4,300)",
+               "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=5", "hydra.sweeper.n_trials=5",
+               "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    long, short = trials[0], trials[1:]
+    assert long.params["grpo.steps"] == 300  # the grid's order at this seed: the long trial first, beside a short one
+    assert all(t.datetime_complete < long.datetime_complete for t in short), [
+        (t.number, t.datetime_start, t.datetime_complete) for t in trials]
+
+
 @pytest.mark.parametrize("preset, objectives", [("bayes", ["eval/gold_pass@1"]),
                                                 ("bayes_pareto", ["eval/gold_pass@1", "eval/kl_to_initial"]),
                                                 ("bayes_cost", ["eval/gold_pass@1", "cost/grpo/rollout_tokens"])])

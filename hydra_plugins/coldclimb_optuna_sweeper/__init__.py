@@ -19,12 +19,14 @@ import logging
 import math
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import optuna
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -51,7 +53,7 @@ class OptunaSweeperConf:
     pruner: str = "median"  # median | hyperband | none
     pruner_startup_trials: int = 2  # trials that run to the end before the median pruner acts
     n_trials: int = 8  # finished trials the study should hold, counting earlier runs of the command
-    n_jobs: int = 1  # trials handed to the launcher at once
+    n_jobs: int = 1  # trials in flight at once: a slot that frees (finished, pruned, failed) starts the next
     heartbeat_interval: int = 10  # seconds; a RUNNING trial silent for grace_period is stale: failed, retried
     grace_period: int = 60
     max_retry: int = 1
@@ -104,6 +106,28 @@ def heartbeat(storage, trials, interval: int):
         thread.join()
 
 
+class Dispatch:
+    """The trials in flight across the sweeper's slots: a slot asks for the next one only while the
+    study, counting those in flight, holds fewer than it should."""
+
+    def __init__(self, study, space, n_trials: int):
+        self.study, self.space, self.n_trials = study, space, n_trials
+        self.lock, self.in_flight, self.returns = threading.Lock(), 0, []
+
+    def next(self):
+        with self.lock:
+            optuna.storages.fail_stale_trials(self.study)  # trials of a dead sweeper: failed, then queued again
+            if self.n_trials - len(accounted_for(self.study)) - self.in_flight <= 0:
+                return None
+            self.in_flight += 1
+            return self.study.ask(self.space)
+
+    def done(self, job) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.returns.append(job)
+
+
 class OptunaSweeper(Sweeper):
     def __init__(self, study_name, storage, objectives, directions, sampler, pruner, pruner_startup_trials, n_trials,
                  n_jobs, heartbeat_interval, grace_period, max_retry, seed, params):
@@ -139,27 +163,29 @@ class OptunaSweeper(Sweeper):
         n_trials = self.n_trials
         if self.sampler_name == "grid":
             n_trials = min(n_trials, math.prod(len(values) for values in grid(space).values()))
-        returns = []
-        while (left := n_trials - len(accounted_for(study))) > 0:
-            optuna.storages.fail_stale_trials(study)  # trials of a dead sweeper: failed, then queued again
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
-            jobs = []
-            for number, trial in enumerate(trials, start=trials[0].number):  # as Hydra numbers the jobs
-                overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._report_to(url, trial)
-                run_dir = self.sweep_dir / str(number)
-                first_attempt = self._first_attempt(study, storage.get_trial(trial._trial_id))
-                if first_attempt is not None:  # a retry goes on where its killed attempt stopped
-                    run_dir, run_name = first_attempt
-                    overrides += [f"output_dir={run_dir}", f"run_name={run_name}", "resume=true"]
-                trial.set_user_attr("run_dir", str(run_dir))  # before it runs: a retry after a kill looks here
-                jobs.append(overrides)
-            with heartbeat(storage, trials, self.heartbeat_interval):
-                launched = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
-            for trial, job in zip(trials, launched):
-                self._tell(study, trial, job)
-                returns.append(job)
+        dispatch = Dispatch(study, space, n_trials)
+        slots = self.n_jobs if not isinstance(self.launcher, BasicLauncher) else 1  # basic runs jobs in-process
+        with ThreadPoolExecutor(slots) as pool:  # each slot asks for its next trial as soon as it is free
+            for returned in [pool.submit(self._slot, dispatch, storage, url, fixed) for _ in range(slots)]:
+                returned.result()
         log.info("study %s: %d trials in %s", self.study_name, len(study.trials), url)
-        return [returns]
+        return [dispatch.returns]
+
+    def _slot(self, dispatch: "Dispatch", storage, url: str, fixed: list) -> None:
+        """One job at a time, asked, launched and told, until the study holds its trials."""
+        while (trial := dispatch.next()) is not None:
+            study = dispatch.study
+            overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._report_to(url, trial)
+            run_dir = self.sweep_dir / str(trial.number)  # as Hydra numbers the jobs
+            first_attempt = self._first_attempt(study, storage.get_trial(trial._trial_id))
+            if first_attempt is not None:  # a retry goes on where its killed attempt stopped
+                run_dir, run_name = first_attempt
+                overrides += [f"output_dir={run_dir}", f"run_name={run_name}", "resume=true"]
+            trial.set_user_attr("run_dir", str(run_dir))  # before it runs: a retry after a kill looks here
+            with heartbeat(storage, [trial], self.heartbeat_interval):
+                [job] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            self._tell(study, trial, job)
+            dispatch.done(job)
 
     def _storage(self, url: str):
         """A database gets heartbeats, so that trials of a killed sweep are found and retried."""
