@@ -55,17 +55,23 @@ def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache,
     assert "3 jobs" in (tmp_path / "summary.md").read_text()
 
 
+def optuna_sweep(model_cache, sweep_dir, *overrides: str, timeout: int = 600):
+    """`python -m harness.train -m hydra/sweeper=coldclimb_optuna OVERRIDES...`, as a user runs it; its study."""
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", *overrides,
+               f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
 def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path):
     """lr 3e-2 wrecks the tiny base within a step or two; the median pruner stops those trials."""
     steps = 4
-    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
-               "pipeline.stages=[grpo]", f"grpo.steps={steps}", "eval.eval_every=1", "eval.num_prompts=32",
-               "grpo.learning_rate=choice(1e-5,3e-2)", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
-               "hydra.sweeper.pruner_startup_trials=1", f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna_sweep(model_cache, tmp_path, "experiment=smoke", "pipeline.stages=[grpo]", f"grpo.steps={steps}",
+                         "eval.eval_every=1", "eval.num_prompts=32", "grpo.learning_rate=choice(1e-5,3e-2)",
+                         "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
+                         "hydra.sweeper.pruner_startup_trials=1")
     states = [t.state for t in study.trials]
     assert len(states) == 5 and TrialState.COMPLETE in states and TrialState.PRUNED in states
     for trial in study.trials:
@@ -105,15 +111,10 @@ def test_search_space_reads_hydra_sweep_grammar():
 def test_a_slot_that_frees_starts_the_next_trial_without_waiting_for_the_slowest(model_cache, tmp_path):
     """n_jobs=2, one long trial and four short ones: the short ones go through the other slot
     while the long one runs, instead of waiting for it in batches of two."""
-    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna",
-               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "experiment=smoke",
-               "pipeline.stages=[grpo]", "tracking=disabled", "eval.eval_every=100", "grpo.steps=choice(1,2,3,4,300)",
-               "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=5", "hydra.sweeper.n_trials=5",
-               "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna_sweep(model_cache, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                         "hydra.sweeper.n_jobs=2", "experiment=smoke", "pipeline.stages=[grpo]", "tracking=disabled",
+                         "eval.eval_every=100", "grpo.steps=choice(1,2,3,4,300)", "hydra.sweeper.sampler=grid",
+                         "hydra.sweeper.seed=5", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner=none", timeout=900)
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     long, short = trials[0], trials[1:]
