@@ -178,6 +178,7 @@ class Pipeline:
         marked `reused_from` that run."""
         log.info("stage cache: the %s stage is %s's (%s)", stage, made["run_dir"], entry.folder)
         tracker = self._begin(stage)
+        shutil.rmtree(tracker.dir / CHECKPOINT, ignore_errors=True)  # an earlier attempt's, with files of its own
         entry.restore(tracker.dir, made)
         summary = read_json(tracker.dir / "summary.json")
         tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
