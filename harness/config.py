@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
+from harness.sources import in_hub_cache, package_dir
 from harness.tasks import heldout_problems, make_task
 
 STAGES = ("explore", "seed", "sft", "grpo")
@@ -377,13 +377,6 @@ def _check_lengths(cfg) -> None:
                           f"rollout.max_completion_length={cfg.rollout.max_completion_length}")
 
 
-def package_dir(name: str) -> Optional[Path]:
-    """Where an installed package lies, found without importing it (packages that ship weights
-    import what we never need); None when it is not installed."""
-    spec = importlib.util.find_spec(name)
-    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-
-
 def _check_model_source(m) -> None:
     """The weights are where the config says, checked without loading anything."""
     if m.path is not None and m.package is not None:
@@ -395,7 +388,7 @@ def _check_model_source(m) -> None:
                                                           f"{m.package.replace('_', '-')})")
     elif m.path is not None:
         folder = Path(m.path).expanduser()
-        if not folder.is_dir() and not _in_hub_cache(m.path):
+        if not folder.is_dir() and not in_hub_cache(m.path):
             raise ConfigError("model.path", m.path, "is not a directory, nor a Hub id in the local Hugging Face cache "
                                                     "(nothing is downloaded unless HF_HUB_OFFLINE=0)")
     else:
@@ -404,14 +397,3 @@ def _check_model_source(m) -> None:
         return
     if m.gguf_file is not None and not (folder / m.gguf_file).is_file():
         raise ConfigError("model.gguf_file", m.gguf_file, f"is not a file in {folder}")
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "1") == "0":  # online users may name any Hub model
-        return "/" in repo_id
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except ValueError:  # not even a valid repo id
-        return False
