@@ -11,10 +11,10 @@ import pandas as pd
 from scipy import stats
 
 from analysis.load import config_columns
+from harness.config import STAGES
 from harness.resume import FREE_ON_RESUME
 
 METRIC = "eval/gold_pass@1"
-STAGES = ("explore", "seed", "sft", "grpo")
 # Seeds are replicates; names differ by name only; a value free on resume changes no number.
 NOT_SWEPT = ("seed", "run_name", *FREE_ON_RESUME)
 NULL = "null"  # the label of a value that is null or missing (grpo.epsilon_high: null), as the YAML says it
@@ -63,14 +63,18 @@ def arms(values: pd.Series) -> list:
     return sorted(values.unique())
 
 
+def stage_config(runs: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
+    """Each run's config for `stage` (run and the config columns), a null value as its own arm."""
+    return with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
+
+
 def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
     """One row per finished run: the stage's final and best value of `metric`, beside the run's
     config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
     evals = history[(history.stage == stage) & history.run.isin(finished_runs(runs, stage))]
     evals = evals.dropna(subset=[metric]).sort_values("step")
     values = evals.groupby("run")[metric].agg(final="last", best="max").reset_index()
-    config = with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
-    return values.merge(config, on="run")
+    return values.merge(stage_config(runs, stage), on="run")
 
 
 def finished_runs(runs: pd.DataFrame, stage: str = "grpo") -> set[str]:
@@ -156,7 +160,7 @@ def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, met
     reached), each seed faint."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    config = with_null_arms(runs.loc[runs.stage == stage, ["run", by, *hue]])
+    config = stage_config(runs, stage)[["run", by, *hue]]
     curves = history[history.stage == stage].dropna(subset=[metric]).merge(config, on="run")
     for j, (label, group) in enumerate(_split(curves, list(hue))):
         for i, (value, part) in enumerate(group.groupby(by, sort=True, observed=True)):

@@ -19,8 +19,8 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import comb
 
-from analysis.ablation import arms, finished_runs, swept, with_null_arms
-from analysis.load import Sweep, config_columns
+from analysis.ablation import arms, finished_runs, stage_config, swept
+from analysis.load import Sweep
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
 
@@ -147,8 +147,7 @@ def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") ->
         "gold": evals[GOLD], "proxy": evals[PROXY],
         "gold_gain": evals[GOLD] - start[GOLD], "proxy_gain": evals[PROXY] - start[PROXY],
     })
-    config = with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
-    return points.merge(config, on="run").reset_index(drop=True)
+    return points.merge(stage_config(runs, stage), on="run").reset_index(drop=True)
 
 
 def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = None) -> pd.DataFrame:

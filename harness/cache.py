@@ -95,11 +95,15 @@ def _read(cfg) -> dict:
     return tree
 
 
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def base_key(cfg) -> str:
     """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
     tree = _read(cfg)
-    recipe = {"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"], "code": code_version()}
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:20]
+    return _digest({"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"],
+                    "code": code_version()})
 
 
 def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
@@ -115,8 +119,9 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
     return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version()}
 
 
-def stage_key(stage: str, cfg, start_key: Optional[str]) -> str:
-    return hashlib.sha256(json.dumps(stage_inputs(stage, cfg, start_key), sort_keys=True).encode()).hexdigest()[:20]
+def stage_key(inputs: dict) -> str:
+    """The entry's name: a digest of the stage's inputs (stage_inputs)."""
+    return _digest(inputs)
 
 
 def _output_files(stage_dir: Path) -> list[Path]:

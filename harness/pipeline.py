@@ -147,7 +147,8 @@ class Pipeline:
             if stage not in STAGE_READS:  # GRPO is what sweeps vary: never cached
                 make(*inputs)
                 return output
-            with self.cache.entry(stage, self._key(stage)) as entry:
+            key_inputs = self._key_inputs(stage)
+            with self.cache.entry(stage, stage_key(key_inputs)) as entry:
                 made = entry.manifest() if entry is not None else None
                 if made is not None:
                     self._reuse(stage, entry, made)
@@ -156,9 +157,7 @@ class Pipeline:
                     if entry is not None:
                         entry.store(self.run_dir / stage, {"run": self.run_name, "run_dir": str(self.run_dir),
                                                            "record": self.summary[stage],
-                                                           "base": self.summary.get("base"),
-                                                           "inputs": stage_inputs(stage, self.cfg,
-                                                                                  self._start_key(stage))})
+                                                           "base": self.summary.get("base"), "inputs": key_inputs})
             return output
         finally:  # a pruned or failed stage has cost something too
             self._count_cost(stage, time.perf_counter() - started, reused=made is not None)
@@ -168,8 +167,8 @@ class Pipeline:
         and for a GRPO stage its steps and rollout tokens (the stage's own, reused or not)."""
         self.cost[f"cost/{stage}/seconds"] = seconds
         self.cost[f"cost/{stage}/reused"] = reused
-        steps = read_jsonl(self.run_dir / stage / "metrics.jsonl")
-        if stage in ("explore", "grpo") and steps:
+        steps = read_jsonl(self.run_dir / stage / "metrics.jsonl") if stage in ("explore", "grpo") else []
+        if steps:
             self.cost[f"cost/{stage}/steps"] = steps[-1]["step"]
             self.cost[f"cost/{stage}/rollout_tokens"] = steps[-1]["num_tokens"]
 
@@ -186,16 +185,17 @@ class Pipeline:
             self._record_base(made["base"])
         self._record(stage, made["record"])
 
-    def _key(self, stage: str) -> str:
-        return stage_key(stage, self.cfg, self._start_key(stage))
+    def _key_inputs(self, stage: str) -> dict:
+        """What determines the stage's output: the config it reads and the key of what it starts from."""
+        return stage_inputs(stage, self.cfg, self._start_key(stage))
 
     def _start_key(self, stage: str) -> str:
         """The key of what the stage starts from, beyond the config it reads (STAGE_READS)."""
         stages, cfg = self.cfg.pipeline.stages, self.cfg
         if stage == "seed":
-            return self._key("explore") if "explore" in stages else base_key(cfg)
+            return stage_key(self._key_inputs("explore")) if "explore" in stages else base_key(cfg)
         if stage == "sft" and cfg.sft.source == "seed":
-            return self._key("seed") if "seed" in stages else file_digest(cfg.sft.seed_path)
+            return stage_key(self._key_inputs("seed")) if "seed" in stages else file_digest(cfg.sft.seed_path)
         return ""  # explore and a solver cold start: the base, named by the model config they read
 
     # -- helpers ----------------------------------------------------------------------------

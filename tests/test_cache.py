@@ -24,7 +24,7 @@ def untimed(path) -> list[dict]:
 def keys(compose, *overrides) -> dict:
     pipe = Pipeline.__new__(Pipeline)  # the keys need only the config: no model is built
     pipe.cfg = compose(*SMOKE, *overrides)
-    return {stage: pipe._key(stage) for stage in cache.STAGE_READS}
+    return {stage: cache.stage_key(pipe._key_inputs(stage)) for stage in cache.STAGE_READS}
 
 
 def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monkeypatch):
