@@ -1,5 +1,6 @@
-"""What a swept setting did: final and best held-out metrics against each swept value (mean and
-t-interval over seeds), learning curves coloured by value, and the cold-start plot."""
+"""What a swept setting did: final and best held-out metrics against each swept value (mean and an
+interval over seeds and held-out prompts), learning curves coloured by value, and the cold-start
+plot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from analysis.load import config_columns
 from harness.config import STAGES
@@ -69,11 +70,18 @@ def stage_config(runs: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
 
 
 def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
-    """One row per finished run: the stage's final and best value of `metric`, beside the run's
-    config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
+    """One row per finished run: the stage's final and best value of `metric` (and, where the run
+    logged them, the per-prompt results behind each: final_per_prompt, best_per_prompt), beside the
+    run's config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
     evals = history[(history.stage == stage) & history.run.isin(finished_runs(runs, stage))]
-    evals = evals.dropna(subset=[metric]).sort_values("step")
-    values = evals.groupby("run")[metric].agg(final="last", best="max").reset_index()
+    evals = evals.dropna(subset=[metric]).sort_values("step", kind="stable")
+    rows = []
+    for run, part in evals.groupby("run"):
+        final, best = part.iloc[-1], part.loc[part[metric].idxmax()]
+        rows.append({"run": run, "final": final[metric], "best": best[metric],
+                     "final_per_prompt": final.get(f"{metric}/per_prompt"),
+                     "best_per_prompt": best.get(f"{metric}/per_prompt")})
+    values = pd.DataFrame(rows, columns=["run", "final", "best", "final_per_prompt", "best_per_prompt"])
     return values.merge(stage_config(runs, stage), on="run")
 
 
@@ -94,14 +102,47 @@ def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, 
     return with_null_arms(table).sort_values("run", ignore_index=True)
 
 
+def pass_rate_interval(per_seed: list, confidence: float = 0.95) -> tuple[float, float]:
+    """An interval for a mean pass rate over seeds, from each seed's per-prompt results (one list
+    per seed, the same held-out prompts in the same order) or its mean alone. Its standard error
+    has two parts: the spread between seeds, and the sampling of the held-out prompts that every
+    seed shares; the t-quantile takes Welch-Satterthwaite's degrees of freedom (seeds - 1 when
+    seeds dominate, so 3 seeds are not taken for 30). It is built on the logit scale, so it stays
+    inside (0, 1) however few the seeds and however near 0 or 1 the rate."""
+    values = np.asarray([np.atleast_1d(np.asarray(v, dtype=float)) for v in per_seed])  # (seeds, prompts)
+    n_seeds, n_prompts = values.shape
+    seed_var = values.mean(1).var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
+    prompt_var = values.mean(0).var(ddof=1) / n_prompts if n_prompts > 1 else 0.0
+    variance = seed_var + prompt_var
+    mean = float(values.mean())
+    if not 0 < mean < 1:  # a rate of exactly 0 or 1 has no logit: half an observation in
+        mean = float(np.clip(mean, 0.5 / values.size, 1 - 0.5 / values.size))
+    if variance == 0:  # every result equal: nothing to measure a spread from
+        if n_prompts == 1:
+            return math.nan, math.nan  # seeds' means alone (or one number): no interval
+        variance, dof = mean * (1 - mean) / values.size, math.inf  # every prompt 0 (say): a binomial floor
+    else:
+        dof = variance ** 2 / ((seed_var ** 2 / (n_seeds - 1) if n_seeds > 1 else 0)
+                               + (prompt_var ** 2 / (n_prompts - 1) if n_prompts > 1 else 0))
+    half = stats.t.ppf((1 + confidence) / 2, dof) * math.sqrt(variance) / (mean * (1 - mean))
+    centre = math.log(mean / (1 - mean))
+    return float(special.expit(centre - half)), float(special.expit(centre + half))
+
+
 def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: float = 0.95) -> pd.DataFrame:
-    """Mean of `column` for each value of `by`, with a t-interval over the runs (seeds) holding it."""
-    rows = []
+    """Mean of `column` for each value of `by`, with `pass_rate_interval` over the seeds holding
+    it and their held-out prompts (`<column>_per_prompt`, where every run has them, equally many).
+    Runs repeating a (value, seed) pair (an Optuna study proposing settings again) count once."""
+    rows, per_prompt = [], f"{column}_per_prompt"
     for value, part in table.groupby(by, sort=True, observed=True):
+        part = part.drop_duplicates("seed") if "seed" in part else part
         values = part[column].to_numpy(dtype=float)
-        mean, n = values.mean(), len(values)
-        half = stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
-        rows.append({by: value, "mean": mean, "low": mean - half, "high": mean + half, "runs": n})
+        detail = part[per_prompt].tolist() if per_prompt in part else []
+        if not detail or any(not isinstance(d, (list, np.ndarray)) for d in detail) \
+                or len({len(d) for d in detail}) > 1:
+            detail = list(values)  # seeds alone
+        low, high = pass_rate_interval(detail, confidence)
+        rows.append({by: value, "mean": values.mean(), "low": low, "high": high, "runs": len(values)})
     return pd.DataFrame(rows)
 
 
@@ -121,6 +162,19 @@ def _positions(values) -> tuple[np.ndarray, list[str]]:
     """x positions for swept values: the values when numeric, else evenly spaced categories."""
     numeric = pd.api.types.is_numeric_dtype(pd.Series(values))
     return (np.asarray(values, dtype=float) if numeric else np.arange(len(values))), [str(v) for v in values]
+
+
+def scale_axis(ax, values, axis: str = "x") -> None:
+    """A swept key whose values span a decade or more gets a log axis, or symlog when 0 is among
+    them (beta, a cold start of none): on a linear axis the small values pile up at the origin."""
+    numbers = pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna().to_numpy(dtype=float)
+    positive = numbers[numbers > 0]
+    if len(positive) < 2 or positive.max() < 10 * positive.min() or (numbers < 0).any():
+        return
+    if (numbers == 0).any():
+        getattr(ax, f"set_{axis}scale")("symlog", linthresh=positive.min())
+    else:
+        getattr(ax, f"set_{axis}scale")("log")
 
 
 def _split(frame: pd.DataFrame, hue: list[str]):
@@ -148,28 +202,53 @@ def plot_ablation(table: pd.DataFrame, by: str, metric: str = METRIC, hue: list[
             ax.plot([x_of[str(v)] for v in part[by]], part[column], ".", color="grey", alpha=0.6)
     if not pd.api.types.is_numeric_dtype(table[by]):
         ax.set_xticks(list(x_of.values()), list(x_of))
-    ax.set(xlabel=by, ylabel=metric, title=f"{metric} against {by} (mean, 95% CI over seeds)")
+    else:
+        scale_axis(ax, x_of.values())
+    ax.set(xlabel=by, ylabel=metric, title=f"{metric} against {by} (mean, 95% CI over seeds and prompts)")
     ax.legend(fontsize="small")
     return ax.figure
 
 
+def with_train_seconds(history: pd.DataFrame) -> pd.DataFrame:
+    """`train_seconds` beside each step: the stage's rollout and update time up to that step
+    (its evaluations left out), the x-axis that compares arms of different cost."""
+    if "step_time" not in history:
+        return history
+    history = history.sort_values(["run", "stage", "step"]).copy()
+    history["train_seconds"] = history.groupby(["run", "stage"])["step_time"].transform(lambda t: t.fillna(0).cumsum())
+    return history
+
+
+def costs_differ(runs: pd.DataFrame, history: pd.DataFrame, by: str, stage: str = "grpo",
+                 ratio: float = 1.2) -> bool:
+    """Whether the values of `by` differ in training time by more than `ratio` (mean over the
+    finished seeds: a pruned run's shorter time is not a cheaper setting)."""
+    timed = with_train_seconds(history[(history.stage == stage) & history.run.isin(finished_runs(runs, stage))])
+    if "train_seconds" not in timed:
+        return False
+    total = timed.groupby("run").train_seconds.max().rename("seconds").reset_index()
+    by_value = total.merge(stage_config(runs, stage)[["run", by]], on="run").groupby(by, observed=True).seconds.mean()
+    return len(by_value) > 1 and by_value.max() > ratio * by_value.min()
+
+
 def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, metric: str = METRIC,
-                         stage: str = "grpo", hue: list[str] = (), ax=None):
-    """`metric` against step, one colour per swept value (one line style per `hue` combination):
-    the mean over the finished seeds bold (a pruned run would leave the mean at the steps it
-    reached), each seed faint."""
+                         stage: str = "grpo", hue: list[str] = (), x: str = "step", ax=None):
+    """`metric` against step (or x="train_seconds"), one colour per swept value (one line style
+    per `hue` combination): the mean over the finished seeds bold (a pruned run would leave the
+    mean at the steps it reached), each seed faint."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     config = stage_config(runs, stage)[["run", by, *hue]]
-    curves = history[history.stage == stage].dropna(subset=[metric]).merge(config, on="run")
+    curves = with_train_seconds(history[history.stage == stage]).dropna(subset=[metric]).merge(config, on="run")
     for j, (label, group) in enumerate(_split(curves, list(hue))):
         for i, (value, part) in enumerate(group.groupby(by, sort=True, observed=True)):
             style = dict(color=f"C{i}", linestyle=["-", "--", ":", "-."][j % 4])
             for _, run in part.groupby("run"):
-                ax.plot(run.step, run[metric], alpha=0.25, linewidth=0.8, **style)
-            mean = part[part.run.isin(finished_runs(runs, stage))].groupby("step")[metric].mean()
-            ax.plot(mean.index, mean.values, linewidth=2, label=f"{by}={value} {label}".strip(), **style)
-    ax.set(xlabel=f"{stage} step", ylabel=metric, title=f"{metric} during {stage}, by {by}")
+                ax.plot(run[x], run[metric], alpha=0.25, linewidth=0.8, **style)
+            mean = part[part.run.isin(finished_runs(runs, stage))].groupby("step")[[x, metric]].mean()
+            ax.plot(mean[x], mean[metric], linewidth=2, label=f"{by}={value} {label}".strip(), **style)
+    xlabel = f"{stage} step" if x == "step" else f"{stage} rollout + update seconds (evaluations left out)"
+    ax.set(xlabel=xlabel, ylabel=metric, title=f"{metric} during {stage}, by {by}")
     ax.legend(fontsize="small")
     return ax.figure
 
@@ -190,7 +269,8 @@ def plot_cold_start(table: pd.DataFrame, metric: str = METRIC, ax=None):
         summary = summarise(table, "sft.cold_start_size", stage)
         ax.errorbar(summary["sft.cold_start_size"], summary["mean"], capsize=3, fmt=marker, label=f"after {stage}",
                     yerr=[summary["mean"] - summary.low, summary.high - summary["mean"]])
-    ax.set(xscale="log", xlabel="sft.cold_start_size (examples)", ylabel=metric,
+    scale_axis(ax, table["sft.cold_start_size"])
+    ax.set(xlabel="sft.cold_start_size (examples)", ylabel=metric,
            title="Cold start: held-out pass rate after SFT and after GRPO")
     ax.legend(fontsize="small")
     return ax.figure

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -65,9 +66,15 @@ def _scalar(value):
     return value if isinstance(value, (int, float)) else None
 
 
+PER_PROMPT = "/per_prompt"  # a list in the run store (each held-out prompt's result); W&B keeps its histogram
+
+
 def _history_row(step: int, item: dict) -> dict:
     row = {"step": int(step)}
     for key, value in item.items():
+        if key.startswith("eval/") and "." not in key and isinstance(value, list):  # per-prompt results, whole
+            row[key] = value
+            continue
         number = _scalar(value)
         # W&B flattens media (tables, histograms) into dotted keys; metric names hold no dot.
         if not key.startswith("_") and "." not in key and key != "step" and number is not None:
@@ -81,7 +88,8 @@ def frames(stage_runs: list[StageRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for sr in stage_runs:
         steps = pd.DataFrame(sr.history, columns=None if sr.history else ["step"])
         steps = steps.groupby("step", as_index=False).last() if len(steps) else steps
-        last = {k: steps[k].dropna().iloc[-1] for k in steps.columns if k != "step" and steps[k].notna().any()}
+        last = {k: steps[k].dropna().iloc[-1] for k in steps.columns  # the last value of each scalar
+                if k != "step" and not k.endswith(PER_PROMPT) and steps[k].notna().any()}
         config = pd.json_normalize({k: v for k, v in sr.config.items() if not k.startswith("_")}, sep=".")
         run_rows.append({"run": sr.run, "stage": sr.stage, "group": sr.group, "wandb_id": sr.wandb_id,
                          "status": sr.status, **config.iloc[0].to_dict(), **last})
@@ -138,7 +146,8 @@ def from_local(path) -> Sweep:
 # -- W&B, offline run directories ------------------------------------------------------------
 def wandb_records(run_dir) -> list[dict]:
     """The records of an offline W&B run (offline-run-*), read by wandb's own reader."""
-    out = subprocess.run(["wandb", "leet", "inspect", "--json", str(run_dir)],
+    # This interpreter's wandb, not whichever `wandb` is first on PATH (another venv's, or none in a notebook kernel).
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
                          capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"wandb leet inspect {run_dir}: {out.stderr.strip().splitlines()[-1:]}")

@@ -5,6 +5,7 @@
 SWEEP_DIR is a sweep's directory (its run stores, or only its offline W&B runs) or one run's.
 Writes into DIR (default SWEEP_DIR/report): report.md and
   ablation_<key>.png, learning_curves_<key>.png   for each swept config key
+  learning_curves_<key>_seconds.png                 when its values differ in training time
   live_groups.png                                  when runs trained on the gold reward
   overoptimisation.png                             when runs trained on the proxy
   cold_start.png                                   when sft.cold_start_size was swept
@@ -61,10 +62,27 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")
         curves_png = _save(ablation.plot_learning_curves(sweep.runs, sweep.history, key, hue=others),
                            out / f"learning_curves_{key}.png")
-        sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% t-interval over seeds:\n",
-                     _table(ablation.summary_table(table, key, others)),
+        summary = ablation.summary_table(table, key, others)
+        sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% interval over seeds and "
+                     "held-out prompts (`runs`: the seeds behind each row):\n", _table(summary), *few_seeds(summary),
                      f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
+        if ablation.costs_differ(sweep.runs, sweep.history, key):  # a cheaper arm may win per second
+            clock = ablation.plot_learning_curves(sweep.runs, sweep.history, key, hue=others, x="train_seconds")
+            clock_png = _save(clock, out / f"learning_curves_{key}_seconds.png")
+            sections += [f"Against training time (the values of {key} differ in cost):\n\n"
+                         f"![learning curves against time]({clock_png})\n"]
     return sections
+
+
+def few_seeds(summary: pd.DataFrame, enough: int = 3) -> list[str]:
+    """A warning when any row rests on fewer than `enough` seeds: its interval is over prompts
+    (and those few seeds) only, and says little about another seed."""
+    thin = summary[summary.runs < enough]
+    if thin.empty:
+        return []
+    return [f"\n**Warning:** {len(thin)} of {len(summary)} rows rest on fewer than {enough} seeds "
+            f"({', '.join(str(n) for n in sorted(set(thin.runs)))}); their intervals leave out most of the "
+            "seed-to-seed spread.\n"]
 
 
 def live_groups(sweep: Sweep, out: Path) -> list[str]:

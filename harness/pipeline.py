@@ -10,8 +10,9 @@
 Any stage can be skipped (`pipeline.stages=[sft,grpo]`) or run alone from a checkpoint
 (`pipeline.stages=[grpo] model.path=...`). With `resume=true`, stages that finished are taken as
 they are and a GRPO stage killed midway goes on from its last resume state (harness.checkpoint).
-Explore, seed and SFT come from the stage cache (harness.cache) when an identical config made
-them before: a sweep over grpo.* computes its cold start once per seed.
+Every stage comes from the stage cache (harness.cache) when an identical config made it before:
+a sweep over grpo.* computes its cold start once per seed, and a trial that repeats another's
+settings costs nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from optuna import TrialPruned
 
-from harness.cache import STAGE_READS, Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
+from harness.cache import Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import STAGES
 from harness.evaluate import Evaluator
@@ -37,7 +39,7 @@ from harness.rollout import make_engine
 from harness.seed import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
 from harness.tasks import ProblemStream, heldout_problems, make_task
-from harness.tracking import StageTracker, read_json, read_jsonl, write_json
+from harness.tracking import StageTracker, read_json, read_jsonl, scalars, write_json
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
@@ -144,9 +146,6 @@ class Pipeline:
             return output
         started, made = time.perf_counter(), None
         try:
-            if stage not in STAGE_READS:  # GRPO is what sweeps vary: never cached
-                make(*inputs)
-                return output
             key_inputs = self._key_inputs(stage)
             with self.cache.entry(stage, stage_key(key_inputs)) as entry:
                 made = entry.manifest() if entry is not None else None
@@ -174,16 +173,37 @@ class Pipeline:
 
     def _reuse(self, stage: str, entry: Entry, made: dict) -> None:
         """The stage as another run computed it: its files here, its logs sent to W&B, its summary
-        marked `reused_from` that run."""
+        marked `reused_from` that run. A sweeper's trial sees a GRPO stage's evaluations as if it
+        were computed, and if its pruner stops the trial at one, the stage ends there as it would."""
         log.info("stage cache: the %s stage is %s's (%s)", stage, made["run_dir"], entry.folder)
         tracker = self._begin(stage)
         shutil.rmtree(tracker.dir / CHECKPOINT, ignore_errors=True)  # an earlier attempt's, with files of its own
         entry.restore(tracker.dir, made)
-        summary = read_json(tracker.dir / "summary.json")
-        tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
         if made["base"] is not None:
             self._record_base(made["base"])
+        pruned = self._pruned_at(tracker.dir) if stage == "grpo" else None
+        if pruned is not None:
+            step, error = pruned
+            shutil.rmtree(tracker.dir / CHECKPOINT)  # a stopped stage saves none
+            tracker.adopt(made["run_dir"], {"error": str(error)}, until_step=step,
+                          status=f"stopped ({type(error).__name__})")
+            raise error
+        summary = read_json(tracker.dir / "summary.json")
+        tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
         self._record(stage, made["record"])
+
+    def _pruned_at(self, stage_dir: Path) -> tuple[int, TrialPruned] | None:
+        """Report a stored GRPO stage's evaluations to the sweeper's trial, in order, as a computed
+        stage would; where its pruner stops the trial, the step and the pruning."""
+        if self.on_eval is None:
+            return None
+        for row in read_jsonl(stage_dir / "eval.jsonl"):
+            if row["step"] > 0:  # on_eval sees every evaluation after the start
+                try:
+                    self.on_eval(row["step"], row)
+                except TrialPruned as error:
+                    return row["step"], error
+        return None
 
     def _key_inputs(self, stage: str) -> dict:
         """What determines the stage's output: the config it reads and the key of what it starts from."""
@@ -196,7 +216,9 @@ class Pipeline:
             return stage_key(self._key_inputs("explore")) if "explore" in stages else base_key(cfg)
         if stage == "sft" and cfg.sft.source == "seed":
             return stage_key(self._key_inputs("seed")) if "seed" in stages else file_digest(cfg.sft.seed_path)
-        return ""  # explore and a solver cold start: the base, named by the model config they read
+        if stage == "grpo" and "sft" in stages:
+            return stage_key(self._key_inputs("sft"))
+        return ""  # the base, named by the model config the stage reads
 
     # -- helpers ----------------------------------------------------------------------------
     def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str) -> None:
@@ -265,7 +287,7 @@ class Pipeline:
 
     def _record(self, key: str, metrics: dict) -> None:
         """The run's summary.json, written as each result comes: what a resumed run starts from."""
-        self.summary[key] = metrics
+        self.summary[key] = scalars(metrics)
         write_json(self.run_dir / "summary.json", self.summary)
 
     def _record_base(self, metrics: dict) -> None:

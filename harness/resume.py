@@ -13,7 +13,8 @@ from harness.config import Config, ConfigError
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
-                  "trial.study_name", "trial.trial_id", "cache.stages", "cache.dir")
+                  "trial.study_name", "trial.trial_id", "cache.stages", "cache.dir",
+                  "jobs_per_gpu")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -62,6 +62,9 @@ def _jsonable(value):
     return value
 
 
+ROW_TABLES = ("best_of_n",)  # the tables a stage logs once (log_rows), replayed when a stage is adopted
+
+
 class StageTracker:
     def __init__(self, stage_dir: Path, *, stage: str, run_name: str, config: dict, tracking_cfg, wandb_dir: Path,
                  resume_step: Optional[int] = None):
@@ -114,15 +117,26 @@ class StageTracker:
             log.warning("W&B failed (%s); continuing with the local run store only", error)
             self.wandb = None
 
-    def _replay(self) -> None:
+    def _replay(self, tables: bool = False) -> None:
         """Send a resumed W&B run the steps it lacks: a kill loses what W&B had buffered, and an
-        offline run starts empty. The local store has them all."""
+        offline run starts empty. The local store has them all. `tables`: the sample tables too
+        (an adopted stage's W&B run starts with nothing)."""
         rows: dict[int, dict] = {}
         for name in ("metrics.jsonl", "eval.jsonl"):
             for row in read_jsonl(self.dir / name):
                 rows.setdefault(row["step"], {}).update(row)
-        for step in sorted(s for s in rows if s >= self.wandb.step):
-            self._log_wandb(step, {k: v for k, v in rows[step].items() if k != "step"})
+        completions: dict[int, list] = {}
+        if tables:
+            for row in read_jsonl(self.dir / "completions.jsonl"):
+                completions.setdefault(row.pop("step"), []).append(row)
+            for name in ROW_TABLES:
+                if rows_of_table := read_jsonl(self.dir / f"{name}.jsonl"):
+                    self._log_rows_wandb(name, rows_of_table)
+        for step in sorted(s for s in rows.keys() | completions.keys() if s >= self.wandb.step):
+            if step in rows:
+                self._log_wandb(step, {k: v for k, v in rows[step].items() if k != "step"})
+            if step in completions:
+                self._log_table(step, completions[step])
 
     def _append(self, name: str, record: dict) -> None:
         if name not in self._files:
@@ -170,13 +184,18 @@ class StageTracker:
             self._table.add_data(step, *row.values())
         self.wandb.log({"completions": self._table}, step=step)
 
-    def adopt(self, made_by: str, summary: dict) -> None:
+    def adopt(self, made_by: str, summary: dict, until_step: Optional[int] = None, status: str = "finished") -> None:
         """Finish a stage whose logs another run made (the stage cache copied them here): W&B
-        gets every step of them, and both summaries say whose they are (its run directory)."""
-        self._to_wandb(self._replay)
-        self.finish({**summary, "reused_from": made_by})
+        gets every step of them and their tables, and both summaries say whose they are (its run
+        directory). `until_step`: the stage stopped there (a pruned trial), its later steps dropped."""
+        if until_step is not None:
+            for path in self.dir.glob("*.jsonl"):
+                _keep_until(path, until_step)
+        self._to_wandb(self._replay, tables=True)
+        self.finish({**summary, "reused_from": made_by}, status)
 
     def finish(self, summary: dict, status: str = "finished") -> None:
+        summary = scalars(summary)
         write_json(self.dir / "summary.json", {"status": status, **summary})
         for handle in self._files.values():
             handle.close()
@@ -185,6 +204,11 @@ class StageTracker:
     def _finish_wandb(self, summary: dict, status: str) -> None:
         self.wandb.summary.update({**summary, "status": status})  # "stopped (TrialPruned)" tells pruned apart
         self.wandb.finish(exit_code=0 if status == "finished" else 1)
+
+
+def scalars(metrics: dict) -> dict:
+    """The metrics a summary holds: per-prompt lists stay in the step logs."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
 def read_json(path: Path, default: Optional[dict] = None) -> dict:

@@ -90,6 +90,22 @@ def main(cfg: DictConfig) -> dict:
             check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)
+    if config.device != "cuda":
+        return run(config, run_dir)
+    from harness.gpus import claim_gpu, release_gpu
+
+    try:
+        claim_gpu(config.jobs_per_gpu)  # before any import can initialise CUDA
+    except RuntimeError as error:
+        return fail(run_dir, str(error), exit_code=2)
+    try:
+        return run(config, run_dir)
+    finally:  # the next job (in this process or another) may take the place
+        release_gpu()
+
+
+def run(config: Config, run_dir: Path) -> dict:
+    """The recipe, on a sound config; its status.json record."""
     import torch
     from optuna import TrialPruned
     from transformers.utils import logging as hf_logging

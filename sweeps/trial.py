@@ -30,22 +30,29 @@ def open_storage(url: str, **rdb_options):
             time.sleep(0.5 * (attempt + 1))
 
 
-def make_pruner(name: str, startup_trials: int) -> optuna.pruners.BasePruner:
-    """median | hyperband | none. Optuna keeps no pruner in its storage, so the sweeper saves these
-    two settings on the study and every trial rebuilds the same pruner from them."""
+def make_pruner(settings: dict) -> optuna.pruners.BasePruner:
+    """The study's pruner from its settings (name, startup_trials, min_resource, max_resource,
+    reduction_factor). The resource is GRPO steps: a trial reports at every evaluation, so the
+    first rung is one evaluation interval (min_resource) and the last the stage's steps. Optuna
+    keeps no pruner in its storage: the sweeper saves these settings on the study and every trial,
+    wherever it runs, rebuilds the same pruner from them."""
+    name, factor = settings["name"], settings["reduction_factor"]
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"])
+    if name == "successive_halving":  # keep the best 1/factor at steps min_resource * factor**i
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=settings["min_resource"], reduction_factor=factor)
+    if name == "hyperband":  # successive halving in brackets of different first rungs
+        return optuna.pruners.HyperbandPruner(min_resource=settings["min_resource"],
+                                              max_resource=settings["max_resource"], reduction_factor=factor)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner={name!r}: must be one of median, hyperband, none")
+    raise ValueError(f"pruner={name!r}: must be one of median, successive_halving, hyperband, none")
 
 
 class TrialReporter:
     def __init__(self, trial_cfg):
         study = optuna.load_study(study_name=trial_cfg.study_name, storage=open_storage(trial_cfg.storage))
-        study.pruner = make_pruner(study.user_attrs["pruner"], study.user_attrs["pruner_startup_trials"])
+        study.pruner = make_pruner(study.user_attrs["pruner"])
         self.trial = optuna.trial.Trial(study, trial_cfg.trial_id)
         self.objective = trial_cfg.objective
 

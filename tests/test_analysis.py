@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from analysis import ablation, from_local, from_wandb_offline, live, overopt
+from analysis.ablation import METRIC
 from analysis.load import stage_status
 from harness.metrics import live_groups
 from harness.theory import live_probability
@@ -147,12 +148,47 @@ def test_turning_points_find_where_gold_peaked_and_what_followed():
 
 
 # -- seeds ----------------------------------------------------------------------------------------
-def test_summarise_gives_the_t_interval_over_seeds():
-    table = pd.DataFrame({"grpo.beta": [0.0] * 3 + [0.1] * 2 + [1.0], "final": [0.2, 0.3, 0.4, 0.5, 0.7, 0.9]})
+def test_summarise_gives_an_interval_over_seeds_that_a_pass_rate_never_leaves():
+    table = pd.DataFrame({"grpo.beta": [0.0] * 3 + [0.1] * 2 + [1.0], "seed": [0, 1, 2, 0, 1, 0],
+                          "final": [0.2, 0.3, 0.4, 0.0, 0.05, 0.9]})
     summary = ablation.summarise(table, "grpo.beta").set_index("grpo.beta")
-    low, high = stats.t.interval(0.95, 2, loc=0.3, scale=stats.sem([0.2, 0.3, 0.4]))
-    assert summary.loc[0.0, ["mean", "low", "high", "runs"]].tolist() == pytest.approx([0.3, low, high, 3])
-    assert np.isnan(summary.loc[1.0, "low"]) and summary.loc[1.0, "mean"] == 0.9  # one seed: no interval
+    low, high = summary.loc[0.0, ["low", "high"]]
+    t_low, t_high = stats.t.interval(0.95, 2, loc=0.3, scale=stats.sem([0.2, 0.3, 0.4]))
+    assert summary.loc[0.0, ["mean", "runs"]].tolist() == pytest.approx([0.3, 3])
+    assert high - low == pytest.approx(t_high - t_low, rel=0.25)  # as wide as 3 seeds' t-interval, not narrower
+    assert 0 < low < 0.3 < high < 1
+    t_low = stats.t.interval(0.95, 1, loc=0.025, scale=stats.sem([0.0, 0.05]))[0]
+    assert t_low < 0 < summary.loc[0.1, "low"] < 0.025  # where a t-interval leaves [0, 1], this one stays in
+    assert np.isnan(summary.loc[1.0, "low"]) and summary.loc[1.0, "mean"] == 0.9  # one seed, nothing inside it
+
+
+def test_a_setting_proposed_again_at_the_same_seed_counts_once():
+    table = pd.DataFrame({"arm": ["a"] * 4, "seed": [0, 0, 0, 1], "final": [0.2, 0.2, 0.2, 0.4]})
+    summary = ablation.summarise(table, "arm").iloc[0]
+    assert summary["runs"] == 2 and summary["mean"] == pytest.approx(0.3)
+
+
+def test_the_interval_counts_the_held_out_prompts_as_well_as_the_seeds():
+    rng = np.random.default_rng(0)
+    prompts = rng.binomial(1, 0.3, 200).astype(float).tolist()
+    table = pd.DataFrame({"arm": ["a"] * 3 + ["b"], "seed": [0, 1, 2, 0], "final": [np.mean(prompts)] * 4,
+                          "final_per_prompt": [prompts] * 4})  # three seeds that agree exactly, and one seed
+    summary = ablation.summarise(table, "arm").set_index("arm")
+    se = np.std(prompts, ddof=1) / np.sqrt(200)  # the prompts' own sampling error
+    for arm in "ab":  # a t-interval over the agreeing seeds would have no width; one seed would have none at all
+        low, high = summary.loc[arm, ["low", "high"]]
+        assert high - low == pytest.approx(2 * 1.97 * se, rel=0.05) and 0 <= low < high <= 1
+    uneven = table.assign(final=[0.35, 0.37, 0.33, 0.36], final_per_prompt=[prompts, prompts, prompts[:100], prompts])
+    assert ablation.summarise(uneven, "arm").set_index("arm").loc["a", "low"] > 0  # seeds alone, no crash
+
+
+def test_a_run_gives_the_per_prompt_results_of_its_final_and_its_best_evaluation():
+    runs = pd.DataFrame({"run": ["r"], "stage": ["grpo"], "status": ["finished"], "seed": [0]})
+    history = pd.DataFrame({"run": "r", "stage": "grpo", "step": [0, 5, 10], METRIC: [0.25, 0.75, 0.5],
+                            f"{METRIC}/per_prompt": [[0.0, 0.5], [1.0, 0.5], [0.5, 0.5]]})
+    row = ablation.per_run(runs, history).iloc[0]
+    assert row.final == 0.5 and row.final_per_prompt == [0.5, 0.5]
+    assert row.best == 0.75 and row.best_per_prompt == [1.0, 0.5]
 
 
 def test_summary_table_keeps_other_swept_settings_apart():
@@ -161,7 +197,8 @@ def test_summary_table_keeps_other_swept_settings_apart():
     summary = ablation.summary_table(table, "grpo.beta", ["task.reward"]).set_index(["grpo.beta", "task.reward"])
     assert list(summary.columns[:2]) == ["mean_final", "low_final"] and len(summary) == 4
     assert summary.loc[(0.1, "gold"), ["mean_final", "mean_best", "runs"]].tolist() == pytest.approx([0.6, 0.7, 2])
-    assert summary.loc[(0.1, "proxy"), ["mean_final", "low_final", "high_final"]].tolist() == pytest.approx([0.3] * 3)
+    assert summary.loc[(0.1, "proxy"), "mean_final"] == pytest.approx(0.3)
+    assert np.isnan(summary.loc[(0.1, "proxy"), "low_final"])  # two equal means: no spread to measure
 
 
 def _epsilon_sweep(statuses=("finished",) * 8):
@@ -226,7 +263,10 @@ def test_cold_start_table_pairs_each_run_after_sft_and_after_grpo():
 def test_run_store_and_offline_wandb_load_the_same_frames(smoke_run):
     local, offline = from_local(smoke_run), from_wandb_offline(smoke_run)
     pd.testing.assert_frame_equal(local.runs, offline.runs, check_dtype=False)
-    pd.testing.assert_frame_equal(local.history, offline.history, check_dtype=False)
+    # W&B keeps a histogram of each evaluation's per-prompt results; the run store keeps the results.
+    per_prompt = [c for c in local.history if c.endswith("/per_prompt")]
+    assert per_prompt == ["eval/gold_pass@1/per_prompt"] and not any(c.endswith("/per_prompt") for c in offline.history)
+    pd.testing.assert_frame_equal(local.history.drop(columns=per_prompt), offline.history, check_dtype=False)
     runs = local.runs.set_index("stage")
     assert sorted(runs.index) == ["explore", "grpo", "seed", "sft"]
     assert (runs.run == "smoke-test").all() and (runs.status == "finished").all()
@@ -252,3 +292,28 @@ def test_reading_a_sweep_loads_no_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- presentation ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("values, scale", [([0.0, 0.001, 0.01, 0.1], "symlog"), ([1e-5, 1e-4, 1e-3], "log"),
+                                           ([0.0, 0.01, 0.04], "linear"), ([0, 10, 30, 100, 300, 1000], "symlog"),
+                                           ([2, 4, 8], "linear")])
+def test_a_key_spanning_decades_gets_a_log_axis_and_symlog_when_zero_is_among_its_values(values, scale):
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots()
+    ablation.scale_axis(ax, values)
+    assert ax.get_xscale() == scale
+    plt.close("all")
+
+
+def test_arms_of_different_cost_are_also_drawn_against_training_time():
+    runs = pd.DataFrame([{"run": f"{k}{seed}", "stage": "grpo", "status": "finished", "seed": seed,
+                          "grpo.num_generations": k} for k in (4, 16) for seed in (0, 1)])
+    history = pd.DataFrame([{"run": f"{k}{seed}", "stage": "grpo", "step": step, "step_time": k / 4,
+                             METRIC: 0.1 * step} for k in (4, 16) for seed in (0, 1) for step in (1, 2, 3)])
+    assert ablation.costs_differ(runs, history, "grpo.num_generations")
+    assert not ablation.costs_differ(runs, history.assign(step_time=1.0), "grpo.num_generations")
+    figure = ablation.plot_learning_curves(runs, history, "grpo.num_generations", x="train_seconds")
+    ends = sorted(line.get_xdata()[-1] for line in figure.axes[0].lines if line.get_linewidth() == 2)
+    assert ends == [3.0, 12.0]  # three steps of 1 s and of 4 s

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 from safetensors.torch import load_file
 
@@ -14,6 +15,7 @@ from harness.pipeline import Pipeline
 from harness.tracking import read_jsonl
 
 SMOKE = ["experiment=smoke", "grpo.steps=2", "checkpoint.keep=all", "tracking=disabled"]
+COLD_START = ("explore", "seed", "sft")
 WALL_CLOCK = ("step_time", "timing/", "tokens_per_second")
 
 
@@ -29,12 +31,17 @@ def keys(compose, *overrides) -> dict:
 
 def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monkeypatch):
     before = keys(compose)
-    grpo_only = keys(compose, "grpo.beta=0.1", "grpo.num_generations=4", "task.reward=proxy", "checkpoint.every=1")
-    assert grpo_only == before  # a sweep over grpo.* shares its cold start
+    grpo_only = keys(compose, "grpo.beta=0.1", "grpo.num_generations=4", "task.reward=proxy")
+    assert all(grpo_only[stage] == before[stage] for stage in COLD_START)  # a sweep over grpo.* shares its cold start
+    assert grpo_only["grpo"] != before["grpo"]
+    for change in ("grpo.beta=0.1", "task.reward=proxy", "eval.best_of_n=4"):
+        assert keys(compose, change)["grpo"] != before["grpo"], change
+    assert keys(compose, "checkpoint.every=1", "checkpoint.keep=none")["grpo"] == before["grpo"]
     explore = keys(compose, "explore.learning_rate=1e-3")
     assert all(explore[stage] != before[stage] for stage in ("explore", "seed", "sft"))  # the chain follows
     sft = keys(compose, "sft.learning_rate=1e-3")
     assert sft["sft"] != before["sft"] and sft["explore"] == before["explore"] and sft["seed"] == before["seed"]
+    assert sft["grpo"] != before["grpo"]  # GRPO starts from the cold start
     seeded = keys(compose, "seed=1")
     assert all(seeded[stage] != before[stage] for stage in cache.STAGE_READS)
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
@@ -44,9 +51,10 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     no_explore = keys(compose, "pipeline.stages=[seed,sft,grpo]")
     for change in ("eval.seed=7", "eval.num_prompts=32"):
         assert keys(compose, "pipeline.stages=[seed,sft,grpo]", change)["seed"] != no_explore["seed"], change
-    assert keys(compose, "pipeline.stages=[seed,sft,grpo]", "task.reward=proxy") == no_explore
+    proxy = keys(compose, "pipeline.stages=[seed,sft,grpo]", "task.reward=proxy")
+    assert all(proxy[stage] == no_explore[stage] for stage in COLD_START)
     cache.code_version.cache_clear()
-    monkeypatch.setattr(cache, "code_version", lambda: "another version of harness/")
+    monkeypatch.setattr(cache, "code_version", lambda device: "another version of harness/")
     assert all(v != before[k] for k, v in keys(compose).items())
 
 
@@ -57,7 +65,7 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
         cfg.run_name = name
         Pipeline(cfg, tmp_path / name).run()
         runs[name] = tmp_path / name
-    for stage in ("explore", "seed", "sft"):
+    for stage in pipeline.STAGES:
         made = json.loads((runs["first"] / stage / "summary.json").read_text())
         reused = json.loads((runs["again"] / stage / "summary.json").read_text())
         assert "reused_from" not in made and reused.pop("reused_from") == str(runs["first"])
@@ -73,7 +81,35 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
         assert json.loads((runs[run] / "summary.json").read_text()) == json.loads(
             (runs["off"] / "summary.json").read_text())
     entries = (tmp_path / "stages").glob("*/*/manifest.json")
-    assert sorted(p.parent.parent.name for p in entries) == ["explore", "seed", "sft"]
+    assert sorted(p.parent.parent.name for p in entries) == ["explore", "grpo", "seed", "sft"]
+
+
+def test_a_stored_grpo_stage_reports_its_evaluations_to_the_sweeper_and_stops_where_a_computed_one_is(
+        compose, model_cache, tmp_path):
+    overrides = [*SMOKE, "pipeline.stages=[grpo]", "grpo.steps=4", "eval.eval_every=1",
+                 f"model.cache_dir={model_cache}", f"cache.dir={tmp_path / 'stages'}"]
+    reported = {}
+    for run in ("computed", "reused"):
+        reported[run] = []
+        Pipeline(compose(*overrides), tmp_path / run, on_eval=lambda step, m, seen=reported[run]: seen.append(
+            (step, m["eval/gold_pass@1"]))).run()
+    assert json.loads((tmp_path / "reused" / "grpo" / "summary.json").read_text())["reused_from"]
+    assert reported["reused"] == reported["computed"] and [s for s, _ in reported["computed"]] == [1, 2, 3, 4]
+
+    def prune_at_step_2(step, metrics):
+        if step == 2:
+            raise optuna.TrialPruned("pruned at step 2")
+
+    for run, cache_on in (("pruned-computed", "false"), ("pruned-reused", "true")):
+        with pytest.raises(optuna.TrialPruned):
+            Pipeline(compose(*overrides, f"cache.stages={cache_on}"), tmp_path / run, on_eval=prune_at_step_2).run()
+    computed, reused = tmp_path / "pruned-computed" / "grpo", tmp_path / "pruned-reused" / "grpo"
+    summary = json.loads((reused / "summary.json").read_text())
+    assert summary["status"] == "stopped (TrialPruned)" and summary["reused_from"] == str(tmp_path / "computed")
+    for log in ("eval.jsonl", "metrics.jsonl", "completions.jsonl"):  # the reused stage ends where the computed one did
+        assert untimed(reused / log) == untimed(computed / log), log
+    assert [row["step"] for row in read_jsonl(reused / "eval.jsonl")] == [0, 1, 2]
+    assert not (reused / "checkpoint").exists() and not (computed / "checkpoint").exists()
 
 
 def test_an_entry_that_fails_its_checksum_is_computed_again(compose, model_cache, tmp_path, caplog):

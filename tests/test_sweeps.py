@@ -65,13 +65,16 @@ def optuna_sweep(model_cache, sweep_dir, *overrides: str, timeout: int = 600):
     return optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
 
-def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path):
-    """lr 3e-2 wrecks the tiny base within a step or two; the median pruner stops those trials."""
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path, pruner):
+    """lr 3e-2 wrecks the tiny base within a step or two; the pruner stops those trials."""
     steps = 4
     study = optuna_sweep(model_cache, tmp_path, "experiment=smoke", "pipeline.stages=[grpo]", f"grpo.steps={steps}",
                          "eval.eval_every=1", "eval.num_prompts=32", "grpo.learning_rate=choice(1e-5,3e-2)",
                          "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
-                         "hydra.sweeper.pruner_startup_trials=1")
+                         f"hydra.sweeper.pruner={pruner}", "hydra.sweeper.pruner_startup_trials=1")
+    assert study.user_attrs["pruner"]["name"] == pruner
+    assert study.user_attrs["pruner"]["min_resource"] == 1  # one evaluation interval of this sweep's runs
     states = [t.state for t in study.trials]
     assert len(states) == 5 and TrialState.COMPLETE in states and TrialState.PRUNED in states
     for trial in study.trials:
@@ -252,17 +255,25 @@ def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, o
                "pipeline.stages=[grpo]", "tracking=disabled", "grpo.learning_rate=choice(1e-5,1e-3)",
                "grpo.num_generations=choice(2,4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none",
                f"hydra.sweeper.sampler={sampler}", f"hydra.sweeper.objectives=[{','.join(objectives)}]",
-               f"hydra.sweeper.directions=[{','.join(directions)}]", f"hydra.sweep.dir={tmp_path}"]
+               f"hydra.sweeper.directions=[{','.join(directions)}]", f"hydra.sweep.dir={tmp_path}",
+               f"cache.dir={tmp_path / 'stages'}"]  # this sweep's own: a trial reuses only this study's trials
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    first = {}  # params -> the trial that first ran them
     for trial in study.trials:
         status = json.loads((Path(trial.user_attrs["run_dir"]) / "status.json").read_text())
         assert trial.values == pytest.approx([status[key] for key in objectives])
-        assert trial.user_attrs["cost/grpo/steps"] == 4 and trial.user_attrs["cost/grpo/reused"] is False
-        assert trial.user_attrs["cost/grpo/seconds"] > 0 and trial.user_attrs["cost/grpo/rollout_tokens"] > 0
+        params = tuple(sorted(trial.params.items()))
+        # A trial repeating an earlier one's settings reuses its GRPO stage, with its numbers.
+        assert trial.user_attrs["cost/grpo/reused"] is (params in first)
+        if params in first:
+            assert trial.values == first[params].values
+        first.setdefault(params, trial)
+        assert trial.user_attrs["cost/grpo/steps"] == 4 and trial.user_attrs["cost/grpo/rollout_tokens"] > 0
+        assert trial.user_attrs["cost/grpo/seconds"] > 0
     if sampler == "grid":  # four points, each once
         assert sorted(tuple(t.params.values()) for t in study.trials) == sorted(
             (lr, k) for lr in (1e-5, 1e-3) for k in (2, 4))

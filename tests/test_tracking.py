@@ -1,11 +1,13 @@
 """A tracking failure never stops training: the local run store keeps everything."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import wandb
 
 from analysis import load_run
+from analysis.load import wandb_records
 from harness.tracking import StageTracker
 
 OFFLINE = SimpleNamespace(mode="offline", project="coldclimb-test", entity=None, group=None)
@@ -80,3 +82,21 @@ def test_a_line_cut_short_by_a_kill_is_skipped_and_a_resumed_stage_keeps_its_ste
 
     stage_tracker(tmp_path)  # a fresh start of the stage
     assert load_run(tmp_path).metrics.empty and not list((tmp_path / "grpo").glob("*.jsonl"))
+
+
+def test_a_stage_adopted_from_the_cache_sends_wandb_its_steps_and_its_tables(tmp_path):
+    made = log_a_stage(tmp_path / "made")
+    made.log_rows("best_of_n", [{"prompt": 0, "gold": 1.0}])  # after finish: the file is what matters here
+    adopted = tmp_path / "adopted" / "grpo"
+    tracker = StageTracker(adopted, stage="grpo", run_name="u", config={"seed": 0}, tracking_cfg=OFFLINE,
+                           wandb_dir=tmp_path / "adopted")
+    for name in ("metrics.jsonl", "eval.jsonl", "completions.jsonl", "best_of_n.jsonl"):  # as the cache restores
+        (adopted / name).write_bytes((tmp_path / "made" / "grpo" / name).read_bytes())
+    tracker.adopt(str(tmp_path / "made"), {"eval/gold_pass@1": 0.25})
+    logged = {}
+    for record in wandb_records(Path(tracker.wandb.dir).parent):
+        if record["type"] == "history":
+            item = record["history"]["item"]
+            logged.setdefault(item["_step"], set()).update(key.split(".")[0] for key in item)  # tables: name.type
+    assert {"reward", "eval/gold_pass@1", "completions"} <= logged[1]
+    assert "best_of_n" in set().union(*logged.values())

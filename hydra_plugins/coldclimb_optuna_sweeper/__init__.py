@@ -40,6 +40,7 @@ from sweeps.trial import JOURNAL, make_pruner, open_storage
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+LOCAL_LAUNCHERS = ("JoblibLauncher", "LocalLauncher")  # jobs on this machine's GPUs (submitit's local executor)
 
 
 @dataclass
@@ -50,8 +51,9 @@ class OptunaSweeperConf:
     objectives: list[str] = field(default_factory=lambda: ["eval/gold_pass@1"])  # keys of the run's final metrics
     directions: list[str] = field(default_factory=lambda: ["maximize"])
     sampler: str = "tpe"  # tpe (multivariate) | gp | random | grid
-    pruner: str = "median"  # median | hyperband | none
+    pruner: str = "median"  # median | successive_halving | hyperband | none
     pruner_startup_trials: int = 2  # trials that run to the end before the median pruner acts
+    pruner_reduction_factor: int = 3  # successive halving and hyperband keep the best 1/factor at each rung
     n_trials: int = 8  # finished trials the study should hold, counting earlier runs of the command
     n_jobs: int = 1  # trials in flight at once: a slot that frees (finished, pruned, failed) starts the next
     heartbeat_interval: int = 10  # seconds; a RUNNING trial silent for grace_period is stale: failed, retried
@@ -129,13 +131,15 @@ class Dispatch:
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, study_name, storage, objectives, directions, sampler, pruner, pruner_startup_trials, n_trials,
-                 n_jobs, heartbeat_interval, grace_period, max_retry, seed, params):
+    def __init__(self, study_name, storage, objectives, directions, sampler, pruner, pruner_startup_trials,
+                 pruner_reduction_factor, n_trials, n_jobs, heartbeat_interval, grace_period, max_retry, seed, params):
         if len(objectives) != len(directions):
             raise ValueError(f"objectives={list(objectives)} and directions={list(directions)} differ in length")
         self.study_name, self.storage = study_name, storage
         self.objectives, self.directions = list(objectives), list(directions)
-        self.sampler_name, self.pruner_name, self.startup = sampler, pruner, pruner_startup_trials
+        self.sampler_name = sampler
+        self.pruner = {"name": pruner, "startup_trials": pruner_startup_trials,
+                       "reduction_factor": pruner_reduction_factor}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.params = dict(params or {})
@@ -144,6 +148,12 @@ class OptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        # The pruners' resource is the GRPO stage's steps, reported at every evaluation.
+        self.pruner.update(min_resource=config.eval.eval_every, max_resource=config.grpo.steps)
+        if self.pruner["name"] in ("successive_halving", "hyperband") and config.eval.eval_every > config.grpo.steps:
+            raise ValueError(f"hydra.sweeper.pruner={self.pruner['name']}: its first rung, eval.eval_every="
+                             f"{config.eval.eval_every}, is past the end of grpo.steps={config.grpo.steps}")
+        self.device, self.jobs_per_gpu = config.device, config.jobs_per_gpu
 
     def sweep(self, arguments: list) -> list:
         space, fixed = distributions(self.params), []
@@ -156,15 +166,18 @@ class OptunaSweeper(Sweeper):
         url = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         storage = self._storage(url)
         study = optuna.create_study(study_name=self.study_name, storage=storage,
-                                    sampler=self._sampler(space), pruner=make_pruner(self.pruner_name, self.startup),
+                                    sampler=self._sampler(space), pruner=make_pruner(self.pruner),
                                     directions=self.directions, load_if_exists=True)
-        study.set_user_attr("pruner", self.pruner_name)
-        study.set_user_attr("pruner_startup_trials", self.startup)
+        study.set_user_attr("pruner", self.pruner)
         n_trials = self.n_trials
         if self.sampler_name == "grid":
             n_trials = min(n_trials, math.prod(len(values) for values in grid(space).values()))
         dispatch = Dispatch(study, space, n_trials)
-        slots = self.n_jobs if not isinstance(self.launcher, BasicLauncher) else 1  # basic runs jobs in-process
+        slots = 1 if isinstance(self.launcher, BasicLauncher) else self.n_jobs  # basic: jobs in this process
+        if self.device == "cuda" and type(self.launcher).__name__ in LOCAL_LAUNCHERS:  # SLURM places its own
+            from harness.gpus import gpu_slots, visible_gpus  # torch, for a GPU sweep only
+
+            slots = gpu_slots(slots, len(visible_gpus()), self.jobs_per_gpu)
         with ThreadPoolExecutor(slots) as pool:  # each slot asks for its next trial as soon as it is free
             for returned in [pool.submit(self._slot, dispatch, storage, url, fixed) for _ in range(slots)]:
                 returned.result()
