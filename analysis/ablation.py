@@ -25,7 +25,7 @@ def _is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
-def _label(value) -> str:
+def arm_label(value) -> str:
     if _is_missing(value):
         return NULL
     whole = isinstance(value, (float, np.floating)) and float(value).is_integer()
@@ -33,9 +33,14 @@ def _label(value) -> str:
 
 
 def swept(runs: pd.DataFrame) -> list[str]:
-    """The config keys whose values differ between the sweep's runs (seeds excluded); null is a value."""
+    """The config keys whose values differ between the sweep's runs (seeds excluded); null is a value.
+    Where runs name their arm (an ablation preset's `arm`), it stands for the keys each arm sets."""
     keys = [c for c in config_columns(runs) if c not in NOT_SWEPT and not c.startswith(("trial.", "tracking."))]
-    return [c for c in keys if runs[c].map(_label).nunique() > 1]
+    keys = [c for c in keys if runs[c].map(arm_label).nunique() > 1]
+    if "arm" in keys:
+        labelled = runs.assign(**{k: runs[k].map(arm_label) for k in keys})
+        keys = [k for k in keys if k == "arm" or labelled.groupby("arm")[k].nunique().max() > 1]
+    return keys
 
 
 def with_null_arms(frame: pd.DataFrame) -> pd.DataFrame:
@@ -45,9 +50,9 @@ def with_null_arms(frame: pd.DataFrame) -> pd.DataFrame:
     for key in config_columns(frame):
         values = frame[key]
         if values.map(_is_missing).any():
-            present = {_label(v): v for v in values if not _is_missing(v)}  # lists too: labels are hashable
+            present = {arm_label(v): v for v in values if not _is_missing(v)}  # lists too: labels are hashable
             order = sorted(present, key=lambda label: _sort_key(present[label]))
-            frame[key] = pd.Categorical(values.map(_label), categories=[*order, NULL], ordered=True)
+            frame[key] = pd.Categorical(values.map(arm_label), categories=[*order, NULL], ordered=True)
     return frame
 
 
@@ -133,17 +138,20 @@ def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: f
     """Mean of `column` for each value of `by`, with `pass_rate_interval` over the seeds holding
     it and their held-out prompts (`<column>_per_prompt`, where every run has them, equally many).
     Runs repeating a (value, seed) pair (an Optuna study proposing settings again) count once."""
-    rows, per_prompt = [], f"{column}_per_prompt"
-    for value, part in table.groupby(by, sort=True, observed=True):
-        part = part.drop_duplicates("seed") if "seed" in part else part
-        values = part[column].to_numpy(dtype=float)
-        detail = part[per_prompt].tolist() if per_prompt in part else []
-        if not detail or any(not isinstance(d, (list, np.ndarray)) for d in detail) \
-                or len({len(d) for d in detail}) > 1:
-            detail = list(values)  # seeds alone
-        low, high = pass_rate_interval(detail, confidence)
-        rows.append({by: value, "mean": values.mean(), "low": low, "high": high, "runs": len(values)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{by: value, **arm_summary(part, column, confidence)}
+                         for value, part in table.groupby(by, sort=True, observed=True)])
+
+
+def arm_summary(part: pd.DataFrame, column: str = "final", confidence: float = 0.95) -> dict:
+    """One arm's runs: mean of `column`, its `pass_rate_interval`, and how many seeds (a seed
+    repeated counts once)."""
+    part = part.drop_duplicates("seed") if "seed" in part else part
+    values, per_prompt = part[column].to_numpy(dtype=float), f"{column}_per_prompt"
+    detail = part[per_prompt].tolist() if per_prompt in part else []
+    if not detail or any(not isinstance(d, (list, np.ndarray)) for d in detail) or len({len(d) for d in detail}) > 1:
+        detail = list(values)  # seeds alone
+    low, high = pass_rate_interval(detail, confidence)
+    return {"mean": values.mean(), "low": low, "high": high, "runs": len(values)}
 
 
 def summary_table(table: pd.DataFrame, by: str, others: list[str] = ()) -> pd.DataFrame:

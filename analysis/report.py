@@ -4,11 +4,14 @@
 
 SWEEP_DIR is a sweep's directory (its run stores, or only its offline W&B runs) or one run's.
 Writes into DIR (default SWEEP_DIR/report): report.md and
-  ablation_<key>.png, learning_curves_<key>.png   for each swept config key
+  ablation_<key>.png, learning_curves_<key>.png   for each swept config key (`arm` stands for the keys an
+  entropy_<key>.png                                ablation preset's arms set), and its entropy curves
   learning_curves_<key>_seconds.png                 when its values differ in training time
   live_groups.png                                  when runs trained on the gold reward
   overoptimisation.png                             when runs trained on the proxy
   cold_start.png                                   when sft.cold_start_size was swept
+  study_<figure>.png and .csv                       for an Optuna sweep, instead of the per-key ablations:
+                                                   importances, history, intermediate, parallel, slices, pareto
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import ablation, live, overopt  # noqa: E402
+from analysis import ablation, live, overopt, study  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 
 SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
@@ -66,6 +69,10 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% interval over seeds and "
                      "held-out prompts (`runs`: the seeds behind each row):\n", _table(summary), *few_seeds(summary),
                      f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
+        if "entropy" in sweep.history:  # clip-higher's claim: with a symmetric clip, entropy collapses
+            entropy = ablation.plot_learning_curves(sweep.runs, sweep.history, key, metric="entropy", hue=others)
+            sections += [f"Policy entropy during GRPO (nats per token):\n\n"
+                         f"![entropy]({_save(entropy, out / f'entropy_{key}.png')})\n"]
         if ablation.costs_differ(sweep.runs, sweep.history, key):  # a cheaper arm may win per second
             clock = ablation.plot_learning_curves(sweep.runs, sweep.history, key, hue=others, x="train_seconds")
             clock_png = _save(clock, out / f"learning_curves_{key}_seconds.png")
@@ -117,15 +124,55 @@ def cold_start(sweep: Sweep, out: Path) -> list[str]:
     return ["## Cold start\n", _table(table), f"\n![cold start]({png})\n"]
 
 
-def write_report(sweep_dir, out_dir=None) -> Path:
+def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = None) -> list[str]:
+    """An Optuna study's section: from its storage when it is there, else rebuilt from the runs.
+    Each figure's data is written beside it as CSV."""
+    stored = study.open_study(sweep_dir, storage)
+    source = "its storage" if stored is not None else "its runs (the study's storage is gone)"
+    found = stored if stored is not None else study.study_from_runs(sweep)
+    name = study.objectives(found)[0]
+    tables = {"importances": study.importances(found), "history": study.history(found),
+              "intermediate": study.intermediate(found)}
+    figures = {"importances": study.plot_importances(tables["importances"]), "history": study.plot_history(found),
+               "parallel": study.plot_parallel(found), "slices": study.plot_slices(found)}
+    if len(tables["intermediate"]):  # none in a study of several objectives: Optuna takes no reports there
+        figures["intermediate"] = study.plot_intermediate(tables["intermediate"], name)
+    if len(found.directions) > 1:
+        tables["pareto"] = study.pareto(found)
+        figures["pareto"] = study.plot_pareto(found, tables["pareto"])
+    for key, table in tables.items():
+        table.to_csv(out / f"study_{key}.csv", index=False)
+    pngs = {key: _save(fig, out / f"study_{key}.png") for key, fig in figures.items()}
+    counts = tables["history"].state.value_counts().to_dict()
+    sections = ["## Bayesian search\n",
+                f"An Optuna study of {len(tables['history'])} trials ({counts}), read from {source}. Its arms are "
+                "not controlled (every knob moves at once), so it has no per-key ablation tables: what mattered "
+                f"for {name} is read from the importances.\n",
+                "### Importances (mean and sd over estimator seeds)\n", _table(tables["importances"]),
+                f"\n![importances]({pngs['importances']})\n",
+                f"### Optimisation history, best so far\n\n![history]({pngs['history']})\n",
+                "### Intermediate values; pruned trials marked where they stopped\n\n" +
+                (f"![intermediate]({pngs['intermediate']})\n" if "intermediate" in pngs else
+                 "None: Optuna takes intermediate values (and prunes) in studies of one objective only.\n"),
+                f"### Parallel coordinates\n\n![parallel]({pngs['parallel']})\n",
+                f"### Slices: {name} against each knob\n\n![slices]({pngs['slices']})\n"]
+    if "pareto" in tables:
+        front = tables["pareto"][tables["pareto"].on_front]
+        sections += ["### Pareto front\n", _table(front), f"\n![pareto]({pngs['pareto']})\n"]
+    return sections
+
+
+def write_report(sweep_dir, out_dir=None, storage: str | None = None) -> Path:
     """Write the plots and report.md; return the report's path."""
     sweep_dir = Path(sweep_dir)
     sweep = load_sweep(sweep_dir)
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     keys = ablation.swept(sweep.runs)
-    sections = [*overview(sweep, sweep_dir.name, keys), *ablations(sweep, keys, out), *live_groups(sweep, out),
-                *overoptimisation(sweep, out)]
+    searched = study.is_bayesian(sweep.runs)
+    sections = [*overview(sweep, sweep_dir.name, keys),
+                *(bayesian(sweep, sweep_dir, out, storage) if searched else ablations(sweep, keys, out)),
+                *live_groups(sweep, out), *overoptimisation(sweep, out)]
     if "sft.cold_start_size" in keys:
         sections += cold_start(sweep, out)
     report = out / "report.md"
@@ -137,9 +184,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", help="a sweep directory (or one run's)")
     parser.add_argument("--out", help="where to write (default: SWEEP/report)")
+    parser.add_argument("--storage", help="an Optuna sweep's storage URL (default: SWEEP/optuna.db if there; "
+                                          "without one, the study is rebuilt from its runs)")
     args = parser.parse_args(argv)
     try:
-        report = write_report(args.sweep, args.out)
+        report = write_report(args.sweep, args.out, args.storage)
     except FileNotFoundError as error:
         print(f"analysis.report: {error}", file=sys.stderr)
         return 2

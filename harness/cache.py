@@ -35,7 +35,7 @@ from typing import Iterator, Optional
 import torch
 import transformers
 
-from harness.sources import fingerprint, installed_version
+from harness.sources import cache_root, fingerprint, installed_version
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ MANIFEST = "manifest.json"
 
 
 def default_dir() -> Path:
-    return Path(os.environ.get("COLDCLIMB_CACHE", "~/.cache/coldclimb")).expanduser() / "stages"
+    return cache_root() / "stages"
 
 
 @functools.cache  # once per process: a run keys its entries by the code it runs, even if harness/ is edited meanwhile

@@ -23,8 +23,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.sources import package_dir
 from harness.sft import finetune
+from harness.sources import cache_root, package_dir
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 BASE_FORMAT_VERSION = 1  # bump when the pre-training data or recipe changes meaning
@@ -69,7 +69,7 @@ def _cached(model_cfg, kind: str, recipe: dict, build) -> Path:
     """The cache entry for `recipe`, made by `build() -> (model, tokenizer)` if no run has yet.
     Written aside then renamed, so parallel trials never see half a model."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    target = Path(model_cfg.cache_dir).expanduser() / kind / digest
+    target = (Path(model_cfg.cache_dir).expanduser() if model_cfg.cache_dir else cache_root()) / kind / digest
     if (target / "recipe.json").exists():
         return target
     model, tokenizer = build()

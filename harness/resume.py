@@ -9,11 +9,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.config import Config, ConfigError
+from harness.config import Config
+from harness.validation import ConfigError
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
-                  "trial.study_name", "trial.trial_id", "cache.stages", "cache.dir",
+                  "trial.study_name", "trial.trial_id", "trial.number", "trial.study", "cache.stages", "cache.dir",
                   "jobs_per_gpu")
 
 

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 
+def cache_root() -> Path:
+    """Where coldclimb keeps what it builds: $COLDCLIMB_CACHE, by default ~/.cache/coldclimb."""
+    return Path(os.environ.get("COLDCLIMB_CACHE", "~/.cache/coldclimb")).expanduser()
+
+
 def installed_version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)

@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import Config, ConfigError, register_configs, validate, warnings_for
+from harness.config import Config, register_configs
+from harness.validation import ConfigError, validate, warnings_for
 from harness.resume import check_resumable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time

@@ -66,6 +66,27 @@ def small_sweep(model_cache, tmp_path_factory) -> Path:
     return sweep_dir
 
 
+@pytest.fixture(scope="session")
+def smoke_sweep(model_cache):
+    """Run a multirun at smoke sizes (SFT on solver demonstrations, then GRPO) with overrides."""
+
+    def run(sweep_dir: Path, *overrides: str) -> Path:
+        env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
+        command = [sys.executable, "-m", "harness.train", "-m", "experiment=smoke", "pipeline.stages=[sft,grpo]",
+                   "sft.source=solver", f"hydra.sweep.dir={sweep_dir}", *overrides]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return sweep_dir
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def bayes_sweep(smoke_sweep, tmp_path_factory) -> Path:
+    """A real Optuna study: 12 TPE trials over learning rate, K and beta, median pruning, W&B offline."""
+    return smoke_sweep(tmp_path_factory.mktemp("bayes"), "sweep=bayes", "hydra.sweeper.n_trials=12")
+
+
 @pytest.fixture
 def no_code_execution(monkeypatch):
     """Inside the tasks' modules, eval, exec and compile fail loudly: a verifier using them would show."""

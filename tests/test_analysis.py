@@ -317,3 +317,15 @@ def test_arms_of_different_cost_are_also_drawn_against_training_time():
     figure = ablation.plot_learning_curves(runs, history, "grpo.num_generations", x="train_seconds")
     ends = sorted(line.get_xdata()[-1] for line in figure.axes[0].lines if line.get_linewidth() == 2)
     assert ends == [3.0, 12.0]  # three steps of 1 s and of 4 s
+
+
+def test_a_named_arm_stands_for_the_keys_it_sets_but_not_for_a_key_swept_across_arms():
+    arms = {"1 naive": {"grpo.loss_type": "grpo", "grpo.epsilon_high": None},
+            "2 + clip-higher": {"grpo.loss_type": "grpo", "grpo.epsilon_high": 0.28},
+            "3 + token-level": {"grpo.loss_type": "dapo", "grpo.epsilon_high": 0.28}}
+    runs = pd.DataFrame([{"run": f"{arm}-{seed}-{lr}", "stage": "grpo", "arm": arm, "seed": seed,
+                          "grpo.learning_rate": lr, **keys}
+                         for arm, keys in arms.items() for seed in (0, 1) for lr in (1e-4, 3e-4)])
+    assert sorted(ablation.swept(runs)) == ["arm", "grpo.learning_rate"]
+    assert sorted(ablation.swept(runs.drop(columns="arm"))) == ["grpo.epsilon_high", "grpo.learning_rate",
+                                                                "grpo.loss_type"]

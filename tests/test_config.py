@@ -1,14 +1,20 @@
 """Bad values fail up front: one line naming the key and the value, before any model loads."""
 
+import functools
+import re
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+import harness.conf
 from harness import sft
-from harness.config import Config, ConfigError, ModelConfig, warnings_for
+from harness.config import Config, ModelConfig, settings
 from harness.models import build_tiny_model, build_tokenizer
+from harness.validation import ConfigError, validate, warnings_for
 
 
 def test_defaults_are_valid(compose):
@@ -129,10 +135,70 @@ def test_warns_that_clipping_cannot_act_with_one_update_per_batch(compose):
     assert warnings_for(compose("pipeline.stages=[sft]", "sft.source=solver")) == []
 
 
-def test_the_composed_defaults_are_the_dataclass_defaults(compose, monkeypatch):
-    """The YAML tree and the dataclasses say the same: a default changed in one place only would
-    make a run from Python differ from the same run from the command line."""
-    monkeypatch.delenv("COLDCLIMB_CACHE")  # the YAML reads the model cache's place from it
+def test_the_composed_defaults_are_the_dataclass_defaults(compose):
+    """The command line runs what Python's Config() says: a run from either is the same run."""
     composed, declared = asdict(compose()), asdict(Config())
     composed["threads"] = declared["threads"]  # resolved to this machine's CPUs by to_config
     assert composed == declared
+
+
+CONF = Path(harness.conf.__file__).parent
+
+
+VARIANTS = sorted(str(p.relative_to(CONF)) for group in ("model", "task", "rollout", "tracking")
+                  for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_variant_says_only_what_it_changes(variant):
+    """Defaults live in the dataclasses alone; a group's other options name only their differences."""
+    group = variant.split("/")[0]
+    declared = asdict(getattr(Config(), group))
+    changes = OmegaConf.to_container(OmegaConf.load(CONF / variant))
+    assert changes and all(declared[key] != value for key, value in changes.items()), changes
+
+
+def test_every_key_has_its_help_and_python_m_harness_config_lists_them(compose):
+    keys = [key for key, _ in settings()]
+    composed = OmegaConf.to_container(OmegaConf.structured(compose()))
+    leaves = [".".join(path) for path in _leaf_paths(composed)]
+    assert sorted(keys) == sorted(leaves)
+    assert all(f.metadata.get("help") for _, f in settings())
+    listing = subprocess.run([sys.executable, "-m", "harness.config"], capture_output=True, text=True, check=True)
+    assert [line.split(" = ")[0] for line in listing.stdout.splitlines()] == keys
+    assert "grpo.beta = 0.0  # KL weight; 0 loads no reference model" in listing.stdout
+
+
+def _leaf_paths(tree: dict, path=()):
+    for key, value in tree.items():
+        yield from _leaf_paths(value, (*path, key)) if isinstance(value, dict) else [(*path, key)]
+
+
+def _just_outside(bounds, value):
+    """A value that breaks exactly the first bound the field declares."""
+    if bounds["choices"]:
+        return ["bogus"] if isinstance(value, list) else "bogus"
+    if bounds["positive"]:
+        return 0.0
+    if bounds["unit"]:
+        return 1.5
+    if bounds["high"] is not None and value == bounds["high"]:
+        return bounds["high"] + 1
+    return bounds["low"] - 1
+
+
+BOUNDED = [(key, f) for key, f in settings() if any(f.metadata[k] for k in ("choices", "positive", "unit"))
+           or f.metadata["low"] is not None]
+
+
+@pytest.mark.parametrize("key, field", BOUNDED, ids=[key for key, _ in BOUNDED])
+def test_every_declared_bound_is_enforced_and_names_its_key(key, field):
+    config = Config()
+    *path, name = key.split(".")
+    node = functools.reduce(getattr, path, config)
+    value = getattr(node, name)
+    if value is None:  # an optional field: bounds apply to a value
+        value = field.metadata["low"] or 1
+    setattr(node, name, _just_outside(field.metadata, value))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}="):
+        validate(config)

@@ -37,7 +37,8 @@ def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_pat
     timed = {f"learning_curves_{key}_seconds.png" for key in ("grpo.beta", "task.reward")
              if ablation.costs_differ(sweep.runs, sweep.history, key)}
     assert pngs == {"ablation_grpo.beta.png", "ablation_task.reward.png", "learning_curves_grpo.beta.png",
-                    "learning_curves_task.reward.png", "live_groups.png", "overoptimisation.png", *timed}
+                    "learning_curves_task.reward.png", "entropy_grpo.beta.png", "entropy_task.reward.png",
+                    "live_groups.png", "overoptimisation.png", *timed}
     for name in pngs:
         height, width, _ = matplotlib.image.imread(out / name).shape
         assert height > 300 and width > 500, name

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from analysis.load import from_local, from_wandb_offline
 from harness import sft
 from harness.checkpoint import prune_finished
-from harness.config import ConfigError
+from harness.validation import ConfigError
 from harness.resume import check_resumable
 from harness.faults import NonFiniteLoss
 from harness.pipeline import Pipeline

@@ -31,6 +31,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
+from optuna.distributions import distribution_to_json
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -169,9 +170,14 @@ class OptunaSweeper(Sweeper):
                                     sampler=self._sampler(space), pruner=make_pruner(self.pruner),
                                     directions=self.directions, load_if_exists=True)
         study.set_user_attr("pruner", self.pruner)
+        study.set_user_attr("objectives", self.objectives)  # what the analysis names the values
         n_trials = self.n_trials
         if self.sampler_name == "grid":
             n_trials = min(n_trials, math.prod(len(values) for values in grid(space).values()))
+        # Every run records what rebuilds the study without its storage (analysis.study, from W&B alone).
+        spec = {"space": {k: json.loads(distribution_to_json(d)) for k, d in space.items()},
+                "objectives": self.objectives, "directions": self.directions}
+        fixed.append(f"trial.study='{json.dumps(spec)}'")
         dispatch = Dispatch(study, space, n_trials)
         slots = 1 if isinstance(self.launcher, BasicLauncher) else self.n_jobs  # basic: jobs in this process
         if self.device == "cuda" and type(self.launcher).__name__ in LOCAL_LAUNCHERS:  # SLURM places its own
@@ -189,6 +195,7 @@ class OptunaSweeper(Sweeper):
         while (trial := dispatch.next()) is not None:
             study = dispatch.study
             overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._report_to(url, trial)
+            overrides.append(f"trial.number={trial.number}")
             run_dir = self.sweep_dir / str(trial.number)  # as Hydra numbers the jobs
             first_attempt = self._first_attempt(study, storage.get_trial(trial._trial_id))
             if first_attempt is not None:  # a retry goes on where its killed attempt stopped

@@ -1,0 +1,110 @@
+"""Two or more sweeps side by side on the arms they share: the same grid before and after a change.
+
+  python -m analysis.compare SWEEP_A SWEEP_B [...] [--metric eval/gold_pass@1] [--out FILE]
+
+An arm is one combination of the config keys every sweep swept (a sweep that swept none is one
+arm). For each arm and sweep: the final held-out metric of its finished runs, mean and 95% interval
+over seeds and held-out prompts (as in the report); for each sweep after the first, its difference
+from the first and Welch's t-test over the two arms' per-seed finals. The keys that are fixed in
+each sweep but differ between them (the change being compared) are listed above the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from analysis import ablation
+from analysis.load import Sweep, config_columns, load_sweep
+
+
+def changed_keys(sweeps: dict[str, Sweep], stage: str = "grpo") -> pd.DataFrame:
+    """Config keys fixed within each sweep whose value differs between them."""
+    configs = {name: ablation.stage_config(s.runs, stage) for name, s in sweeps.items()}
+    keys = set.intersection(*(set(config_columns(c)) for c in configs.values())) - set(ablation.NOT_SWEPT)
+    rows = []
+    for key in sorted(k for k in keys if not k.startswith(("trial.", "tracking."))):
+        values = {name: c[key].map(ablation.arm_label).unique() for name, c in configs.items()}
+        if all(len(v) == 1 for v in values.values()) and len({v[0] for v in values.values()}) > 1:
+            rows.append({"key": key, **{name: v[0] for name, v in values.items()}})
+    return pd.DataFrame(rows)
+
+
+def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str = "grpo") -> pd.DataFrame:
+    """One row per shared arm: each sweep's mean [low, high] (seeds), and each later sweep's
+    difference from the first with Welch's p-value."""
+    tables = {name: ablation.per_run(s.runs, s.history, metric, stage) for name, s in sweeps.items()}
+    shared = sorted(set.intersection(*(set(ablation.swept(s.runs)) for s in sweeps.values())))
+    first = next(iter(sweeps))
+    arms = sorted({tuple(row) for t in tables.values() for row in t[shared].map(ablation.arm_label).to_numpy()},
+                  key=lambda arm: [_order(label) for label in arm])
+    rows = []
+    for arm in arms:
+        row, finals = dict(zip(shared, arm)), {}
+        for name, table in tables.items():
+            part = table[(table[shared].map(ablation.arm_label) == list(arm)).all(axis=1)] if shared else table
+            if part.empty:
+                continue
+            summary = ablation.arm_summary(part)
+            finals[name] = part.drop_duplicates("seed")["final"].to_numpy(dtype=float)
+            row[name] = f"{summary['mean']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}] ({summary['runs']})"
+        for name in list(finals)[1:]:
+            if first in finals:
+                welch = stats.ttest_ind(finals[name], finals[first], equal_var=False) \
+                    if min(len(finals[name]), len(finals[first])) > 1 else None
+                row[f"{name} - {first}"] = finals[name].mean() - finals[first].mean()
+                row[f"p ({name} vs {first}, Welch)"] = welch.pvalue if welch is not None else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _order(label: str) -> tuple:
+    """Arms by their numbers where they are numbers (0.04 before 0.1), then by text (null last)."""
+    try:
+        return 0, float(label), ""
+    except ValueError:
+        return 1, 0.0, label
+
+
+def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
+    names = [Path(p).name for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    sweeps = {name: load_sweep(p) for name, p in zip(names, paths)}
+    changed, table = changed_keys(sweeps), compare(sweeps, metric)
+    lines = [f"# {' vs '.join(names)}: final {metric}\n",
+             "What differs between the sweeps (fixed within each):\n",
+             changed.to_markdown(index=False) if len(changed) else "nothing but what they swept",
+             "\nEach cell: mean [95% interval over seeds and held-out prompts] (seeds). The difference is from "
+             f"the first sweep, {names[0]}; Welch's t-test compares per-seed finals (no p-value below 2 seeds "
+             "in either arm).\n",
+             table.to_markdown(index=False, floatfmt=".4g")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("sweeps", nargs="+", help="two or more sweep directories")
+    parser.add_argument("--metric", default=ablation.METRIC)
+    parser.add_argument("--out", help="write the Markdown here instead of printing it")
+    args = parser.parse_args(argv)
+    if len(args.sweeps) < 2:
+        parser.error("give two or more sweep directories")
+    try:
+        text = write_comparison(args.sweeps, args.metric)
+    except FileNotFoundError as error:
+        print(f"analysis.compare: {error}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Regenerate one entry of the results gallery: its sweep, its report, and where it came from.
+
+    python docs/results/regenerate.py ENTRY [key=value ...]
+
+Runs the entry's preset command (a Hydra multirun, two joblib jobs of one torch thread each: the
+numbers do not depend on the launcher) into outputs/gallery/ENTRY, then its report into
+docs/results/ENTRY/, beside provenance.json: the exact commands, the commit (and whether the tree
+had uncommitted changes), the machine, the date and the sweep's wall-clock. Extra key=value
+overrides go to the sweep and are recorded with it. The entry's README.md (what was measured and
+what it means) is written by hand from the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRIES = {  # entry -> the preset overrides of its one command
+    "dapo": ["sweep=dapo"],
+    "rollout_budget": ["sweep=rollout_budget"],
+    "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=beta"],
+}
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def regenerate(entry: str, overrides: list[str]) -> dict:
+    sweep_dir, out = ROOT / "outputs" / "gallery" / entry, ROOT / "docs" / "results" / entry
+    train = [sys.executable, "-m", "harness.train", "-m", *ENTRIES[entry], *PARALLEL, *overrides,
+             f"hydra.sweep.dir={sweep_dir.relative_to(ROOT)}"]
+    report = [sys.executable, "-m", "analysis.report", str(sweep_dir.relative_to(ROOT)), "--out",
+              str(out.relative_to(ROOT))]
+    start = time.perf_counter()
+    subprocess.run(train, cwd=ROOT, check=True)
+    seconds = time.perf_counter() - start
+    subprocess.run(report, cwd=ROOT, check=True)
+    provenance = {
+        "command": " ".join(["python", *train[1:]]), "report_command": " ".join(["python", *report[1:]]),
+        "commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(_git("status", "--porcelain")),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sweep_wall_clock_s": round(seconds, 1)}
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return provenance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("entry", choices=sorted(ENTRIES))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    print(json.dumps(regenerate(args.entry, args.overrides), indent=2))
+
+
+if __name__ == "__main__":
+    main()
