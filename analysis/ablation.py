@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import special, stats
 
 from analysis.load import config_columns
-from harness.config import STAGES
+from harness.config import STAGE_ORDER
 from harness.resume import FREE_ON_RESUME
 
 METRIC = "eval/gold_pass@1"
@@ -99,7 +99,7 @@ def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, 
     the stage that stopped it) with its status, and the last step at which `metric` was evaluated
     there and its value, beside their swept settings."""
     left = runs[~runs.run.isin(finished_runs(runs, stage))]
-    furthest = left.assign(order=left.stage.map(STAGES.index)).sort_values("order").groupby("run").tail(1)
+    furthest = left.assign(order=left.stage.map(STAGE_ORDER.index)).sort_values("order").groupby("run").tail(1)
     evals = history.merge(furthest[["run", "stage"]], on=["run", "stage"]).dropna(subset=[metric])
     last = evals.sort_values("step").groupby("run").last()[["step", metric]].reset_index()
     keys = [k for k in swept(runs) if k in left]

@@ -23,6 +23,7 @@ from analysis.ablation import arms, finished_runs, stage_config, swept
 from analysis.load import Sweep
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
+PROXIES = ("proxy", "learned")  # task.reward's proxies: eval/proxy_reward is the one each trained on
 
 
 def rl_form(d, alpha, beta):
@@ -183,7 +184,8 @@ def turning_points(points: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
 
 @dataclass
 class ProxyRuns:
-    """A sweep's runs trained on the proxy, as the over-optimisation analysis sees them."""
+    """A sweep's runs trained on a proxy (the task's formula or a learned reward model), as the
+    over-optimisation analysis sees them."""
 
     points: pd.DataFrame  # rl_points of those runs
     by: str | None  # the swept key they differ in; None when they share one setting
@@ -191,9 +193,9 @@ class ProxyRuns:
 
 
 def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
-    """The finished runs trained on the proxy (a pruned run has no end to turn at)."""
+    """The finished runs trained on a proxy, the task's or a learned one (a pruned run has no end to turn at)."""
     runs = sweep.runs[sweep.runs.stage == stage]
-    names = set(runs.run[runs["task.reward"] == "proxy"]) if "task.reward" in runs else set()
+    names = set(runs.run[runs["task.reward"].isin(PROXIES)]) if "task.reward" in runs else set()
     names &= finished_runs(sweep.runs, stage)
     points = rl_points(sweep.runs, sweep.history, stage)
     points = points[points.run.isin(names)].reset_index(drop=True)

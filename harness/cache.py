@@ -4,7 +4,8 @@ A stage's output (its checkpoint or seed set, its logged metrics and evaluations
 stored under a key that hashes exactly what determines it:
 
   - the config values the stage reads (STAGE_READS), with the seed and the device;
-  - the key of the stage it starts from (the explorer for the seed stage, the seed set for SFT);
+  - the key of the stage it starts from (the explorer for the seed stage, the seed set for SFT, the
+    cold start for the reward model and GRPO, and for GRPO on task.reward=learned the reward model too);
   - the code that produces it: every source file of the `harness` package, and the versions of
     torch and transformers. Any change to harness/ invalidates every entry; nothing to bump by hand.
 
@@ -46,6 +47,9 @@ STAGE_READS = {
              "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "eval.num_prompts", "eval.seed",
              "seed", "device", "threads"),  # the held-out set (eval.*) is what its problem stream skips
     "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
+    # task.reward=learned only; it samples held-out problems (eval.*) to judge itself, and its stream skips them
+    "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
+                     "threads"),
     "grpo": ("model", "task", "rollout", "grpo", "eval", "seed", "device", "threads"),
 }
 # Keys of those groups that no stage reads: where the base models are kept, and a seed set's path

@@ -16,9 +16,12 @@ from typing import Any, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 
-STAGES = ("explore", "seed", "sft", "grpo")
+STAGES = ("explore", "seed", "sft", "grpo")  # the recipe's, which pipeline.stages picks from
+# Every stage a run may go through, in order: the reward model's is implied by task.reward=learned.
+STAGE_ORDER = ("explore", "seed", "sft", "reward_model", "grpo")
 TASK_NAMES = ("ordering", "countdown")
-REWARDS = ("gold", "proxy")
+TASK_REWARDS = ("gold", "proxy")  # the task's own: its verifier and its hand-made formula
+REWARDS = (*TASK_REWARDS, "learned")  # learned: a reward model trained on gold labels (harness.reward_model)
 
 
 def setting(default: Any, help: str, *, low=None, high=None, positive: bool = False, unit: bool = False,
@@ -67,7 +70,9 @@ class TaskConfig:
     prompt_style: str = setting("compact", "compact: symbols, for the tiny model; natural: words, for instruct "
                                            "models", choices=("compact", "natural"))
     proxy_missing_penalty: float = setting(0.15, "lam in the proxy reward: small is hackable", low=0)
-    reward: str = setting("gold", "the reward the GRPO stage trains on; both are always measured", choices=REWARDS)
+    reward: str = setting("gold", "the reward the GRPO stage trains on: gold, the proxy formula, or a learned reward "
+                                  "model as the proxy (reward_model.*); gold and proxy are always measured",
+                          choices=REWARDS)
 
 
 @dataclass
@@ -137,8 +142,21 @@ class ExploreConfig(GRPOConfig):
     that a sweep over grpo.* changes nothing before the GRPO stage (explorer, seed set, cold start)."""
 
     steps: int = setting(40, "generation batches of the explorer", low=0)
-    reward: str = setting("gold", "the reward the explorer trains on (task.reward is the GRPO stage's)",
-                          choices=REWARDS)
+    reward: str = setting("gold", "the reward the explorer trains on (task.reward is the GRPO stage's; a learned one "
+                                  "exists only after the cold start)", choices=TASK_REWARDS)
+
+
+@dataclass
+class RewardModelConfig:
+    """The learned proxy of task.reward=learned (Gao et al. 2022): a classifier on the GRPO stage's
+    start, trained on gold labels of that policy's own completions."""
+
+    train_size: int = setting(1000, "N: gold-labelled completions of the GRPO stage's start it trains on", low=1)
+    samples_per_prompt: int = setting(4, "completions per training prompt (and per held-out prompt, to judge it)",
+                                      low=1)
+    steps: int = setting(300, "optimizer steps of binary cross-entropy on the gold labels", low=0)
+    batch_size: int = setting(64, "completions per optimizer step", low=1)
+    learning_rate: float = setting(1e-3, "AdamW's learning rate", positive=True)
 
 
 @dataclass
@@ -207,6 +225,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -229,8 +248,8 @@ class Config:
 
 # The Hydra groups' default options, as the defaults list of conf/config.yaml names them.
 GROUP_DEFAULTS = {"model": "tiny", "task": "ordering", "rollout": "hf", "sft": "default", "grpo": "default",
-                  "explore": "default", "pipeline": "recipe", "eval": "default", "tracking": "offline",
-                  "checkpoint": "default", "cache": "default"}
+                  "explore": "default", "reward_model": "default", "pipeline": "recipe", "eval": "default",
+                  "tracking": "offline", "checkpoint": "default", "cache": "default"}
 
 
 def register_configs() -> None:

@@ -1,23 +1,26 @@
 """Held-out evaluation: gold and proxy pass@1 on a fixed problem set, and the KL of the policy
-to the stage's initial policy (the x-axis of reward over-optimisation curves)."""
+to the stage's initial policy (the x-axis of reward over-optimisation curves). The proxy is the
+one the stage trains on: the task's formula, or a learned reward model (task.reward=learned)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 
 from harness.logprobs import completion_logprobs
 from harness.rollout.base import Rollout, SamplingParams
-from harness.sampling import task_rewards
+from harness.sampling import ProxyReward, task_rewards
 
 SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
 
 
 class Evaluator:
-    def __init__(self, task, problems: list, eval_cfg, rollout_cfg, initial_policy=None):
+    def __init__(self, task, problems: list, eval_cfg, rollout_cfg, initial_policy=None,
+                 proxy: Optional[ProxyReward] = None):
         self.task, self.problems, self.cfg = task, problems, eval_cfg
-        self.initial_policy = initial_policy
+        self.initial_policy, self.proxy = initial_policy, proxy
         self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
 
     @contextmanager
@@ -33,7 +36,7 @@ class Evaluator:
     def __call__(self, policy, engine) -> dict:
         with self.own_randomness():
             rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
-        gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
+        gold, proxy = task_rewards(self.task, self.problems, rollout.texts, self.proxy)
         metrics = {
             "eval/gold_pass@1": gold.mean().item(),
             # each held-out prompt's pass rate, in the held-out set's order: for intervals over prompts
@@ -51,7 +54,7 @@ class Evaluator:
         they give the best-of-n baseline of over-optimisation plots (Gao et al. 2022)."""
         with self.own_randomness():
             rollout = engine.generate([p.prompt for p in self.problems], self.cfg.best_of_n, self.sampling)
-        gold, proxy = task_rewards(self.task, self.problems, rollout.texts)
+        gold, proxy = task_rewards(self.task, self.problems, rollout.texts, self.proxy)
         return [{"problem": i // self.cfg.best_of_n, "gold": g, "proxy": x}
                 for i, (g, x) in enumerate(zip(gold.tolist(), proxy.tolist()))]
 

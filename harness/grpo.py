@@ -13,19 +13,21 @@ from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss, micro_batch_share
 from harness.rollout.base import Rollout, SamplingParams
-from harness.sampling import sample_groups
+from harness.sampling import ProxyReward, sample_groups
 
 COMPLETIONS_PER_TABLE = 8
 
 
 def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name: str, steps: int,
                evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo",
-               on_eval: Optional[Callable[[int, dict], None]] = None, checkpoints=None, resumed=None) -> dict:
+               on_eval: Optional[Callable[[int, dict], None]] = None, checkpoints=None, resumed=None,
+               proxy: Optional[ProxyReward] = None) -> dict:
     """Run `steps` GRPO steps on `policy`; return the last held-out evaluation.
 
     `on_eval(step, metrics)` sees every evaluation after the start: a sweeper reports it, and
     may stop the run there by raising.
-    `reward_name` (gold or proxy) picks the reward that trains; both are always logged.
+    `reward_name` (gold, proxy or learned) picks the reward that trains; gold and proxy are always
+    logged. `proxy` scores completions in place of the task's formula (a learned reward model).
     `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
     `checkpoints` (harness.checkpoint.StageCheckpoints) saves the loop's state as it goes; given
     `resumed`, the loop goes on from that state, the policy already holding its weights.
@@ -42,7 +44,7 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
     for step in (bar := tqdm(range(first_step, steps + 1), desc=desc, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        sampled, train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name)
+        sampled, train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name, proxy)
         rollout_time = time.perf_counter() - start
 
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.

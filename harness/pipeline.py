@@ -4,6 +4,8 @@
   seed     rejection-sample verified outputs of the explorer        -> seed/seed.jsonl
   sft      cold-start the *base* on cold_start_size seed examples    -> sft/checkpoint
            (or on the task solver's demonstrations: sft.source=solver)
+  reward_model  with task.reward=learned only: a reward model on gold labels of the
+           cold-started policy's completions, the proxy GRPO trains on -> reward_model/checkpoint
   grpo     GRPO for real, from the cold-started policy               -> grpo/checkpoint
            (first sampling eval.best_of_n completions per held-out prompt -> grpo/best_of_n.jsonl)
 
@@ -31,10 +33,11 @@ from optuna import TrialPruned
 
 from harness.cache import Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
-from harness.config import STAGES
+from harness.config import STAGE_ORDER, STAGES
 from harness.evaluate import Evaluator
 from harness.grpo import train_grpo
 from harness.models import base_model, load_policy, save_policy
+from harness.reward_model import LearnedProxy, classifier_from_policy, judge, labelled_samples, train_reward_model
 from harness.rollout import make_engine
 from harness.seed import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
@@ -43,7 +46,8 @@ from harness.tracking import StageTracker, read_json, read_jsonl, scalars, write
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
-OUTPUTS = {"explore": CHECKPOINT, "seed": "seed.jsonl", "sft": CHECKPOINT, "grpo": CHECKPOINT}
+OUTPUTS = {"explore": CHECKPOINT, "seed": "seed.jsonl", "sft": CHECKPOINT, "reward_model": CHECKPOINT,
+           "grpo": CHECKPOINT}
 
 
 class SeedTooSmall(RuntimeError):
@@ -76,6 +80,8 @@ class Pipeline:
         # One stream of training problems per stage, each with its own seed.
         self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, heldout_keys)
                         for i, stage in enumerate(STAGES)}
+        # The reward model's: a seed no recipe stage's (an int) can equal, and theirs as they were before it.
+        self.streams["reward_model"] = ProblemStream(self.task, f"reward_model/{cfg.seed}", heldout_keys)
         self.base = base_model(cfg.model, self.task)
         self.cache = StageCache(cfg.cache.stages, cfg.cache.dir)
         self.summary: dict = {}
@@ -92,9 +98,17 @@ class Pipeline:
         explorer = self._stage("explore", self.explore, base) or base
         seed = self._stage("seed", self.seed_set, explorer) or seed_path
         policy = self._stage("sft", self.sft, base, seed) or base
-        self._stage("grpo", self.grpo, policy)
-        prune_finished(self.run_dir, self.cfg.pipeline.stages, self.cfg.checkpoint.keep)
+        reward_model = self._stage("reward_model", self.reward_model, policy)
+        self._stage("grpo", self.grpo, policy, reward_model)
+        prune_finished(self.run_dir, self.stages, self.cfg.checkpoint.keep)
         return self.summary
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages this run goes through, in order: pipeline.stages, and the reward model's
+        before GRPO when GRPO trains on it."""
+        stages, learned = self.cfg.pipeline.stages, self.cfg.task.reward == "learned"
+        return [s for s in STAGE_ORDER if s in stages or (s == "reward_model" and learned and "grpo" in stages)]
 
     # -- stages ---------------------------------------------------------------------------
     def explore(self, base: Path) -> None:
@@ -131,14 +145,33 @@ class Pipeline:
         tracker.finish({**result, "sft/examples": len(examples)})
         self._record("sft", result)
 
-    def grpo(self, policy: Path) -> None:
-        self._grpo_stage("grpo", policy, self.cfg.grpo, self.cfg.task.reward)
+    def reward_model(self, policy: Path) -> None:
+        cfg = self.cfg
+        tracker = self._begin("reward_model")
+        model, tokenizer = self._load(policy)
+        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
+        with closing_on_failure(tracker, engine):
+            train, heldout = labelled_samples(engine, self.task, self.streams["reward_model"], self.heldout,
+                                              cfg.reward_model, cfg.rollout)
+            classifier = classifier_from_policy(policy, tokenizer, cfg.model.dtype, cfg.device, cfg.seed)
+            train_reward_model(classifier, tokenizer, train, cfg.reward_model, seed=cfg.seed, log=tracker.log)
+            result = judge(LearnedProxy(classifier, tokenizer), train, heldout)
+        tracker.log_eval(cfg.reward_model.steps, result)
+        self._save(classifier, tokenizer, tracker.dir)
+        tracker.finish(result)
+        self._record("reward_model", result)
+
+    def grpo(self, policy: Path, reward_model: Path | None) -> None:
+        """GRPO from `policy`; with task.reward=learned, `reward_model` is the proxy it trains on."""
+        cfg = self.cfg
+        proxy = LearnedProxy.load(reward_model, cfg.model.dtype, cfg.device) if reward_model is not None else None
+        self._grpo_stage("grpo", policy, cfg.grpo, cfg.task.reward, proxy)
 
     # -- running a stage: resumed, reused from the stage cache, or computed ------------------
     def _stage(self, stage: str, make, *inputs) -> Path | None:
         """Run `make(*inputs)` for `stage` unless it is not in the recipe (None), finished before
         a resume, or in the stage cache; the path of its output."""
-        if stage not in self.cfg.pipeline.stages:
+        if stage not in self.stages:
             return None
         output = self.run_dir / stage / OUTPUTS[stage]
         if self.cfg.resume and self._finished(stage):
@@ -216,13 +249,18 @@ class Pipeline:
             return stage_key(self._key_inputs("explore")) if "explore" in stages else base_key(cfg)
         if stage == "sft" and cfg.sft.source == "seed":
             return stage_key(self._key_inputs("seed")) if "seed" in stages else file_digest(cfg.sft.seed_path)
-        if stage == "grpo" and "sft" in stages:
-            return stage_key(self._key_inputs("sft"))
+        if stage in ("reward_model", "grpo"):  # the cold-started policy
+            policy = stage_key(self._key_inputs("sft")) if "sft" in stages else ""
+            if stage == "grpo" and cfg.task.reward == "learned":  # and the reward model it trains on
+                return f"{policy}+{stage_key(self._key_inputs('reward_model'))}"
+            return policy
         return ""  # the base, named by the model config the stage reads
 
     # -- helpers ----------------------------------------------------------------------------
-    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str) -> None:
-        """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo)."""
+    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str,
+                    proxy: LearnedProxy | None = None) -> None:
+        """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo); `proxy`, when
+        given, is the proxy reward it measures (and with reward=learned trains on), not the task's formula."""
         cfg = self.cfg
         checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage])
         resumed = checkpoints.latest() if cfg.resume else None
@@ -238,7 +276,7 @@ class Pipeline:
         if resumed is not None:
             log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
-        evaluator = self._evaluator(initial=frozen)
+        evaluator = self._evaluator(initial=frozen, proxy=proxy)
 
         def evaluate() -> dict:
             metrics = evaluator(model, engine)
@@ -254,7 +292,7 @@ class Pipeline:
                                 eval_every=cfg.eval.eval_every, tracker=tracker,
                                 reference=frozen if grpo_cfg.beta > 0 else None, desc=stage,
                                 on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
-                                resumed=resumed)
+                                resumed=resumed, proxy=proxy)
         self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self._record(stage, result)
@@ -272,9 +310,9 @@ class Pipeline:
                 f"(raise pipeline.seed_max_rounds or explore.steps, or lower sft.cold_start_size)")
         return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
 
-    def _evaluator(self, initial) -> Evaluator:
+    def _evaluator(self, initial, proxy: LearnedProxy | None = None) -> Evaluator:
         return Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
-                         initial_policy=initial if self.cfg.eval.kl_to_initial else None)
+                         initial_policy=initial if self.cfg.eval.kl_to_initial else None, proxy=proxy)
 
     def _begin(self, stage: str, resume_step=None) -> StageTracker:
         """Seed the stage's sampling and start its tracked run (or go on with it after resume_step)."""

@@ -1,5 +1,8 @@
 """A step's generation batch: prompts -> K completions each -> gold and proxy rewards.
 
+The proxy is the task's hand-made formula, or any `ProxyReward` passed in: a learned reward model
+(harness.reward_model) with task.reward=learned.
+
 With DAPO's dynamic sampling, groups whose training rewards are all equal (dead: zero
 advantage, zero gradient) are dropped and more prompts are sampled, for at most
 `dynamic_sampling_max_rounds` rounds, until `prompts_per_step` live groups are in hand.
@@ -8,11 +11,15 @@ advantage, zero gradient) are dropped and more prompts are sampled, for at most
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
 from harness.metrics import live_groups
 from harness.rollout.base import Rollout, SamplingParams
+
+# A proxy reward scores a batch: (one problem per completion, the completions) -> one score each.
+ProxyReward = Callable[[list, list[str]], torch.Tensor]
 
 
 @dataclass
@@ -23,7 +30,7 @@ class Groups:
     rollout: Rollout
     gold: torch.Tensor
     proxy: torch.Tensor
-    reward: torch.Tensor  # the one that trains: gold or proxy
+    reward: torch.Tensor  # the one that trains: gold or proxy (the formula or a learned one)
     num_generations: int
 
     @property
@@ -56,31 +63,39 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, 
     return torch.where(lengths > max_completion_length, -1.0, -over / cache)
 
 
-def task_rewards(task, problems: list, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gold and proxy rewards of completions, len(texts) / len(problems) consecutive ones per problem."""
+def task_rewards(task, problems: list, texts: list[str],
+                 proxy: Optional[ProxyReward] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gold and proxy rewards of completions, len(texts) / len(problems) consecutive ones per problem.
+    The proxy is `proxy`'s scores when given, else the task's own formula."""
     repeated = [p for p in problems for _ in range(len(texts) // len(problems))]
     gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, texts)])
-    proxy = torch.tensor([task.proxy(p, t) for p, t in zip(repeated, texts)])
-    return gold, proxy
+    if proxy is not None:
+        return gold, proxy(repeated, texts)
+    return gold, torch.tensor([task.proxy(p, t) for p, t in zip(repeated, texts)])
 
 
-def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: int, reward_name: str) -> Groups:
-    """Gold and proxy rewards; the training reward is the chosen one plus any length penalty."""
+def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: int, reward_name: str,
+          proxy: Optional[ProxyReward] = None) -> Groups:
+    """Gold and proxy rewards (task_rewards); the training reward is gold, or else the proxy (task.reward
+    proxy or learned), plus any length penalty."""
+    if reward_name == "learned" and proxy is None:  # the formula must never stand in for the reward model
+        raise ValueError("reward_name='learned' needs the reward model as `proxy`")
     K = cfg.num_generations
-    gold, proxy = task_rewards(task, problems, rollout.texts)
+    gold, proxy = task_rewards(task, problems, rollout.texts, proxy)
     penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1), max_completion_length,
                                        cfg.soft_overlong_cache)
     return Groups(problems, rollout, gold, proxy, (gold if reward_name == "gold" else proxy) + penalty, K)
 
 
-def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str) -> tuple[Groups, Groups, int]:
+def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str,
+                  proxy: Optional[ProxyReward] = None) -> tuple[Groups, Groups, int]:
     """(every group sampled this step, the groups the update trains on, generation rounds used)."""
     K = cfg.num_generations
     parts, live = [], 0
     while True:
         batch = problems.take(cfg.prompts_per_step)
         rollout = engine.generate([p.prompt for p in batch], K, sampling)
-        parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name))
+        parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name, proxy))
         if not cfg.dynamic_sampling:
             return parts[0], parts[0], 1
         live += len(parts[-1].live())

@@ -1,5 +1,6 @@
 """Supervised fine-tuning with a completion-only loss. It makes the tiny model's base (on
-format-only data) and runs the cold-start (on the seed set or on solver demonstrations)."""
+format-only data) and runs the cold-start (on the seed set or on solver demonstrations); its loop,
+with another loss, trains the reward model (harness.reward_model)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def encode_examples(tokenizer, examples: list[tuple[str, str]], device: str) -> 
 def finetune(
     model,
     tokenizer,
-    examples: list[tuple[str, str]],
+    examples: list[tuple],
     *,
     steps: int,
     batch_size: int,
@@ -45,8 +46,11 @@ def finetune(
     seed: int,
     log: Optional[Callable[[int, dict], None]] = None,
     desc: str = "sft",
+    encode: Optional[Callable[..., dict]] = None,
 ) -> None:
-    """`steps` AdamW steps over shuffled epochs of `examples`, cosine schedule with warmup."""
+    """`steps` AdamW steps over shuffled epochs of `examples`, cosine schedule with warmup.
+    `encode(tokenizer, examples, device)` makes the batch whose `model(**batch).loss` is minimised;
+    None: `encode_examples`, (prompt, completion) pairs under the completion-only language-model loss."""
     if steps == 0:
         return
     device = next(model.parameters()).device
@@ -59,7 +63,7 @@ def finetune(
         if len(order) < batch_size:
             order += order_rng.sample(range(len(examples)), len(examples))
         batch_ids, order = order[:batch_size], order[batch_size:]
-        batch = encode_examples(tokenizer, [examples[i] for i in batch_ids], device)
+        batch = (encode or encode_examples)(tokenizer, [examples[i] for i in batch_ids], device)
         loss = model(**batch).loss
         require_finite(loss, f"the {desc} loss")
         optimizer.zero_grad(set_to_none=True)

@@ -38,7 +38,7 @@ def heldout_problems(task, size: int, seed: int) -> list:
 class ProblemStream:
     """Training problems from a seeded stream, never a held-out one: any problem whose `key` is in `heldout_keys`."""
 
-    def __init__(self, task, seed: int, heldout_keys: set[tuple]):
+    def __init__(self, task, seed: int | str, heldout_keys: set[tuple]):
         self.task, self.rng, self.heldout_keys = task, random.Random(seed), heldout_keys
 
     def take(self, count: int) -> list:
