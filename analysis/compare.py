@@ -1,12 +1,13 @@
-"""Two or more sweeps side by side on the arms they share: the same grid before and after a change.
+"""Two or more sweeps side by side, arm by arm: the same grid before and after a change.
 
   python -m analysis.compare SWEEP_A SWEEP_B [...] [--metric eval/gold_pass@1] [--out FILE]
 
-An arm is one combination of the config keys every sweep swept (a sweep that swept none is one
-arm). For each arm and sweep: the final held-out metric of its finished runs, mean and 95% interval
-over seeds and held-out prompts (as in the report); for each sweep after the first, its difference
-from the first and Welch's t-test over the two arms' per-seed finals. The keys that are fixed in
-each sweep but differ between them (the change being compared) are listed above the table.
+An arm is one combination of the config keys any of the sweeps swept; a sweep that held such a key
+fixed meets the others' arms at its value (a sweep that swept nothing is one arm). For each arm and
+sweep: the final held-out metric of its finished runs, mean and 95% interval over seeds and
+held-out prompts (as in the report); for each sweep after the first, its difference from the first
+and Welch's t-test over the two arms' per-seed finals. The keys that are fixed in each sweep but
+differ between them (the change being compared) are listed above the table.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str 
     """One row per shared arm: each sweep's mean [low, high] (seeds), and each later sweep's
     difference from the first with Welch's p-value."""
     tables = {name: ablation.per_run(s.runs, s.history, metric, stage) for name, s in sweeps.items()}
-    shared = sorted(set.intersection(*(set(ablation.swept(s.runs)) for s in sweeps.values())))
+    # Every key any sweep swept: a sweep that held one fixed meets the others' arms at its value
+    # (a baseline at beta=0 against a beta sweep), never pooled over their values.
+    shared = sorted(set.union(*(set(ablation.swept(s.runs)) for s in sweeps.values())))
+    tables = {name: t.assign(**{k: ablation.NULL for k in shared if k not in t}) for name, t in tables.items()}
     first = next(iter(sweeps))
     arms = sorted({tuple(row) for t in tables.values() for row in t[shared].map(ablation.arm_label).to_numpy()},
                   key=lambda arm: [_order(label) for label in arm])
@@ -63,7 +67,9 @@ def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str 
 
 
 def _order(label: str) -> tuple:
-    """Arms by their numbers where they are numbers (0.04 before 0.1), then by text (null last)."""
+    """Arms by their numbers where they are numbers (0.04 before 0.1), then by text, null last."""
+    if label == ablation.NULL:
+        return 2, 0.0, ""
     try:
         return 0, float(label), ""
     except ValueError:
@@ -80,8 +86,9 @@ def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
              "What differs between the sweeps (fixed within each):\n",
              changed.to_markdown(index=False) if len(changed) else "nothing but what they swept",
              "\nEach cell: mean [95% interval over seeds and held-out prompts] (seeds). The difference is from "
-             f"the first sweep, {names[0]}; Welch's t-test compares per-seed finals (no p-value below 2 seeds "
-             "in either arm).\n",
+             f"the first sweep, {names[0]}; Welch's t-test compares per-seed finals, so it leaves out the "
+             "held-out prompts' share of the error that the intervals hold (no p-value below 2 seeds in either "
+             "arm; none is corrected for the number of arms).\n",
              table.to_markdown(index=False, floatfmt=".4g")]
     return "\n".join(lines) + "\n"
 

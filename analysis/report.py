@@ -4,13 +4,13 @@
 
 SWEEP_DIR is a sweep's directory (its run stores, or only its offline W&B runs) or one run's.
 Writes into DIR (default SWEEP_DIR/report): report.md and
-  ablation_<key>.png, learning_curves_<key>.png   for each swept config key (`arm` stands for the keys an
-  entropy_<key>.png                                ablation preset's arms set), and its entropy curves
-  learning_curves_<key>_seconds.png                 when its values differ in training time
+  ablation_<key>.png, learning_curves_<key>.png,  for each swept config key (an ablation preset's `arm`
+  entropy_<key>.png                                stands for the keys its arms set)
+  learning_curves_<key>_seconds.png                when its values differ in training time
   live_groups.png                                  when runs trained on the gold reward
   overoptimisation.png                             when runs trained on the proxy
   cold_start.png                                   when sft.cold_start_size was swept
-  study_<figure>.png and .csv                       for an Optuna sweep, instead of the per-key ablations:
+  study_<figure>.png and .csv                      for an Optuna sweep, instead of the per-key ablations:
                                                    importances, history, intermediate, parallel, slices, pareto
 """
 
@@ -127,7 +127,7 @@ def cold_start(sweep: Sweep, out: Path) -> list[str]:
 def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = None) -> list[str]:
     """An Optuna study's section: from its storage when it is there, else rebuilt from the runs.
     Each figure's data is written beside it as CSV."""
-    stored = study.open_study(sweep_dir, storage)
+    stored = study.open_study(sweep_dir, storage, study.spec(sweep.runs)["study_name"])
     source = "its storage" if stored is not None else "its runs (the study's storage is gone)"
     found = stored if stored is not None else study.study_from_runs(sweep)
     name = study.objectives(found)[0]

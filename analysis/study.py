@@ -12,7 +12,6 @@ and matplotlib plots are used where they fit; the rest is drawn here.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -32,13 +31,22 @@ STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "stopped
 LOGGED_AS = {"cost/grpo/rollout_tokens": "num_tokens"}
 
 
+def spec(runs: pd.DataFrame) -> dict | None:
+    """The study's spec that an Optuna sweep's runs carry (`trial.study`): its name, sampler, search
+    space, objectives and directions; None for runs of any other sweep."""
+    tagged = runs["trial.study"].dropna() if "trial.study" in runs else []
+    return json.loads(tagged.iloc[0]) if len(tagged) else None
+
+
 def is_bayesian(runs: pd.DataFrame) -> bool:
-    """Made by the Optuna sweeper: its runs carry the study's spec."""
-    return "trial.study" in runs and runs["trial.study"].notna().any()
+    """Searched by Optuna's samplers; a grid through the Optuna sweeper is a controlled grid still."""
+    found = spec(runs)
+    return found is not None and found["sampler"] != "grid"
 
 
-def open_study(sweep_dir, storage: str | None = None) -> optuna.Study | None:
-    """The sweep's study from its storage (default: the sweep's optuna.db), or None if there is none."""
+def open_study(sweep_dir, storage: str | None = None, name: str | None = None) -> optuna.Study | None:
+    """The study `name` (or the storage's only one) from its storage (default: the sweep's
+    optuna.db), or None if there is none."""
     if storage is None:
         database = Path(sweep_dir) / "optuna.db"
         if not database.exists():
@@ -46,42 +54,72 @@ def open_study(sweep_dir, storage: str | None = None) -> optuna.Study | None:
         storage = f"sqlite:///{database}"
     from sweeps.trial import open_storage
 
-    summaries = optuna.get_all_study_summaries(open_storage(storage))
-    return optuna.load_study(study_name=summaries[0].study_name, storage=storage) if summaries else None
+    names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+    if name is None and len(names) > 1:
+        raise ValueError(f"{storage} holds several studies ({', '.join(names)}): name one")
+    if (name or (names[0] if names else None)) not in names:
+        return None
+    return optuna.load_study(study_name=name or names[0], storage=storage)
 
 
 def study_from_runs(sweep: Sweep, stage: str = "grpo") -> optuna.Study:
-    """The study rebuilt in memory from its runs: the same trials (by number), params, states,
-    values and intermediate values, whatever the runs were read from."""
-    runs = sweep.runs[(sweep.runs.stage == stage) & sweep.runs["trial.study"].notna()].sort_values("trial.number")
-    spec = json.loads(runs["trial.study"].iloc[0])
-    space = {key: json_to_distribution(json.dumps(d)) for key, d in spec["space"].items()}
-    study = optuna.create_study(directions=spec["directions"])
-    study.set_user_attr("objectives", spec["objectives"])
-    for _, run in runs.iterrows():
-        state = STATES.get(run.status)
-        if state is None:  # still running: no outcome yet
+    """The study rebuilt in memory from its runs, whatever they were read from: trial by trial
+    number, its params, state, values and intermediate values. A trial with no runs (a failed
+    attempt that its retry resumed) or no `stage` run (it failed before) is a failed trial."""
+    found = spec(sweep.runs)
+    space = {key: json_to_distribution(json.dumps(d)) for key, d in found["space"].items()}
+    study = optuna.create_study(study_name=found["study_name"], directions=found["directions"])
+    study.set_user_attr("objectives", found["objectives"])
+    tagged = sweep.runs[sweep.runs["trial.study"].notna()]
+    trials = {int(number): part for number, part in tagged.groupby("trial.number")}
+    for number in range(max(trials) + 1):
+        part = trials.get(number)
+        if part is None:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
             continue
-        steps = sweep.history[(sweep.history.run == run.run) & (sweep.history.stage == stage)]
-        # A run reports each evaluation after its start (step 0 is the start's, before any update).
-        reported = steps[steps.step > 0].dropna(subset=[run["trial.objective"]]) if len(spec["objectives"]) == 1 \
-            else steps.iloc[:0]
-        intermediate = dict(zip(reported.step.astype(int), reported[run["trial.objective"]]))
-        values = [run.get(LOGGED_AS.get(key, key)) for key in spec["objectives"]]
-        if state == TrialState.COMPLETE and any(v is None or math.isnan(v) for v in values):
-            state = TrialState.FAIL  # finished without its objective: the sweeper failed it
-        if state == TrialState.PRUNED:  # as Optuna's tell does: a pruned trial's value is its last report
-            values = [intermediate[max(intermediate)]] if intermediate else None
-        study.add_trial(optuna.trial.create_trial(
-            state=state, params={key: _param(run[key], space[key]) for key in space}, distributions=space,
-            values=None if state == TrialState.FAIL else values, intermediate_values=intermediate,
-            user_attrs={"run_dir": run.run}))
+        final = part[part.stage == stage]
+        run = final.iloc[0] if len(final) else part.iloc[0]
+        params = {key: _param(key, run, space[key]) for key in space}
+        if final.empty:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params=params, distributions=space,
+                                                      user_attrs={"run_dir": run.run}))
+            continue
+        state, values, intermediate = _outcome(sweep, run, found["objectives"], stage)
+        study.add_trial(optuna.trial.create_trial(state=state, params=params, distributions=space, values=values,
+                                                  intermediate_values=intermediate, user_attrs={"run_dir": run.run}))
     return study
 
 
-def _param(value, distribution):
+def _outcome(sweep: Sweep, run: pd.Series, names: list[str], stage: str) -> tuple:
+    """(state, values, intermediate values) of a trial from its final stage's run."""
+    steps = sweep.history[(sweep.history.run == run.run) & (sweep.history.stage == stage)]
+    # A run reports each evaluation after its start (step 0 is the start's, before any update).
+    reported = steps[steps.step > 0].dropna(subset=[run["trial.objective"]]) if len(names) == 1 else steps.iloc[:0]
+    intermediate = dict(zip(reported.step.astype(int), reported[run["trial.objective"]]))
+    state = STATES.get(run.status, TrialState.RUNNING)
+    if state == TrialState.PRUNED:  # as Optuna's tell does: a pruned trial's value is its last report
+        return state, ([intermediate[max(intermediate)]] if intermediate else None), intermediate
+    if state != TrialState.COMPLETE:
+        return state, None, intermediate
+    missing = [key for key in names if LOGGED_AS.get(key, key) not in run]
+    if missing:
+        raise ValueError(f"objective {missing[0]!r} is not among what the runs logged: the study cannot be rebuilt")
+    values = [run[LOGGED_AS.get(key, key)] for key in names]
+    if any(pd.isna(v) for v in values):  # finished without its objective: the sweeper failed it
+        return TrialState.FAIL, None, intermediate
+    return state, values, intermediate
+
+
+def _param(key: str, run: pd.Series, distribution):
+    if key not in run:
+        raise ValueError(f"search parameter {key!r} is not a config key of the runs (a config group?): "
+                         "the study cannot be rebuilt from them")
+    value = run[key]
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        return next(c for c in distribution.choices if c == value or (c is None and pd.isna(value)))
+        for choice in distribution.choices:
+            if choice == value or (choice is None and pd.isna(value)):
+                return choice
+        raise ValueError(f"{key}={value!r} is none of the search space's choices {distribution.choices}")
     return int(value) if isinstance(distribution, optuna.distributions.IntDistribution) else float(value)
 
 

@@ -71,7 +71,7 @@ class TaskConfig:
                                            "models", choices=("compact", "natural"))
     proxy_missing_penalty: float = setting(0.15, "lam in the proxy reward: small is hackable", low=0)
     reward: str = setting("gold", "the reward the GRPO stage trains on: gold, the proxy formula, or a learned reward "
-                                  "model as the proxy (reward_model.*); gold and proxy are always measured",
+                                  "model as the proxy (reward_model.*), measured in its place",
                           choices=REWARDS)
 
 

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from scipy import stats
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.rollout.base import SamplingParams
@@ -115,11 +116,12 @@ class LearnedProxy:
 def auc(scores: torch.Tensor, gold: torch.Tensor) -> float:
     """ROC AUC against the gold labels: the chance that a gold-correct completion outscores a wrong
     one, ties counting half. NaN when the sample lacks either kind."""
-    right, wrong = scores[gold == 1], scores[gold == 0]
-    if not len(right) or not len(wrong):
+    right = (gold == 1).numpy()
+    n_right, n_wrong = int(right.sum()), int((~right).sum())
+    if not n_right or not n_wrong:
         return float("nan")
-    pairs = right[:, None] - wrong[None, :]
-    return ((pairs > 0).float() + 0.5 * (pairs == 0).float()).mean().item()
+    ranks = stats.rankdata(scores.numpy())  # Mann-Whitney: tied scores share their mean rank (half a win)
+    return float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_wrong))
 
 
 def judge(proxy: LearnedProxy, train: Labelled, heldout: Labelled) -> dict:

@@ -33,10 +33,13 @@ def check_bounds(key: str, value, bounds) -> None:
         raise ConfigError(key, value, "must be a positive number")
     if bounds["unit"] and not 0 < value <= 1:
         raise ConfigError(key, value, "must be in (0, 1]")
-    if low is not None and high is not None and not low <= value <= high:
-        raise ConfigError(key, value, f"must be between {low} and {high}")
-    if low is not None and value < low:
+    if low is not None and high is not None:
+        if not low <= value <= high:
+            raise ConfigError(key, value, f"must be between {low} and {high}")
+    elif low is not None and value < low:
         raise ConfigError(key, value, f"must be at least {low}")
+    elif high is not None and value > high:
+        raise ConfigError(key, value, f"must be at most {high}")
 
 
 def validate(cfg: Config) -> None:
@@ -62,6 +65,9 @@ def validate(cfg: Config) -> None:
 def warnings_for(cfg: Config) -> list[str]:
     """Settings that are valid but probably not what a sweep meant."""
     found = []
+    if cfg.task.reward == "learned" and cfg.grpo.dynamic_sampling:
+        found.append("grpo.dynamic_sampling=true with task.reward=learned: a reward model's scores are continuous, "
+                     "so hardly a group is dead and dynamic sampling drops next to nothing")
     if cfg.grpo.num_iterations == 1 and "grpo" in cfg.pipeline.stages:
         found.append(
             f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "

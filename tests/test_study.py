@@ -71,8 +71,8 @@ def test_history_keeps_the_best_so_far_and_intermediate_values_mark_where_a_prun
 
 # -- a real study made by the suite (bayes_sweep, in conftest) -------------------------------------
 def _same_trials(rebuilt, stored):
-    assert [(t.state, t.params, t.values, t.intermediate_values) for t in rebuilt.trials] == \
-        [(t.state, t.params, t.values, t.intermediate_values) for t in stored.trials]
+    assert [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in rebuilt.trials] == \
+        [(t.number, t.state, t.params, t.values, t.intermediate_values) for t in stored.trials]
 
 
 @pytest.mark.slow
@@ -81,6 +81,21 @@ def test_the_study_rebuilt_from_its_runs_is_the_stored_one(bayes_sweep, load):
     stored = study.open_study(bayes_sweep)
     assert len(stored.trials) == 12 and {t.state.name for t in stored.trials} >= {"COMPLETE", "PRUNED"}
     _same_trials(study.study_from_runs(load(bayes_sweep)), stored)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_runs_are_gone_or_stopped_early_is_rebuilt_as_failed_in_its_place(bayes_sweep):
+    sweep = from_local(bayes_sweep)
+    numbers = sweep.runs["trial.number"]
+    early = sweep.runs[~((numbers == 4) & (sweep.runs.stage == "grpo"))]  # trial 4 stopped before GRPO
+    gone = early[early["trial.number"] != 2]  # trial 2 left nothing
+    rebuilt = study.study_from_runs(Sweep(gone, sweep.history, sweep.best_of_n))
+    stored = study.open_study(bayes_sweep)
+    assert [t.number for t in rebuilt.trials] == list(range(12))
+    assert rebuilt.trials[2].state.name == "FAIL" and rebuilt.trials[2].params == {}
+    assert rebuilt.trials[4].state.name == "FAIL" and rebuilt.trials[4].params == stored.trials[4].params
+    others = [n for n in range(12) if n not in (2, 4)]
+    assert [rebuilt.trials[n].values for n in others] == [stored.trials[n].values for n in others]
 
 
 @pytest.mark.slow
@@ -183,3 +198,14 @@ def test_compare_runs_on_real_sweeps_from_the_command_line(small_sweep, tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "nothing but what they swept" in text and "| task.reward" in text and "grpo.beta" in text
+
+
+def test_compare_meets_a_sweep_that_held_a_key_fixed_at_its_value_never_pooling_the_others():
+    baseline = _grid({(0.0, 0): 0.20, (0.0, 1): 0.22, (0.0, 2): 0.24}, learning_rate=1e-4)  # swept only seeds
+    beta = _grid({(0.0, 0): 0.30, (0.0, 1): 0.31, (0.0, 2): 0.35, (0.1, 0): 0.50, (0.1, 1): 0.52, (0.1, 2): 0.51},
+                 learning_rate=1e-4)
+    table = compare.compare({"baseline": baseline, "beta": beta}).set_index("grpo.beta")
+    assert list(table.index) == ["0", "0.1"]
+    assert table.loc["0", "beta - baseline"] == pytest.approx(0.10)  # beta=0 against beta=0, not a pool
+    assert pd.isna(table.loc["0.1", "baseline"]) and pd.isna(table.loc["0.1", "beta - baseline"])
+    assert table.loc["0.1", "beta"].startswith("0.510 [")

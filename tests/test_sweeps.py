@@ -37,31 +37,45 @@ def test_sweep_presets_sweep_their_knob_over_seeds(preset):
     assert params["seed"] == "0,1,2" and len(params) >= 2
 
 
-ABLATIONS = {"dapo": [("naive", {}), ("clip_higher", {"epsilon_high": 0.28}), ("token_level", {"loss_type": "dapo"}),
-                      ("dynamic_sampling", {"dynamic_sampling": True}), ("overlong", {"soft_overlong_cache": 4})],
-             "rollout_budget": [("k2", {}), ("k4", {"num_generations": 4, "prompts_per_step": 32}),
-                                ("k8", {"num_generations": 8, "prompts_per_step": 16}),
-                                ("k16", {"num_generations": 16, "prompts_per_step": 8})]}
+ABLATIONS = {  # each arm's change from the one before; the first's from the defaults
+    "dapo": [("naive", {"loss_type": "grpo", "num_iterations": 2}), ("clip_higher", {"epsilon_high": 0.28}),
+             ("token_level", {"loss_type": "dapo"}), ("dynamic_sampling", {"dynamic_sampling": True}),
+             ("overlong", {"soft_overlong_cache": 4})],
+    "rollout_budget": [("k2", {"num_generations": 2, "prompts_per_step": 64}),
+                       ("k4", {"num_generations": 4, "prompts_per_step": 32}),
+                       ("k8", {"num_generations": 8, "prompts_per_step": 16}),
+                       ("k16", {"num_generations": 16, "prompts_per_step": 8})]}
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS)
 def test_an_ablation_preset_sweeps_its_named_arms_each_changing_only_what_it_says(compose, ablation):
-    """DAPO's arms are cumulative: each differs from the one before in the technique it adds alone;
-    the rollout-budget arms keep K x prompts per step at 128."""
+    """DAPO's arms are cumulative: each differs from the one before (the first from the defaults) in
+    the technique it adds alone; the rollout-budget arms keep K x prompts per step at 128."""
     with initialize_config_module(config_module="harness.conf", version_base="1.3"):
         params = hydra_compose(config_name="config", overrides=[f"sweep={ablation}"],
                                return_hydra_config=True).hydra.sweeper.params
     assert params[f"+ablation/{ablation}"] == ",".join(arm for arm, _ in ABLATIONS[ablation])
-    before = None
+    before, labels = dataclasses.asdict(compose()), []
     for arm, change in ABLATIONS[ablation]:
         cfg = compose(f"+ablation/{ablation}={arm}")
-        grpo = dataclasses.asdict(cfg.grpo)
-        if before is not None:
-            assert {k: v for k, v in grpo.items() if before[k] != v} == change, arm
-        assert cfg.arm and cfg.grpo.num_iterations == (2 if ablation == "dapo" else 1)
+        config = dataclasses.asdict(cfg)
+        # every group, not only grpo: an arm changes what it says and nothing else
+        assert _changed(before, config) == {f"grpo.{k}": v for k, v in change.items()} | {"arm": cfg.arm}, arm
+        assert cfg.grpo.num_iterations == (2 if ablation == "dapo" else 1)
         if ablation == "rollout_budget":
             assert cfg.grpo.num_generations * cfg.grpo.prompts_per_step == 128
-        before = grpo
+        before, labels = config, [*labels, cfg.arm]
+    assert labels == sorted(labels)  # the report's order is the preset's
+
+
+def _changed(before: dict, after: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            out |= _changed(before[key], value, f"{prefix}{key}.")
+        elif before[key] != value:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache, tmp_path):

@@ -41,13 +41,15 @@ def regenerate(entry: str, overrides: list[str]) -> dict:
              f"hydra.sweep.dir={sweep_dir.relative_to(ROOT)}"]
     report = [sys.executable, "-m", "analysis.report", str(sweep_dir.relative_to(ROOT)), "--out",
               str(out.relative_to(ROOT))]
+    # What made it, read before the run: the report it writes lands in the tree.
+    commit, uncommitted = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain"))
     start = time.perf_counter()
     subprocess.run(train, cwd=ROOT, check=True)
     seconds = time.perf_counter() - start
     subprocess.run(report, cwd=ROOT, check=True)
     provenance = {
         "command": " ".join(["python", *train[1:]]), "report_command": " ".join(["python", *report[1:]]),
-        "commit": _git("rev-parse", "HEAD"), "uncommitted_changes": bool(_git("status", "--porcelain")),
+        "commit": commit, "uncommitted_changes": uncommitted,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sweep_wall_clock_s": round(seconds, 1)}

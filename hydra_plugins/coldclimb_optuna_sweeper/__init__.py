@@ -175,9 +175,12 @@ class OptunaSweeper(Sweeper):
         if self.sampler_name == "grid":
             n_trials = min(n_trials, math.prod(len(values) for values in grid(space).values()))
         # Every run records what rebuilds the study without its storage (analysis.study, from W&B alone).
-        spec = {"space": {k: json.loads(distribution_to_json(d)) for k, d in space.items()},
-                "objectives": self.objectives, "directions": self.directions}
-        fixed.append(f"trial.study='{json.dumps(spec)}'")
+        spec = {"study_name": self.study_name, "sampler": self.sampler_name, "objectives": self.objectives,
+                "directions": self.directions,
+                "space": {k: json.loads(distribution_to_json(d)) for k, d in space.items()}}
+        # JSON's own escapes keep a quote or ${ in a choice from ending Hydra's quoted string or interpolating.
+        quoted = json.dumps(spec).replace("'", "\\u0027").replace("$", "\\u0024")
+        fixed.append(f"trial.study='{quoted}'")
         dispatch = Dispatch(study, space, n_trials)
         slots = 1 if isinstance(self.launcher, BasicLauncher) else self.n_jobs  # basic: jobs in this process
         if self.device == "cuda" and type(self.launcher).__name__ in LOCAL_LAUNCHERS:  # SLURM places its own
