@@ -156,10 +156,30 @@ def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = Non
                  "None: Optuna takes intermediate values (and prunes) in studies of one objective only.\n"),
                 f"### Parallel coordinates\n\n![parallel]({pngs['parallel']})\n",
                 f"### Slices: {name} against each knob\n\n![slices]({pngs['slices']})\n"]
+    sections[2:2] = study_noise(sweep, tables["history"], name)  # beside the intro, before any figure
     if "pareto" in tables:
         front = tables["pareto"][tables["pareto"].on_front]
         sections += ["### Pareto front\n", _table(front), f"\n![pareto]({pngs['pareto']})\n"]
     return sections
+
+
+def study_noise(sweep: Sweep, history: pd.DataFrame, name: str) -> list[str]:
+    """A warning when a pass-rate objective varies across the finished trials no more than one
+    trial's own held-out estimate does (its binomial standard error): importances, slices and the
+    best trial then rank noise."""
+    values = history.value.dropna()
+    runs = sweep.runs[sweep.runs.stage == "grpo"]
+    if "pass@1" not in name or len(values) < 2 or "eval.num_prompts" not in runs:
+        return []
+    completions = int((runs["eval.num_prompts"] * runs["eval.num_samples"]).min())
+    mean = values.mean()
+    standard_error = (mean * (1 - mean) / completions) ** 0.5
+    if values.std(ddof=1) > standard_error:
+        return []
+    return [f"\n**Warning:** {name} varies across the finished trials (sd {values.std(ddof=1):.3g}) no more than "
+            f"one trial's held-out estimate does (binomial SE {standard_error:.3g} over {completions} completions): "
+            "the importances, slices and best trial here rank noise. Evaluate on more held-out prompts "
+            "(eval.num_prompts, eval.num_samples) or train longer.\n"]
 
 
 def write_report(sweep_dir, out_dir=None, storage: str | None = None) -> Path:

@@ -104,6 +104,10 @@ def test_the_report_of_a_bayesian_sweep_has_every_figure_and_its_data(bayes_swee
     text = write_report(bayes_sweep, tmp_path).read_text()
     assert "## Bayesian search" in text and "read from its storage" in text
     assert "## grpo.beta" not in text  # no per-key ablation of arms that are not controlled
+    # Smoke sizes: 16 held-out prompts x 2 samples, so every trial scores 0 or 1/32 and the study ranks noise.
+    values = [t.value for t in stored.trials if t.state.name == "COMPLETE"]
+    noise = (np.mean(values) * (1 - np.mean(values)) / 32) ** 0.5
+    assert ("rank noise" in text) == (np.std(values, ddof=1) <= noise)
     for figure in ("importances", "history", "intermediate", "parallel", "slices"):
         assert f"![{figure}](study_{figure}.png)" in text and (tmp_path / f"study_{figure}.png").stat().st_size
 

@@ -179,6 +179,7 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     assert all(isinstance(d, BaseDistribution) for d in distributions(dict(cfg.hydra.sweeper.params)).values())
 
 
+@pytest.mark.slow  # a killed sweep and its resume: the longest of the sweep tests
 def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(model_cache, tmp_path):
     command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
                "pipeline.stages=[grpo]", "grpo.steps=8", "checkpoint.every=2", "tracking=disabled",
@@ -321,6 +322,7 @@ def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, o
             (lr, k) for lr in (1e-5, 1e-3) for k in (2, 4))
 
 
+@pytest.mark.slow  # a whole study twice on a journal file
 def test_journal_file_storage_reports_and_resumes(model_cache, tmp_path):
     journal = tmp_path / "study.log"
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
