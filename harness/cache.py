@@ -50,10 +50,10 @@ STAGE_READS = {
     # task.reward=learned only; it samples held-out problems (eval.*) to judge itself, and its stream skips them
     "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
                      "threads"),
-    "grpo": ("model", "task", "rollout", "grpo", "eval", "seed", "device", "threads"),
+    "grpo": ("model", "task", "task.reward", "rollout", "grpo", "eval", "seed", "device", "threads"),
 }
-# Keys of those groups that no stage reads: where the base models are kept, and a seed set's path
-# (the start key names the set by its content); and the GRPO stage's reward, read by GRPO alone.
+# Keys a group read whole leaves out: where the base models are kept, and a seed set's path (the
+# start key names the set by its content); and the GRPO stage's reward, which GRPO names itself.
 NOT_READ = ("task.reward", "model.cache_dir", "sft.seed_path")
 # What a stage directory holds that is this run's own, not the stage's output.
 RUN_OWN = ("config.json", "run.json", "resume")
@@ -115,14 +115,8 @@ def base_key(cfg) -> str:
 def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
     """Everything that determines a stage's output, as one JSON-able dict."""
     tree = _read(cfg)
-    if stage == "grpo":
-        tree["task"]["reward"] = cfg.task.reward
-    values = {}
-    for name in STAGE_READS[stage]:
-        node = tree
-        for part in name.split("."):
-            node = node[part]
-        values[name] = node
+    values = {name: functools.reduce(getattr, name.split("."), cfg) if name in NOT_READ  # named by the stage
+                    else functools.reduce(dict.__getitem__, name.split("."), tree) for name in STAGE_READS[stage]}
     source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
     return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
 
