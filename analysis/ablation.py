@@ -142,10 +142,15 @@ def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: f
                          for value, part in table.groupby(by, sort=True, observed=True)])
 
 
+def one_per_seed(part: pd.DataFrame) -> pd.DataFrame:
+    """An arm's runs, a seed repeated (an Optuna study proposing its settings again) counting once."""
+    return part.drop_duplicates("seed") if "seed" in part else part
+
+
 def arm_summary(part: pd.DataFrame, column: str = "final", confidence: float = 0.95) -> dict:
     """One arm's runs: mean of `column`, its `pass_rate_interval`, and how many seeds (a seed
     repeated counts once)."""
-    part = part.drop_duplicates("seed") if "seed" in part else part
+    part = one_per_seed(part)
     values, per_prompt = part[column].to_numpy(dtype=float), f"{column}_per_prompt"
     detail = part[per_prompt].tolist() if per_prompt in part else []
     if not detail or any(not isinstance(d, (list, np.ndarray)) for d in detail) or len({len(d) for d in detail}) > 1:

@@ -54,7 +54,7 @@ def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str 
             if part.empty:
                 continue
             summary = ablation.arm_summary(part)
-            finals[name] = part.drop_duplicates("seed")["final"].to_numpy(dtype=float)
+            finals[name] = ablation.one_per_seed(part)["final"].to_numpy(dtype=float)
             row[name] = f"{summary['mean']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}] ({summary['runs']})"
         for name in list(finals)[1:]:
             if first in finals:
