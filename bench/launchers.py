@@ -20,25 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 WAYS = {"serial-all": ["threads=0"], "serial-1": ["threads=1"],
         "joblib-1": ["threads=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
 
 
 def run_way(way: str, sweep_dir: Path, seeds: list[int], extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "harness.train", "-m", f"seed={','.join(map(str, seeds))}", "cache.stages=false",
-               "tracking=disabled", f"hydra.sweep.dir={sweep_dir}", *WAYS[way], *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds = timed_train(["-m", f"seed={','.join(map(str, seeds))}", "cache.stages=false",
+                           "tracking=disabled", f"hydra.sweep.dir={sweep_dir}", *WAYS[way], *extra])
     records = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/status.json"))]
     stage_seconds = sum(value for record in records for key, value in record.items()
                         if key.startswith("cost/") and key.endswith("/seconds"))
@@ -61,7 +55,7 @@ def main() -> None:
         results = {way: run_way(way, Path(scratch) / way, seeds, args.overrides) for way in ways}
     for row in results.values():
         print(json.dumps(row))
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "seeds": seeds}
+    report = {"machine": machine(), "seeds": seeds}
     if {"serial-1", "joblib-1"} <= results.keys():
         report["speedup_joblib_over_serial_1_thread"] = round(results["serial-1"]["seconds"] /
                                                               results["joblib-1"]["seconds"], 2)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 TARGET_SECONDS = 300
 
@@ -32,17 +31,14 @@ def main() -> int:
         if not args.warm:
             env["COLDCLIMB_CACHE"] = str(Path(scratch) / "cache")
         run_dir = Path(scratch) / "run"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "harness.train", f"hydra.run.dir={run_dir}", *args.overrides],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - start
+        seconds = timed_train([f"hydra.run.dir={run_dir}", *args.overrides], env=env, quiet_stderr=False)
         summary = json.loads((run_dir / "summary.json").read_text())
     pass_at_1 = {stage: round(m["eval/gold_pass@1"], 3) for stage, m in summary.items() if "eval/gold_pass@1" in m}
     rising = pass_at_1["base"] < pass_at_1["sft"] < pass_at_1["grpo"]
     print(json.dumps({"seconds": round(seconds, 1), "cache": "warm" if args.warm else "cold",
                       "gold_pass@1": pass_at_1, "grpo_minus_sft": round(pass_at_1["grpo"] - pass_at_1["sft"], 3),
                       "within_target": seconds <= TARGET_SECONDS, "rising": rising,
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores", "overrides": args.overrides}))
+                      "machine": machine(), "overrides": args.overrides}))
     return 0 if seconds <= TARGET_SECONDS and rising else 1
 
 

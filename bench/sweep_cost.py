@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
+from timing import machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 SPACE = ["grpo.num_generations=choice(4,8,16)", "grpo.beta=choice(0.0,0.01,0.04)",
          "grpo.epsilon_high=interval(0.2,0.4)",  # acts only when num_iterations > 1
@@ -37,12 +33,9 @@ WAYS = {"naive": ["cache.stages=false"],
 
 def run_way(way: str, scratch: Path, trials: int, pruner: str, extra: list[str]) -> dict:
     sweep_dir = scratch / way
-    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", *SPACE,
-               f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.pruner={pruner}", "tracking=disabled",
-               f"cache.dir={scratch / 'stages'}", f"hydra.sweep.dir={sweep_dir}", *WAYS[way], *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds = timed_train(["-m", "hydra/sweeper=coldclimb_optuna", *SPACE,
+                           f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.pruner={pruner}", "tracking=disabled",
+                           f"cache.dir={scratch / 'stages'}", f"hydra.sweep.dir={sweep_dir}", *WAYS[way], *extra])
     study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     best = study.best_trial
     config = json.loads(next(Path(best.user_attrs["run_dir"]).glob("grpo/config.json")).read_text())
@@ -70,7 +63,7 @@ def main() -> None:
             results[way] = run_way(way, Path(scratch), args.trials, args.pruner if way == "best" else "none",
                                    args.overrides)
         print(json.dumps(results[way]), flush=True)
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "trials": args.trials}
+    report = {"machine": machine(), "trials": args.trials}
     if {"naive", "best"} <= results.keys():
         naive, best = results["naive"], results["best"]
         report["wall_clock_naive_over_best"] = round(naive["seconds"] / best["seconds"], 2)

@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
+from timing import machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 
 def run_sweep(sweep_dir: Path, pruner: str, seed: int, trials: int, steps: int, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "pipeline.stages=[grpo]",
-               f"grpo.steps={steps}", "eval.eval_every=4", "tracking=disabled",
-               "cache.stages=false",  # a stage reused from another sweep would cost no time
-               "grpo.learning_rate=tag(log,interval(1e-5,3e-2))", f"hydra.sweeper.n_trials={trials}",
-               f"hydra.sweeper.pruner={pruner}", f"hydra.sweeper.seed={seed}", f"hydra.sweep.dir={sweep_dir}", *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
+    seconds = timed_train(["-m", "hydra/sweeper=coldclimb_optuna", "pipeline.stages=[grpo]", f"grpo.steps={steps}",
+                           "eval.eval_every=4", "tracking=disabled",
+                           "cache.stages=false",  # a stage reused from another sweep would cost no time
+                           "grpo.learning_rate=tag(log,interval(1e-5,3e-2))", f"hydra.sweeper.n_trials={trials}",
+                           f"hydra.sweeper.pruner={pruner}", f"hydra.sweeper.seed={seed}",
+                           f"hydra.sweep.dir={sweep_dir}", *extra])
     study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     grpo_steps = sum(len((Path(t.user_attrs["run_dir"]) / "grpo" / "metrics.jsonl").read_text().splitlines())
                      for t in study.trials)
@@ -63,7 +57,7 @@ def main() -> None:
     if "none" in totals:
         for pruner in pruners:
             totals[pruner]["steps_vs_none"] = round(totals[pruner]["grpo_steps"] / totals["none"]["grpo_steps"], 3)
-    print(json.dumps({"totals": totals, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}))
+    print(json.dumps({"totals": totals, "machine": machine()}))
 
 
 if __name__ == "__main__":
