@@ -1,6 +1,5 @@
 """What a swept setting did: final and best held-out metrics against each swept value (mean and an
-interval over seeds and held-out prompts), learning curves coloured by value, and the cold-start
-plot."""
+interval over seeds and held-out prompts), learning curves coloured by value."""
 
 from __future__ import annotations
 
@@ -262,28 +261,5 @@ def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, met
             ax.plot(mean[x], mean[metric], linewidth=2, label=f"{by}={value} {label}".strip(), **style)
     xlabel = f"{stage} step" if x == "step" else f"{stage} rollout + update seconds (evaluations left out)"
     ax.set(xlabel=xlabel, ylabel=metric, title=f"{metric} during {stage}, by {by}")
-    ax.legend(fontsize="small")
-    return ax.figure
-
-
-def cold_start_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """Per run: `metric` after SFT and after GRPO, beside sft.cold_start_size."""
-    after = {stage: per_run(runs, history, metric, stage)[["run", "final"]].rename(columns={"final": stage})
-             for stage in ("sft", "grpo")}
-    sizes = runs.loc[runs.stage == "grpo", ["run", "seed", "sft.cold_start_size"]]
-    return sizes.merge(after["sft"], on="run").merge(after["grpo"], on="run")
-
-
-def plot_cold_start(table: pd.DataFrame, metric: str = METRIC, ax=None):
-    """Pass rate after SFT and after GRPO against cold_start_size: what the cold start buys GRPO."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    for stage, marker in (("sft", "o--"), ("grpo", "o-")):
-        summary = summarise(table, "sft.cold_start_size", stage)
-        ax.errorbar(summary["sft.cold_start_size"], summary["mean"], capsize=3, fmt=marker, label=f"after {stage}",
-                    yerr=[summary["mean"] - summary.low, summary.high - summary["mean"]])
-    scale_axis(ax, table["sft.cold_start_size"])
-    ax.set(xlabel="sft.cold_start_size (examples)", ylabel=metric,
-           title="Cold start: held-out pass rate after SFT and after GRPO")
     ax.legend(fontsize="small")
     return ax.figure

@@ -59,18 +59,29 @@ def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 
     steps = history.merge(binary_reward_stages(runs), on=["run", "stage"]).dropna(subset=[PASS_RATE, LIVE])
     if steps.empty:
         return pd.DataFrame(columns=["K", "pass_rate", "live", "groups", "live_frac", "low", "high", "theory"])
-    groups = steps["groups"] if "groups" in steps else steps["prompts_per_step"]
-    steps = steps.assign(K=steps["K"].astype(int), groups=groups.astype(int),
-                         live=(steps[LIVE] * groups).round().astype(int),
-                         bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True))
+    steps = live_counts(steps).assign(bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True))
     rows = []
     for (K, _), part in steps.groupby(["K", "bin"], observed=True):
-        live, total = int(part.live.sum()), int(part.groups.sum())
-        interval = binomtest(live, total).proportion_ci(confidence, method="wilson")
-        p = float(np.average(part[PASS_RATE], weights=part.groups))
-        rows.append({"K": K, "pass_rate": p, "live": live, "groups": total, "live_frac": live / total,
-                     "low": interval.low, "high": interval.high, "theory": float(live_probability(p, K))})
+        rows.append({"K": K, **pooled(part, confidence)})
     return pd.DataFrame(rows)
+
+
+def live_counts(steps: pd.DataFrame) -> pd.DataFrame:
+    """Training steps (merged with binary_reward_stages) with K, `groups` (every group the step sampled;
+    prompts_per_step for a run logged before `groups` was) and `live` (how many of them were)."""
+    groups = steps["groups"] if "groups" in steps else steps["prompts_per_step"]
+    return steps.assign(K=steps["K"].astype(int), groups=groups.astype(int),
+                        live=(steps[LIVE] * groups).round().astype(int))
+
+
+def pooled(steps: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """Steps of one K (live_counts) pooled: their pass rate p (weighted by groups), live and groups, the
+    live fraction with its Wilson interval, and P_live(p, K)."""
+    live, total, K = int(steps.live.sum()), int(steps.groups.sum()), int(steps.K.iloc[0])
+    interval = binomtest(live, total).proportion_ci(confidence, method="wilson")
+    p = float(np.average(steps[PASS_RATE], weights=steps.groups))
+    return {"pass_rate": p, "live": live, "groups": total, "live_frac": live / total, "low": interval.low,
+            "high": interval.high, "theory": float(live_probability(p, K))}
 
 
 def plot_live_groups(ks, points: pd.DataFrame | None = None, ax=None):

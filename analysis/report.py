@@ -9,7 +9,7 @@ Writes into DIR (default SWEEP_DIR/report): report.md and
   learning_curves_<key>_seconds.png                when its values differ in training time
   live_groups.png                                  when runs trained on the gold reward
   overoptimisation.png                             when runs trained on the proxy
-  cold_start.png                                   when sft.cold_start_size was swept
+  cold_start.png, cold_start_live.png              when the cold start's size was swept (0: none)
   study_<figure>.png and .csv                      for an Optuna sweep, instead of the per-key ablations:
                                                    importances, history, intermediate, parallel, slices, pareto
 """
@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import ablation, live, overopt, study  # noqa: E402
+from analysis import ablation, cold_start, live, overopt, study  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 
 SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
@@ -118,10 +118,31 @@ def overoptimisation(sweep: Sweep, out: Path) -> list[str]:
     return sections
 
 
-def cold_start(sweep: Sweep, out: Path) -> list[str]:
-    table = ablation.cold_start_table(sweep.runs, sweep.history)
-    png = _save(ablation.plot_cold_start(table), out / "cold_start.png")
-    return ["## Cold start\n", _table(table), f"\n![cold start]({png})\n"]
+def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
+    """What the cold start's size (0: none, GRPO on the base) gave GRPO: pass rate at its start and end,
+    steps to a threshold (half the best size's final mean), and the live fraction at its start."""
+    table = cold_start.start_and_end(sweep.runs, sweep.history)
+    if table.empty:
+        return []
+    both = cold_start.summary(table)
+    threshold = round(0.5 * both.mean_end.max(), 3)
+    png = _save(cold_start.plot_start_and_end(table), out / "cold_start.png")
+    sections = ["## Cold start\n", "Held-out gold pass@1 at GRPO's start (after the cold start, or the base with "
+                "none) and at its end, mean and 95% interval over seeds and held-out prompts:\n", _table(both),
+                *few_seeds(both), f"\n![cold start]({png})\n"]
+    if threshold > 0:  # chosen from the sweep's own results, and said so
+        sections += [f"GRPO steps to reach held-out gold pass@1 >= {threshold} (half the best size's final mean), at "
+                     "the evaluations every eval.eval_every steps; failed or pruned runs are left out (see above):\n",
+                     _table(cold_start.steps_to_threshold(sweep.runs, sweep.history, threshold))]
+    points = cold_start.live_at_start_points(sweep.runs, sweep.history)
+    if len(points):
+        png = _save(cold_start.plot_live_at_start(points), out / "cold_start_live.png")
+        sections += ["Live groups over GRPO's first 5 steps (mean over seeds, 95% interval over seeds and steps) "
+                     "against 1 - p^K - (1-p)^K at each seed's training pass rate p over those steps (mean, min and "
+                     "max over seeds), beside the held-out pass rate at GRPO's start. With prompts of mixed "
+                     "difficulty fewer groups are live than the mean pass rate predicts (P_live is concave in p):\n",
+                     _table(cold_start.live_at_start(points)), f"\n![live at start]({png})\n"]
+    return sections
 
 
 def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = None) -> list[str]:
@@ -193,8 +214,8 @@ def write_report(sweep_dir, out_dir=None, storage: str | None = None) -> Path:
     sections = [*overview(sweep, sweep_dir.name, keys),
                 *(bayesian(sweep, sweep_dir, out, storage) if searched else ablations(sweep, keys, out)),
                 *live_groups(sweep, out), *overoptimisation(sweep, out)]
-    if "sft.cold_start_size" in keys:
-        sections += cold_start(sweep, out)
+    if cold_start.is_cold_start_sweep(sweep.runs):
+        sections += cold_start_section(sweep, out)
     report = out / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report

@@ -18,11 +18,12 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 
 import torch
 from hydra import compose, initialize_config_module
 
-from harness.grpo import train_grpo
+from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy
 from harness.rollout import make_engine
 from harness.tasks import ProblemStream, make_task
@@ -46,6 +47,8 @@ def harness_config(model: str, K: int, length: int, prompts: int, engine: str):
 class StepClock:
     """A tracker that keeps only the time at which each step ended and the loop's own split."""
 
+    stage = "grpo"
+
     def __init__(self):
         self.ends, self.splits = [], []
 
@@ -56,8 +59,8 @@ class StepClock:
     def log_eval(self, step, metrics):
         pass
 
-    def log_completions(self, step, rows):
-        pass
+    def completions_due(self, step):
+        return False
 
     def result(self) -> dict:
         gaps = [b - a for a, b in zip(self.ends, self.ends[1:])]  # the first step is warm-up
@@ -70,8 +73,8 @@ def run_ours(cfg, task, problems, steps: int) -> dict:
     engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
     clock = StepClock()
     try:
-        train_grpo(model, engine, task, problems, cfg=cfg.grpo, rollout_cfg=cfg.rollout, reward_name="gold",
-                   steps=steps + 1, evaluate=dict, eval_every=steps + 2, tracker=clock)
+        train_grpo(model, engine, task, problems, cfg=replace(cfg.grpo, steps=steps + 1), rollout_cfg=cfg.rollout,
+                   reward_name="gold", evaluation=Evaluation(dict, every=steps + 2), tracker=clock)
     finally:
         engine.close()
     return clock.result()

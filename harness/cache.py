@@ -14,6 +14,10 @@ file lock and then reuses it. It is written aside and renamed into place, so a k
 computation leaves no entry; an entry whose files fail their checksums is recomputed, with a
 warning. `cache.stages=false` turns the cache off.
 
+Every change to harness/ makes new keys, so old entries are never read again: after each stage,
+while the cache holds more than `cache.max_size_gb`, the least recently used entries (stored or
+reused longest ago) are deleted. An entry a process holds is never deleted.
+
   $COLDCLIMB_CACHE/stages/<stage>/<key>/   the stage directory's files, and manifest.json
   $COLDCLIMB_CACHE/stages/<stage>/<key>.lock
 """
@@ -43,9 +47,8 @@ log = logging.getLogger(__name__)
 # Config groups (or single keys) each cached stage reads: a change to any of them is a new entry.
 STAGE_READS = {
     "explore": ("model", "task", "rollout", "explore", "eval", "seed", "device", "threads"),
-    "seed": ("task", "rollout", "pipeline.seed_size", "pipeline.seed_samples_per_prompt",
-             "pipeline.seed_prompts_per_round", "pipeline.seed_max_rounds", "eval.num_prompts", "eval.seed",
-             "seed", "device", "threads"),  # the held-out set (eval.*) is what its problem stream skips
+    # the held-out set (eval.*) is what its problem stream skips
+    "seed": ("task", "rollout", "seed_set", "eval.num_prompts", "eval.seed", "seed", "device", "threads"),
     "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
     # task.reward=learned only; it samples held-out problems (eval.*) to judge itself, and its stream skips them
     "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
@@ -149,6 +152,10 @@ class Entry:
         except (ValueError, KeyError, AttributeError):
             broken = MANIFEST
         if broken is None:
+            try:
+                os.utime(path)  # its last use, which eviction goes by
+            except OSError:  # another user's entry in a shared cache: it ages as if unused
+                pass
             return manifest
         log.warning("stage cache: %s fails its checksum (%s); computing it again", self.folder, broken)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -183,8 +190,8 @@ class Entry:
 
 
 class StageCache:
-    def __init__(self, enabled: bool, folder: Optional[str]):
-        self.enabled = enabled
+    def __init__(self, enabled: bool, folder: Optional[str], max_size_gb: float = 0.0):
+        self.enabled, self.max_bytes = enabled, max_size_gb * 1e9
         self.dir = Path(folder).expanduser() if folder else default_dir()
 
     @contextmanager
@@ -202,5 +209,54 @@ class StageCache:
                 shutil.rmtree(staging, ignore_errors=True)
             try:
                 yield Entry(folder)
+                if self.max_bytes:
+                    self.evict(current=folder)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def evict(self, current: Path) -> None:
+        """Delete the entries used longest ago until the cache holds at most max_bytes. An entry another
+        process holds (computing, reusing or evicting it) is skipped, and so is `current`, the one this
+        process holds; when that one alone exceeds the limit, nothing is deleted for it."""
+        entries = {}
+        for manifest in self.dir.glob(f"*/[!.]*/{MANIFEST}"):  # not a staging folder (.<key>-...)
+            try:
+                entries[manifest.parent] = (manifest.stat().st_mtime, _size(manifest.parent))
+            except OSError:  # evicted by another process meanwhile
+                continue
+        if entries.get(current, (0, 0))[1] > self.max_bytes:
+            log.warning("stage cache: %s alone exceeds cache.max_size_gb=%g; nothing is evicted for it",
+                        current, self.max_bytes / 1e9)
+            return
+        total = sum(size for _, size in entries.values())
+        for folder, (used, size) in sorted(entries.items(), key=lambda item: item[1][0]):
+            if total <= self.max_bytes:
+                return
+            if folder != current and _delete_unless_held(folder, used):
+                total -= size
+                log.info("stage cache: evicted %s, used longest ago", folder)
+
+
+def _size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _delete_unless_held(folder: Path, used: float) -> bool:
+    """Delete an entry that no process holds and none has used since `used`; whether it went."""
+    with open(folder.parent / f"{folder.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            if (folder / MANIFEST).stat().st_mtime != used:  # reused since it was listed
+                return False
+            doomed = folder.with_name(f".{folder.name}-evicted")  # no longer an entry; StageCache.entry sweeps
+            os.rename(folder, doomed)                            # away what a kill here leaves
+            shutil.rmtree(doomed)
+            return True
+        except OSError as error:
+            log.warning("stage cache: could not evict %s (%s)", folder, error)
+            return False
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -31,9 +31,11 @@ class Resumed:
 
 
 class StageCheckpoints:
-    def __init__(self, stage_dir: Path, every: int, problems):
+    def __init__(self, stage_dir: Path, every: int, problems, resume: bool = False):
+        """`resume`: the stage goes on from its newest saved state, if it has one (`resumed`)."""
         self.dir = Path(stage_dir) / "resume"
         self.every, self.problems = every, problems
+        self.resumed = self.latest() if resume else None
 
     def latest(self) -> Optional[Resumed]:
         pointer = self.dir / "latest.json"
@@ -60,9 +62,9 @@ class StageCheckpoints:
             if old != folder:
                 shutil.rmtree(old)
 
-    def restore(self, resumed: Resumed, optimizer) -> dict:
-        """Put the optimizer and every random stream back as they were; the loop's counters."""
-        state = resumed.state
+    def restore(self, optimizer) -> dict:
+        """Put the optimizer and every random stream back as they were at the resumed state; the loop's counters."""
+        state = self.resumed.state
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:

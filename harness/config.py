@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 STAGES = ("explore", "seed", "sft", "grpo")  # the recipe's, which pipeline.stages picks from
 # Every stage a run may go through, in order: the reward model's is implied by task.reward=learned.
@@ -133,7 +135,6 @@ class GRPOConfig:
     dynamic_sampling: bool = setting(False, "DAPO: train only on live groups, sampling more prompts to fill the "
                                             "batch")
     dynamic_sampling_max_rounds: int = setting(4, "generation rounds per step at most", low=1)
-    log_completions_every: int = setting(10, "steps between completions tables sent to the tracker", low=1)
 
 
 @dataclass
@@ -162,10 +163,16 @@ class RewardModelConfig:
 @dataclass
 class PipelineConfig:
     stages: list[str] = setting(list(STAGES), "the recipe's stages in order; drop one to skip it", choices=STAGES)
-    seed_size: int = setting(1000, "verified examples the seed stage keeps at most", low=1)
-    seed_samples_per_prompt: int = setting(8, "the seed stage's samples per prompt", low=1)
-    seed_prompts_per_round: int = setting(128, "the seed stage's prompts per round", low=1)
-    seed_max_rounds: int = setting(40, "the seed stage's rounds at most", low=1)
+
+
+@dataclass
+class SeedSetConfig:
+    """The seed stage (harness.seed_set): verified outputs of the explorer, rejection-sampled in rounds."""
+
+    size: int = setting(1000, "verified examples the seed stage keeps at most", low=1)
+    samples_per_prompt: int = setting(8, "samples per prompt", low=1)
+    prompts_per_round: int = setting(128, "prompts per round", low=1)
+    max_rounds: int = setting(40, "rounds at most", low=1)
 
 
 @dataclass
@@ -186,6 +193,8 @@ class TrackingConfig:
     project: str = setting("coldclimb", "the W&B project")
     entity: Optional[str] = setting(None, "the W&B entity; None: yours")
     group: Optional[str] = setting(None, "the W&B group; None: the run name")
+    log_completions_every: int = setting(10, "steps of a GRPO stage (explore, grpo) between completions tables sent "
+                                             "to the tracker, after the first step's", low=1)
 
 
 @dataclass
@@ -202,6 +211,8 @@ class CacheConfig:
     stages: bool = setting(True, "reuse stage outputs that an identical config already made (harness.cache)")
     dir: Optional[str] = setting(None, "None: $COLDCLIMB_CACHE/stages (COLDCLIMB_CACHE defaults to "
                                        "~/.cache/coldclimb)")
+    max_size_gb: float = setting(20.0, "the stage cache's size at most: past it, after each stage, the least "
+                                       "recently used entries go (an entry in use stays); 0: no limit", low=0)
 
 
 @dataclass
@@ -225,6 +236,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    seed_set: SeedSetConfig = field(default_factory=SeedSetConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -246,17 +258,20 @@ class Config:
     output_dir: Optional[str] = setting(None, "None: Hydra's run directory")
 
 
-# The Hydra groups' default options, as the defaults list of conf/config.yaml names them.
-GROUP_DEFAULTS = {"model": "tiny", "task": "ordering", "rollout": "hf", "sft": "default", "grpo": "default",
-                  "explore": "default", "reward_model": "default", "pipeline": "recipe", "eval": "default",
-                  "tracking": "offline", "checkpoint": "default", "cache": "default"}
+def group_defaults() -> dict[str, str]:
+    """Each config group's default option, as the defaults list of conf/config.yaml names it."""
+    defaults = OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml").defaults
+    groups = {f.name for f in fields(Config) if f.default is MISSING}
+    return {group: option for entry in defaults if isinstance(entry, DictConfig)
+            for group, option in entry.items() if group in groups}
 
 
 def register_configs() -> None:
+    """The dataclasses as the groups' default options: the YAML beside them holds only variants."""
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     groups = {f.name: f.default_factory for f in fields(Config)}
-    for group, option in GROUP_DEFAULTS.items():
+    for group, option in group_defaults().items():
         store.store(group=group, name=option, node=groups[group])
 
 

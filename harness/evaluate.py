@@ -8,17 +8,20 @@ from contextlib import contextmanager
 from typing import Optional
 
 import torch
+from transformers import PreTrainedModel
 
+from harness.config import EvalConfig, RolloutConfig
 from harness.logprobs import completion_logprobs
-from harness.rollout.base import Rollout, SamplingParams
+from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.sampling import ProxyReward, task_rewards
+from harness.tasks import Problem, Task
 
 SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
 
 
 class Evaluator:
-    def __init__(self, task, problems: list, eval_cfg, rollout_cfg, initial_policy=None,
-                 proxy: Optional[ProxyReward] = None):
+    def __init__(self, task: Task, problems: list[Problem], eval_cfg: EvalConfig, rollout_cfg: RolloutConfig,
+                 initial_policy: Optional[PreTrainedModel] = None, proxy: Optional[ProxyReward] = None):
         self.task, self.problems, self.cfg = task, problems, eval_cfg
         self.initial_policy, self.proxy = initial_policy, proxy
         self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
@@ -33,7 +36,7 @@ class Evaluator:
             yield
 
     @torch.no_grad()
-    def __call__(self, policy, engine) -> dict:
+    def __call__(self, policy: PreTrainedModel, engine: RolloutEngine) -> dict:
         with self.own_randomness():
             rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
         gold, proxy = task_rewards(self.task, self.problems, rollout.texts, self.proxy)
@@ -49,7 +52,7 @@ class Evaluator:
         return metrics
 
     @torch.no_grad()
-    def best_of_n_samples(self, engine) -> list[dict]:
+    def best_of_n_samples(self, engine: RolloutEngine) -> list[dict]:
         """`best_of_n` samples per held-out prompt, each with both rewards: ranked by the proxy,
         they give the best-of-n baseline of over-optimisation plots (Gao et al. 2022)."""
         with self.own_randomness():
@@ -58,7 +61,7 @@ class Evaluator:
         return [{"problem": i // self.cfg.best_of_n, "gold": g, "proxy": x}
                 for i, (g, x) in enumerate(zip(gold.tolist(), proxy.tolist()))]
 
-    def sequence_kl(self, policy, rollout: Rollout) -> float:
+    def sequence_kl(self, policy: PreTrainedModel, rollout: Rollout) -> float:
         """KL(pi || pi_init) per completion, in nats: the mean over samples from pi of
         sum_t log pi - log pi_init (an unbiased estimate)."""
         total = 0.0

@@ -3,56 +3,70 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
+from harness.checkpoint import StageCheckpoints
+from harness.config import GRPOConfig, RolloutConfig
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss, micro_batch_share
-from harness.rollout.base import Rollout, SamplingParams
+from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.sampling import ProxyReward, sample_groups
+from harness.tasks import ProblemStream, Task
+from harness.tracking import StageTracker
 
 COMPLETIONS_PER_TABLE = 8
 
 
-def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name: str, steps: int,
-               evaluate: Callable[[], dict], eval_every: int, tracker, reference=None, desc: str = "grpo",
-               on_eval: Optional[Callable[[int, dict], None]] = None, checkpoints=None, resumed=None,
-               proxy: Optional[ProxyReward] = None) -> dict:
-    """Run `steps` GRPO steps on `policy`; return the last held-out evaluation.
+@dataclass
+class Evaluation:
+    """How a GRPO stage is judged on held-out prompts: at its start, every `every` steps and at its end."""
 
-    `on_eval(step, metrics)` sees every evaluation after the start: a sweeper reports it, and
-    may stop the run there by raising.
+    measure: Callable[[], dict]
+    every: int
+    # Sees every evaluation after the start: a sweeper reports it, and may stop the stage there by raising.
+    on_eval: Optional[Callable[[int, dict], None]] = None
+
+
+def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, problems: ProblemStream, *,
+               cfg: GRPOConfig, rollout_cfg: RolloutConfig, reward_name: str, evaluation: Evaluation,
+               tracker: StageTracker, reference: Optional[PreTrainedModel] = None,
+               checkpoints: Optional[StageCheckpoints] = None, proxy: Optional[ProxyReward] = None) -> dict:
+    """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation.
+
     `reward_name` (gold, proxy or learned) picks the reward that trains; gold and proxy are always
     logged. `proxy` scores completions in place of the task's formula (a learned reward model).
     `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
-    `checkpoints` (harness.checkpoint.StageCheckpoints) saves the loop's state as it goes; given
-    `resumed`, the loop goes on from that state, the policy already holding its weights.
+    `checkpoints` saves the loop's state as it goes; when it holds a resumed state, the loop goes on
+    from there, the policy already holding its weights.
     """
     K = cfg.num_generations
     sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    if resumed is not None:
-        state = checkpoints.restore(resumed, optimizer)
+    if checkpoints is not None and checkpoints.resumed is not None:
+        state = checkpoints.restore(optimizer)
         first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
     else:
-        first_step, total_tokens, last_eval = 1, 0, evaluate()
+        first_step, total_tokens, last_eval = 1, 0, evaluation.measure()
         tracker.log_eval(0, last_eval)
-    for step in (bar := tqdm(range(first_step, steps + 1), desc=desc, leave=False, disable=None)):
+    for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        sampled, train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name, proxy)
+        sampled, to_train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name, proxy)
         rollout_time = time.perf_counter() - start
 
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
         start = time.perf_counter()
         update = {}
-        if train.problems:  # dynamic sampling can come back with no live group at all
-            advantages = compute_advantages(train.reward, K, cfg.scale_rewards, cfg.advantage_std_floor)
-            update = optimise(policy, optimizer, train.rollout, advantages, reference, cfg, rollout_cfg)
+        if to_train.problems:  # dynamic sampling can come back with no live group at all
+            advantages = compute_advantages(to_train.reward, K, cfg.scale_rewards, cfg.advantage_std_floor)
+            update = policy_update(policy, optimizer, to_train.rollout, advantages, reference, cfg, rollout_cfg)
             engine.sync_weights()
         update_time = time.perf_counter() - start
 
@@ -64,8 +78,8 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
             **completion_metrics(sampled.rollout),
             **update,
             "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
-            "update/groups": len(train.problems),
-            "update/dead_group_frac": 1 - len(train.live()) / max(len(train.problems), 1),
+            "update/groups": len(to_train.problems),
+            "update/dead_group_frac": 1 - len(to_train.live_indices()) / max(len(to_train.problems), 1),
             "dynamic_sampling/rounds": rounds,
             "num_tokens": total_tokens,
             "step_time": step_time,
@@ -76,22 +90,25 @@ def train_grpo(policy, engine, task, problems, *, cfg, rollout_cfg, reward_name:
             "learning_rate": cfg.learning_rate,
         }
         tracker.log(step, metrics)
-        if step == 1 or step % cfg.log_completions_every == 0:
+        if tracker.completions_due(step):
             tracker.log_completions(step, sample_rows(sampled.prompts, sampled.rollout, sampled.gold, sampled.proxy,
                                                       COMPLETIONS_PER_TABLE))
-        if step % eval_every == 0 or step == steps:
-            last_eval = evaluate()
+        if step % evaluation.every == 0 or step == cfg.steps:
+            last_eval = evaluation.measure()
             tracker.log_eval(step, last_eval)
-            if on_eval is not None:
-                on_eval(step, last_eval)
-        if checkpoints is not None and checkpoints.due(step, steps):
+            if evaluation.on_eval is not None:
+                evaluation.on_eval(step, last_eval)
+        if checkpoints is not None and checkpoints.due(step, cfg.steps):
             checkpoints.save(step, policy, optimizer, total_tokens=total_tokens, last_eval=last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
     return last_eval
 
 
-def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, rollout_cfg) -> dict:
-    """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics."""
+def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rollout: Rollout,
+                  advantages: torch.Tensor, reference: Optional[PreTrainedModel], cfg: GRPOConfig,
+                  rollout_cfg: RolloutConfig) -> dict:
+    """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics,
+    averaged over tokens and passes."""
     temperature = rollout_cfg.temperature
     rows = len(rollout.texts)
     micro = cfg.micro_batch_size or rows
@@ -104,7 +121,7 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
         old_logp = completion_logprobs(policy, rollout, temperature)[0] if cfg.num_iterations > 1 else None
         ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
     tokens = max(mask.sum().item(), 1)
-    sums: dict[str, float] = {}
+    averaged: dict[str, float] = {}
     first_pass_logp = []  # pi_old as the trainer computes it, to hold the engine's log-probs against
     policy.train()
     for iteration in range(cfg.num_iterations):
@@ -134,11 +151,11 @@ def optimise(policy, optimizer, rollout: Rollout, advantages, reference, cfg, ro
             if out.kl is not None:
                 parts["kl"] = out.kl.item() * weight
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value / cfg.num_iterations
+                averaged[key] = averaged.get(key, 0.0) + value / cfg.num_iterations
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
         require_finite(grad_norm, "the GRPO gradient norm")
         optimizer.step()
     policy.eval()
     if rollout.engine_logprobs is not None:
-        sums.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
-    return {**sums, "grad_norm": grad_norm.item()}
+        averaged.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
+    return {**averaged, "grad_norm": grad_norm.item()}

@@ -23,8 +23,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from harness.config import ModelConfig
 from harness.sft import finetune
 from harness.sources import cache_root, package_dir
+from harness.tasks import Task
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 BASE_FORMAT_VERSION = 1  # bump when the pre-training data or recipe changes meaning
@@ -40,7 +42,7 @@ def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=core, padding_side="left", **SPECIAL)
 
 
-def build_tiny_model(model_cfg, tokenizer, seed: int) -> LlamaForCausalLM:
+def build_tiny_model(model_cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -58,14 +60,14 @@ def build_tiny_model(model_cfg, tokenizer, seed: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def base_recipe(model_cfg, task) -> dict:
+def base_recipe(model_cfg: ModelConfig, task: Task) -> dict:
     """Everything that determines the tiny base; its hash names the cache entry."""
     arch = {k: v for k, v in asdict(model_cfg).items() if k not in ("path", "dtype", "cache_dir")}
     return {"version": BASE_FORMAT_VERSION, "model": arch, "task": task.name, **task.difficulty(),
             "vocabulary": task.vocabulary()}
 
 
-def _cached(model_cfg, kind: str, recipe: dict, build) -> Path:
+def _cached(model_cfg: ModelConfig, kind: str, recipe: dict, build) -> Path:
     """The cache entry for `recipe`, made by `build() -> (model, tokenizer)` if no run has yet.
     Written aside then renamed, so parallel trials never see half a model."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -85,7 +87,7 @@ def _cached(model_cfg, kind: str, recipe: dict, build) -> Path:
     return target
 
 
-def tiny_base(model_cfg, task) -> Path:
+def tiny_base(model_cfg: ModelConfig, task: Task) -> Path:
     """The cached base for this recipe, pre-training it first if no run has yet."""
 
     def pretrain():
@@ -102,7 +104,7 @@ def tiny_base(model_cfg, task) -> Path:
     return _cached(model_cfg, "tiny", base_recipe(model_cfg, task), pretrain)
 
 
-def pretrained_base(model_cfg) -> Path | str:
+def pretrained_base(model_cfg: ModelConfig) -> Path | str:
     """What `load_policy` loads for a pretrained model: its directory or Hub id, or for a GGUF
     file the safetensors copy of it in the cache, made on first use."""
     source = package_dir(model_cfg.package) if model_cfg.package else model_cfg.path
@@ -121,7 +123,7 @@ def pretrained_base(model_cfg) -> Path | str:
     return _cached(model_cfg, "gguf", recipe, dequantise)
 
 
-def base_model(model_cfg, task) -> Path | str:
+def base_model(model_cfg: ModelConfig, task: Task) -> Path | str:
     """The recipe's base: a pretrained model when the config names one, else the tiny model."""
     if model_cfg.path is None and model_cfg.package is None:
         return tiny_base(model_cfg, task)

@@ -27,19 +27,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 from optuna import TrialPruned
 
 from harness.cache import Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
-from harness.config import STAGE_ORDER, STAGES
+from harness.config import STAGE_ORDER, STAGES, Config, GRPOConfig
 from harness.evaluate import Evaluator
-from harness.grpo import train_grpo
+from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy, save_policy
 from harness.reward_model import LearnedProxy, classifier_from_policy, judge, labelled_samples, train_reward_model
-from harness.rollout import make_engine
-from harness.seed import load_seed, rejection_sample, save_seed
+from harness.rollout import RolloutEngine, make_engine
+from harness.seed_set import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
 from harness.tasks import ProblemStream, heldout_problems, make_task
 from harness.tracking import StageTracker, read_json, read_jsonl, scalars, write_json
@@ -55,7 +56,7 @@ class SeedTooSmall(RuntimeError):
 
 
 @contextmanager
-def closing_on_failure(tracker: StageTracker, engine):
+def closing_on_failure(tracker: StageTracker, engine: RolloutEngine):
     """A stage pruned or failed still closes its tracked run, saying why; its engine is freed
     either way (a vLLM engine holds GPU memory the next trial of a sweep needs)."""
     try:
@@ -68,7 +69,7 @@ def closing_on_failure(tracker: StageTracker, engine):
 
 
 class Pipeline:
-    def __init__(self, cfg, run_dir: Path, on_eval=None):
+    def __init__(self, cfg: Config, run_dir: Path, on_eval: Optional[Callable[[int, dict], None]] = None):
         """`on_eval(step, metrics)` sees the final GRPO stage's evaluations (a sweeper's hook)."""
         self.cfg, self.run_dir, self.on_eval = cfg, Path(run_dir), on_eval
         if cfg.threads:  # set by to_config; a launcher's own limit (joblib's) must not change the numbers
@@ -83,7 +84,7 @@ class Pipeline:
         # The reward model's: a seed no recipe stage's (an int) can equal, and theirs as they were before it.
         self.streams["reward_model"] = ProblemStream(self.task, f"reward_model/{cfg.seed}", heldout_keys)
         self.base = base_model(cfg.model, self.task)
-        self.cache = StageCache(cfg.cache.stages, cfg.cache.dir)
+        self.cache = StageCache(cfg.cache.stages, cfg.cache.dir, cfg.cache.max_size_gb)
         self.summary: dict = {}
         self.cost: dict = {}  # cost/<stage>/{seconds,reused,steps,rollout_tokens}: for status.json and the study
 
@@ -119,7 +120,7 @@ class Pipeline:
         model, tokenizer = self._load(explorer)
         engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
         with closing_on_failure(tracker, engine):
-            rows = rejection_sample(engine, self.task, self.streams["seed"], pipeline_cfg=self.cfg.pipeline,
+            rows = rejection_sample(engine, self.task, self.streams["seed"], cfg=self.cfg.seed_set,
                                     rollout_cfg=self.cfg.rollout, tracker=tracker)
         save_seed(rows, tracker.dir / OUTPUTS["seed"])
         tracker.finish({"seed/size": len(rows)})
@@ -257,13 +258,13 @@ class Pipeline:
         return ""  # the base, named by the model config the stage reads
 
     # -- helpers ----------------------------------------------------------------------------
-    def _grpo_stage(self, stage: str, start: Path, grpo_cfg, reward: str,
+    def _grpo_stage(self, stage: str, start: Path, grpo_cfg: GRPOConfig, reward: str,
                     proxy: LearnedProxy | None = None) -> None:
         """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo); `proxy`, when
         given, is the proxy reward it measures (and with reward=learned trains on), not the task's formula."""
         cfg = self.cfg
-        checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage])
-        resumed = checkpoints.latest() if cfg.resume else None
+        checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage], cfg.resume)
+        resumed = checkpoints.resumed
         if resumed is None:
             checkpoints.clear()  # an earlier attempt's, which nobody asked to resume
         tracker = self._begin(stage, resume_step=None if resumed is None else resumed.step)
@@ -287,12 +288,10 @@ class Pipeline:
         with closing_on_failure(tracker, engine):
             if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
                 tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
+            evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == "grpo" else None)
             result = train_grpo(model, engine, self.task, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
-                                reward_name=reward, steps=grpo_cfg.steps, evaluate=evaluate,
-                                eval_every=cfg.eval.eval_every, tracker=tracker,
-                                reference=frozen if grpo_cfg.beta > 0 else None, desc=stage,
-                                on_eval=self.on_eval if stage == "grpo" else None, checkpoints=checkpoints,
-                                resumed=resumed, proxy=proxy)
+                                reward_name=reward, evaluation=evaluation, tracker=tracker,
+                                reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints, proxy=proxy)
         self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self._record(stage, result)
@@ -307,7 +306,7 @@ class Pipeline:
         if len(rows) < cfg.cold_start_size:
             raise SeedTooSmall(
                 f"sft.cold_start_size={cfg.cold_start_size}: the seed set holds only {len(rows)} verified examples "
-                f"(raise pipeline.seed_max_rounds or explore.steps, or lower sft.cold_start_size)")
+                f"(raise seed_set.max_rounds or explore.steps, or lower sft.cold_start_size)")
         return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
 
     def _evaluator(self, initial, proxy: LearnedProxy | None = None) -> Evaluator:

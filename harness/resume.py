@@ -15,7 +15,13 @@ from harness.validation import ConfigError
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
                   "trial.study_name", "trial.trial_id", "trial.number", "trial.study", "cache.stages", "cache.dir",
-                  "jobs_per_gpu")
+                  "cache.max_size_gb", "jobs_per_gpu", "tracking.log_completions_every")
+
+# Keys renamed since a run may have started: an interrupted run's value is checked under the new name.
+RENAMED = {**{f"pipeline.seed_{key}": f"seed_set.{key}"
+              for key in ("size", "samples_per_prompt", "prompts_per_round", "max_rounds")},
+           "grpo.log_completions_every": "tracking.log_completions_every",
+           "explore.log_completions_every": "tracking.log_completions_every"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -36,9 +42,13 @@ def check_resumable(cfg, run_dir: Path) -> None:
     saved = sorted(Path(run_dir).glob("*/config.json"), key=lambda path: path.stat().st_mtime)
     if not saved:
         raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
-    before = _flat(json.loads(saved[-1].read_text()))  # the newest: the interrupted stage's
+    saved_cfg = json.loads(saved[-1].read_text())  # the newest: the interrupted stage's
+    before = {RENAMED.get(key, key): value for key, value in _flat(saved_cfg).items()}
     now, defaults = _as_saved(cfg), _as_saved(Config())
     for key in sorted(before.keys() | now.keys()):
+        if key not in now and key not in FREE_ON_RESUME:
+            raise ConfigError(key, before[key], "was the interrupted run's, and this version of coldclimb has no such "
+                                                "key: resume it with the version that started it")
         added_since = key not in before and now.get(key) == defaults.get(key)
         if key not in FREE_ON_RESUME and not added_since and before.get(key) != now.get(key):
             raise ConfigError(key, now.get(key), f"differs from the interrupted run's {before.get(key)!r}")

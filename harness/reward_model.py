@@ -21,9 +21,11 @@ import torch
 from scipy import stats
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from harness.rollout.base import SamplingParams
+from harness.config import RewardModelConfig, RolloutConfig
+from harness.rollout.base import RolloutEngine, SamplingParams
 from harness.sampling import task_rewards
 from harness.sft import encode_examples, finetune
+from harness.tasks import Problem, ProblemStream, Task
 
 SCORING_ROWS = 256  # completions per forward pass when scoring
 
@@ -32,7 +34,7 @@ SCORING_ROWS = 256  # completions per forward pass when scoring
 class Labelled:
     """Completions, one problem each, with their gold labels and the task's proxy formula's scores."""
 
-    problems: list
+    problems: list[Problem]
     texts: list[str]
     gold: torch.Tensor
     task_proxy: torch.Tensor
@@ -41,16 +43,18 @@ class Labelled:
         return Labelled(self.problems[:count], self.texts[:count], self.gold[:count], self.task_proxy[:count])
 
 
-def sample_labelled(engine, task, problems: list, samples_per_prompt: int, sampling: SamplingParams) -> Labelled:
+def sample_labelled(engine: RolloutEngine, task: Task, problems: list[Problem], samples_per_prompt: int,
+                    sampling: SamplingParams) -> Labelled:
     """`samples_per_prompt` completions of each problem from the engine's policy, each labelled by the task."""
     rollout = engine.generate([p.prompt for p in problems], samples_per_prompt, sampling)
     gold, formula = task_rewards(task, problems, rollout.texts)
     return Labelled([p for p in problems for _ in range(samples_per_prompt)], rollout.texts, gold, formula)
 
 
-def labelled_samples(engine, task, stream, heldout: list, rm_cfg, rollout_cfg) -> tuple[Labelled, Labelled]:
-    """The training set, `train_size` completions of problems from `stream` (a ProblemStream, which
-    never yields a held-out problem), and a held-out set to judge the model on:
+def labelled_samples(engine: RolloutEngine, task: Task, stream: ProblemStream, heldout: list[Problem],
+                     rm_cfg: RewardModelConfig, rollout_cfg: RolloutConfig) -> tuple[Labelled, Labelled]:
+    """The training set, `train_size` completions of problems from `stream` (which never yields a
+    held-out problem), and a held-out set to judge the model on:
     `samples_per_prompt` completions of each held-out problem. Sampled as GRPO's rollouts are."""
     sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
     per_prompt = rm_cfg.samples_per_prompt

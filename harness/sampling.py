@@ -15,8 +15,10 @@ from typing import Callable, Optional
 
 import torch
 
+from harness.config import GRPOConfig
 from harness.metrics import live_groups
-from harness.rollout.base import Rollout, SamplingParams
+from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
+from harness.tasks import Problem, ProblemStream, Task
 
 # A proxy reward scores a batch: (one problem per completion, the completions) -> one score each.
 ProxyReward = Callable[[list, list[str]], torch.Tensor]
@@ -26,7 +28,7 @@ ProxyReward = Callable[[list, list[str]], torch.Tensor]
 class Groups:
     """Scored completions, K consecutive rows per prompt."""
 
-    problems: list  # one per group
+    problems: list[Problem]  # one per group
     rollout: Rollout
     gold: torch.Tensor
     proxy: torch.Tensor
@@ -37,7 +39,8 @@ class Groups:
     def prompts(self) -> list[str]:
         return [p.prompt for p in self.problems for _ in range(self.num_generations)]
 
-    def live(self) -> list[int]:
+    def live_indices(self) -> list[int]:
+        """The groups whose training rewards differ (the rest get zero advantage)."""
         return live_groups(self.reward, self.num_generations).nonzero().flatten().tolist()
 
     @staticmethod
@@ -63,7 +66,7 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, 
     return torch.where(lengths > max_completion_length, -1.0, -over / cache)
 
 
-def task_rewards(task, problems: list, texts: list[str],
+def task_rewards(task: Task, problems: list[Problem], texts: list[str],
                  proxy: Optional[ProxyReward] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gold and proxy rewards of completions, len(texts) / len(problems) consecutive ones per problem.
     The proxy is `proxy`'s scores when given, else the task's own formula."""
@@ -74,8 +77,8 @@ def task_rewards(task, problems: list, texts: list[str],
     return gold, torch.tensor([task.proxy(p, t) for p, t in zip(repeated, texts)])
 
 
-def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: int, reward_name: str,
-          proxy: Optional[ProxyReward] = None) -> Groups:
+def score(task: Task, problems: list[Problem], rollout: Rollout, cfg: GRPOConfig, max_completion_length: int,
+          reward_name: str, proxy: Optional[ProxyReward] = None) -> Groups:
     """Gold and proxy rewards (task_rewards); the training reward is gold, or else the proxy (task.reward
     proxy or learned), plus any length penalty."""
     if reward_name == "learned" and proxy is None:  # the formula must never stand in for the reward model
@@ -87,7 +90,8 @@ def score(task, problems: list, rollout: Rollout, cfg, max_completion_length: in
     return Groups(problems, rollout, gold, proxy, (gold if reward_name == "gold" else proxy) + penalty, K)
 
 
-def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_name: str,
+def sample_groups(engine: RolloutEngine, task: Task, problems: ProblemStream, cfg: GRPOConfig,
+                  sampling: SamplingParams, reward_name: str,
                   proxy: Optional[ProxyReward] = None) -> tuple[Groups, Groups, int]:
     """(every group sampled this step, the groups the update trains on, generation rounds used)."""
     K = cfg.num_generations
@@ -98,7 +102,7 @@ def sample_groups(engine, task, problems, cfg, sampling: SamplingParams, reward_
         parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name, proxy))
         if not cfg.dynamic_sampling:
             return parts[0], parts[0], 1
-        live += len(parts[-1].live())
+        live += len(parts[-1].live_indices())
         if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
             sampled = Groups.concat(parts, engine.pad_token_id)
-            return sampled, sampled.select(sampled.live()[: cfg.prompts_per_step]), len(parts)
+            return sampled, sampled.select(sampled.live_indices()[: cfg.prompts_per_step]), len(parts)

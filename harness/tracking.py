@@ -72,6 +72,7 @@ class StageTracker:
         self.dir = Path(stage_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
+        self.completions_every = tracking_cfg.log_completions_every
         self._files: dict[str, Any] = {}
         self._table = None
         if resume_step is None:  # nothing an earlier attempt logged may pass for this one's
@@ -157,6 +158,10 @@ class StageTracker:
         import wandb
 
         self.wandb.log({k: wandb.Histogram(v) if isinstance(v, list) else v for k, v in metrics.items()}, step=step)
+
+    def completions_due(self, step: int) -> bool:
+        """A GRPO stage logs its completions at its first step, then every tracking.log_completions_every."""
+        return step == 1 or step % self.completions_every == 0
 
     def log_completions(self, step: int, rows: list[dict]) -> None:
         """Sample completions; W&B gets an incremental table, so every logged step stays visible."""

@@ -160,6 +160,6 @@ def _check_recipe(cfg: Config) -> None:
         return
     if "seed" not in p.stages and s.seed_path is None:
         raise ConfigError("sft.seed_path", None, "must be set when the seed stage is skipped and sft.source=seed")
-    if "seed" in p.stages and s.cold_start_size > p.seed_size:
+    if "seed" in p.stages and s.cold_start_size > cfg.seed_set.size:
         raise ConfigError("sft.cold_start_size", s.cold_start_size,
-                          f"exceeds the seed set (pipeline.seed_size={p.seed_size})")
+                          f"exceeds the seed set (seed_set.size={cfg.seed_set.size})")

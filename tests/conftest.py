@@ -83,7 +83,7 @@ def smoke_sweep(model_cache):
 
 @pytest.fixture(scope="session")
 def bayes_sweep(smoke_sweep, tmp_path_factory) -> Path:
-    """A real Optuna study: 12 TPE trials over learning rate, K and beta, median pruning, W&B offline."""
+    """A real Optuna study: 12 TPE trials over learning rate, K and beta, successive halving, W&B offline."""
     return smoke_sweep(tmp_path_factory.mktemp("bayes"), "sweep=bayes", "hydra.sweeper.n_trials=12")
 
 

@@ -247,18 +247,6 @@ def test_settings_that_change_no_number_are_not_swept_and_whole_numbers_stay_who
     assert ablation.arms(ablation.per_run(runs, history)["grpo.num_generations"]) == ["4", "null"]
 
 
-def test_cold_start_table_pairs_each_run_after_sft_and_after_grpo():
-    runs = pd.DataFrame([{"run": f"r{size}", "stage": stage, "status": "finished", "seed": 0,
-                          "sft.cold_start_size": size}
-                         for size in (10, 100) for stage in ("sft", "grpo")])
-    history = pd.DataFrame([{"run": f"r{size}", "stage": stage, "step": step, "eval/gold_pass@1": value}
-                            for size, sft, grpo in ((10, 0.2, 0.3), (100, 0.5, 0.7))
-                            for stage, values in (("sft", (0.1, sft)), ("grpo", (sft, 0.9, grpo)))
-                            for step, value in enumerate(values)])
-    table = ablation.cold_start_table(runs, history).set_index("sft.cold_start_size")
-    assert table.loc[10, ["sft", "grpo"]].tolist() == [0.2, 0.3] and table.loc[100, ["sft", "grpo"]].tolist() == [0.5, 0.7]
-
-
 # -- loaders -----------------------------------------------------------------------------------------
 def test_run_store_and_offline_wandb_load_the_same_frames(smoke_run):
     local, offline = from_local(smoke_run), from_wandb_offline(smoke_run)
@@ -288,7 +276,8 @@ def test_a_stage_stopped_by_the_pruner_loads_as_pruned():
 
 def test_reading_a_sweep_loads_no_torch():
     """A notebook or a machine without the trainer's stack reads sweeps: analysis pulls in no torch."""
-    code = ("import sys, analysis, analysis.report, analysis.live, analysis.overopt, analysis.ablation; "
+    code = ("import sys, analysis, analysis.report, analysis.live, analysis.overopt, analysis.ablation, "
+            "analysis.cold_start, analysis.compare, analysis.study; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -47,6 +47,11 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
     assert all(threads[stage] != before[stage] for stage in cache.STAGE_READS)
     assert keys(compose, "model.cache_dir=/elsewhere") == before  # where bases are kept, not what they are
+    # what trains nothing: where and how much is logged, how large the cache may grow
+    assert keys(compose, "tracking.log_completions_every=1", "cache.max_size_gb=1") == before
+    seed_set = keys(compose, "seed_set.max_rounds=3")  # the seed stage's own knobs: it and what starts from it
+    assert seed_set["explore"] == before["explore"]
+    assert all(seed_set[stage] != before[stage] for stage in ("seed", "sft", "grpo"))
     # Without explore, the seed stage samples the base: its key follows the held-out set it skips, not task.reward.
     no_explore = keys(compose, "pipeline.stages=[seed,sft,grpo]")
     for change in ("eval.seed=7", "eval.num_prompts=32"):
@@ -171,3 +176,53 @@ def test_two_processes_needing_one_entry_compute_it_once(model_cache, tmp_path):
     assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1
     assert untimed(tmp_path / "a" / "grpo" / "eval.jsonl") == untimed(tmp_path / "b" / "grpo" / "eval.jsonl")
     assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1
+
+
+def stored(stage_cache, key: str, scratch, size: int = 1000, age: float = 0.0) -> None:
+    """An entry of `size` bytes under `key`, last used `age` seconds ago."""
+    (scratch / key).mkdir(parents=True)
+    (scratch / key / "weights.bin").write_bytes(b"\0" * size)
+    with stage_cache.entry("sft", key) as entry:
+        entry.store(scratch / key, {"run": key})
+    manifest = stage_cache.dir / "sft" / key / cache.MANIFEST
+    os.utime(manifest, (manifest.stat().st_atime, manifest.stat().st_mtime - age))
+
+
+def entries(stage_cache) -> list[str]:
+    return sorted(path.parent.name for path in stage_cache.dir.glob(f"sft/[!.]*/{cache.MANIFEST}"))  # not staging
+
+
+def test_the_entries_used_longest_ago_go_when_the_cache_outgrows_its_limit(tmp_path):
+    stage_cache = cache.StageCache(True, tmp_path / "stages", max_size_gb=2.5e-6)  # 2500 bytes: two entries fit
+    stored(stage_cache, "a", tmp_path / "runs", age=200)
+    stored(stage_cache, "b", tmp_path / "runs", age=100)
+    assert entries(stage_cache) == ["a", "b"]
+    with stage_cache.entry("sft", "a") as entry:  # a reuse is a use: "b" is now the one used longest ago
+        assert entry.manifest() is not None
+    stored(stage_cache, "c", tmp_path / "runs")
+    assert entries(stage_cache) == ["a", "c"]
+
+
+def test_an_entry_in_use_is_never_evicted_and_no_limit_keeps_everything(tmp_path):
+    stage_cache = cache.StageCache(True, tmp_path / "stages", max_size_gb=2.5e-6)
+    stored(stage_cache, "a", tmp_path / "runs", age=200)
+    stored(stage_cache, "b", tmp_path / "runs", age=100)
+    with stage_cache.entry("sft", "a"):  # held, as by a run restoring it
+        stored(stage_cache, "c", tmp_path / "runs")
+    assert entries(stage_cache) == ["a", "c"]
+    unlimited = cache.StageCache(True, tmp_path / "stages", max_size_gb=0)
+    stored(unlimited, "d", tmp_path / "runs", size=10_000)
+    assert entries(unlimited) == ["a", "c", "d"]
+
+
+def test_eviction_leaves_an_entry_being_stored_alone(tmp_path):
+    """Another process's staging folder (.<key>-...) holds a manifest before its rename: never an entry."""
+    stage_cache = cache.StageCache(True, tmp_path / "stages", max_size_gb=1.5e-6)  # one entry fits
+    stored(stage_cache, "a", tmp_path / "runs", age=100)
+    staging = stage_cache.dir / "sft" / ".b-x1y2"
+    (staging).mkdir()
+    (staging / "weights.bin").write_bytes(b"\0" * 1000)
+    (staging / cache.MANIFEST).write_text("{}")
+    os.utime(staging / cache.MANIFEST, (0, 0))  # older than anything: first in line, were it an entry
+    stored(stage_cache, "c", tmp_path / "runs")
+    assert entries(stage_cache) == ["c"] and (staging / cache.MANIFEST).exists()

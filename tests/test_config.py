@@ -4,7 +4,7 @@ import functools
 import re
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import harness.conf
 from harness import sft
-from harness.config import Config, ModelConfig, settings
+from harness.config import Config, ModelConfig, group_defaults, settings
 from harness.models import build_tiny_model, build_tokenizer
 from harness.validation import ConfigError, validate, warnings_for
 
@@ -143,6 +143,11 @@ def test_the_composed_defaults_are_the_dataclass_defaults(compose):
 
 
 CONF = Path(harness.conf.__file__).parent
+
+
+def test_every_config_group_but_the_sweeper_s_has_a_default_option_in_config_yaml():
+    groups = {f.name for f in fields(Config) if f.default is MISSING}
+    assert set(group_defaults()) == groups - {"trial"}  # trial.* is set by the sweeper, never chosen
 
 
 VARIANTS = sorted(str(p.relative_to(CONF)) for group in ("model", "task", "rollout", "tracking")

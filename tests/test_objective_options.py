@@ -7,7 +7,7 @@ import torch
 from trl.rewards import get_soft_overlong_punishment
 
 from harness.config import ModelConfig
-from harness.grpo import optimise
+from harness.grpo import policy_update
 from harness.models import build_tiny_model, build_tokenizer
 from harness.objective import STD_FLOOR, compute_advantages
 from harness.rollout.base import Rollout, completion_mask
@@ -55,7 +55,7 @@ def test_masked_truncated_completions_give_no_gradient():
 
     def gradient(advantages):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        optimise(model, optimizer, rollout, torch.tensor(advantages), None, cfg, rollout_cfg)
+        policy_update(model, optimizer, rollout, torch.tensor(advantages), None, cfg, rollout_cfg)
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
     assert truncated.tolist() == [True, False, False]
@@ -85,7 +85,7 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(loss_type):
                               beta=0.0, loss_type=loss_type, epsilon=0.2, epsilon_high=None,
                               importance_sampling_level="token", max_grad_norm=1e9)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        metrics = optimise(model, optimizer, rollout, advantages, None, cfg, rollout_cfg)
+        metrics = policy_update(model, optimizer, rollout, advantages, None, cfg, rollout_cfg)
         return torch.cat([p.grad.flatten() for p in model.parameters()]), metrics["loss"]
 
     full, full_loss = gradient(0)

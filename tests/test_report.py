@@ -1,5 +1,6 @@
 """`python -m analysis.report` on a real small sweep, and the loaders over that whole sweep."""
 
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,8 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from analysis import ablation, from_local, from_wandb_offline, load_sweep, overopt
+from analysis import ablation, cold_start, from_local, from_wandb_offline, load_sweep, overopt
+from analysis.ablation import METRIC
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +66,31 @@ def test_report_on_a_missing_directory_says_so_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"analysis.report: sweep directory {tmp_path / 'nowhere'} "
                                                   "does not exist"]
+
+
+def test_a_cold_start_sweep_with_a_none_arm_gets_its_section(model_cache, tmp_path):
+    """The preset's arms at smoke sizes: none (GRPO on the base) against 10 solver demonstrations."""
+    sweep_dir, out = tmp_path / "sweep", tmp_path / "report"
+    command = [sys.executable, "-m", "harness.train", "-m", "experiment=smoke", "+ablation/cold_start=none,n10",
+               "seed=0,1", "tracking=disabled", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1",
+               f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = load_sweep(sweep_dir)
+    assert sorted(sweep.runs.groupby("run").stage.apply(tuple)) == [("grpo",)] * 2 + [("grpo", "sft")] * 2
+    table = cold_start.start_and_end(sweep.runs, sweep.history)
+    assert sorted(table[cold_start.EXAMPLES]) == [0, 0, 10, 10]
+    sft = sweep.history[sweep.history.stage == "sft"].dropna(subset=[METRIC]).sort_values("step")
+    cold_started = table[table[cold_start.EXAMPLES] == 10].set_index("run")
+    # GRPO starts from what SFT ended with: the same policy, scored on the same held-out samples
+    after_sft = sft.groupby("run")[METRIC].last()[cold_started.index]
+    assert cold_started.start.tolist() == pytest.approx(after_sft.tolist())
+    result = subprocess.run([sys.executable, "-m", "analysis.report", str(sweep_dir), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "## Cold start" in report and "GRPO steps to reach held-out gold pass@1 >=" in report
+    assert {"cold_start.png", "cold_start_live.png"} <= {p.name for p in out.glob("*.png")}
+    points = cold_start.live_at_start_points(sweep.runs, sweep.history)
+    assert len(points) == 4 and (points.groups == 4 * 4).all()  # smoke: GRPO's 4 steps (of the first 5), 4 groups each

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from analysis.load import from_local, from_wandb_offline
 from harness import sft
 from harness.checkpoint import prune_finished
-from harness.validation import ConfigError
-from harness.resume import check_resumable
 from harness.faults import NonFiniteLoss
 from harness.pipeline import Pipeline
+from harness.resume import check_resumable
 from harness.tracking import read_jsonl
+from harness.validation import ConfigError
 
 # SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
 # The stage cache is off: these runs must compute SFT themselves, to show it is deterministic too.
@@ -186,6 +186,22 @@ def test_a_run_from_before_a_key_existed_resumes_with_that_key_at_its_default(co
     check_resumable(compose("pipeline.stages=[sft,grpo]", "sft.source=solver", "resume=true"), tmp_path)
     with pytest.raises(ConfigError, match=r"^sft\.epochs=2\.0: differs from the interrupted run's None$"):
         check_resumable(compose("pipeline.stages=[sft,grpo]", "sft.source=solver", "sft.epochs=2"), tmp_path)
+
+
+def test_a_run_from_before_keys_were_renamed_resumes_under_the_new_names_and_one_removed_is_refused(
+        compose, tmp_path):
+    older = asdict(compose("experiment=smoke"))
+    for key, value in older.pop("seed_set").items():  # as saved before the seed stage's keys moved
+        older["pipeline"][f"seed_{key}"] = value
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / "config.json").write_text(json.dumps(older))
+    check_resumable(compose("experiment=smoke", "resume=true"), tmp_path)
+    with pytest.raises(ConfigError, match=r"^seed_set\.size=50: differs from the interrupted run's 40$"):
+        check_resumable(compose("experiment=smoke", "seed_set.size=50"), tmp_path)
+    older["pipeline"]["retired_knob"] = 3
+    (tmp_path / "grpo" / "config.json").write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match=r"^pipeline\.retired_knob=3: was the interrupted run's, and this version"):
+        check_resumable(compose("experiment=smoke", "resume=true"), tmp_path)
 
 
 def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path, monkeypatch):

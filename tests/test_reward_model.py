@@ -188,7 +188,7 @@ TINY_RUN = ["pipeline.stages=[grpo]", "task.reward=learned", "task.num_items=4",
             "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
             "model.pretrain_steps=2", "model.pretrain_batch_size=8", "rollout.max_completion_length=8",
             "reward_model.train_size=12", "reward_model.steps=2", "reward_model.batch_size=4",
-            "grpo.steps=1", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.log_completions_every=1",
+            "grpo.steps=1", "grpo.prompts_per_step=2", "grpo.num_generations=2", "tracking.log_completions_every=1",
             "eval.num_prompts=4", "eval.num_samples=2", "eval.best_of_n=2", "eval.eval_every=1",
             "checkpoint.keep=all", "tracking.mode=disabled"]
 

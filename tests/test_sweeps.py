@@ -79,9 +79,9 @@ def _changed(before: dict, after: dict, prefix: str = "") -> dict:
 
 
 def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache, tmp_path):
-    # seed_max_rounds=1 verifies about 20 examples: 4 is enough, 40 is not (a runtime failure),
-    # 500 exceeds pipeline.seed_size (a config error).
-    command = [sys.executable, "-m", "harness.train", "-m", "experiment=smoke", "pipeline.seed_max_rounds=1",
+    # seed_set.max_rounds=1 verifies about 20 examples: 4 is enough, 40 is not (a runtime failure),
+    # 500 exceeds seed_set.size (a config error).
+    command = [sys.executable, "-m", "harness.train", "-m", "experiment=smoke", "seed_set.max_rounds=1",
                "sft.cold_start_size=4,40,500", "tracking=disabled", f"hydra.sweep.dir={tmp_path}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})

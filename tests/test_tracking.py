@@ -2,15 +2,16 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import wandb
 
 from analysis import load_run
 from analysis.load import wandb_records
+from harness.config import TrackingConfig
 from harness.tracking import StageTracker
 
-OFFLINE = SimpleNamespace(mode="offline", project="coldclimb-test", entity=None, group=None)
+OFFLINE = TrackingConfig(project="coldclimb-test")
+DISABLED = TrackingConfig(mode="disabled", project="p")
 
 
 def log_a_stage(run_dir, tracking_cfg=OFFLINE):
@@ -54,11 +55,8 @@ def test_wandb_that_fails_mid_run_is_dropped_and_training_goes_on(tmp_path, monk
 
 
 def test_disabled_tracking_starts_no_wandb_run(tmp_path):
-    tracker = log_a_stage(tmp_path, SimpleNamespace(mode="disabled", project="p", entity=None, group=None))
+    tracker = log_a_stage(tmp_path, DISABLED)
     assert tracker.wandb is None and not (tmp_path / "wandb").exists()
-
-
-DISABLED = SimpleNamespace(mode="disabled", project="p", entity=None, group=None)
 
 
 def stage_tracker(run_dir, resume_step=None):
@@ -100,3 +98,9 @@ def test_a_stage_adopted_from_the_cache_sends_wandb_its_steps_and_its_tables(tmp
             logged.setdefault(item["_step"], set()).update(key.split(".")[0] for key in item)  # tables: name.type
     assert {"reward", "eval/gold_pass@1", "completions"} <= logged[1]
     assert "best_of_n" in set().union(*logged.values())
+
+
+def test_completions_are_due_at_the_first_step_then_every_log_completions_every(tmp_path):
+    tracker = StageTracker(tmp_path / "grpo", stage="grpo", run_name="t", config={}, wandb_dir=tmp_path,
+                           tracking_cfg=TrackingConfig(mode="disabled", log_completions_every=3))
+    assert [step for step in range(1, 11) if tracker.completions_due(step)] == [1, 3, 6, 9]

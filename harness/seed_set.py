@@ -1,4 +1,4 @@
-"""Rejection sampling: keep the policy's own completions that the gold verifier accepts."""
+"""The seed set: rejection-sample the explorer's own completions that the gold verifier accepts."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from harness.rollout.base import SamplingParams
+from harness.config import RolloutConfig, SeedSetConfig
+from harness.rollout.base import RolloutEngine, SamplingParams
+from harness.tasks import ProblemStream, Task
+from harness.tracking import StageTracker
 
 
-def rejection_sample(engine, task, problems, *, pipeline_cfg, rollout_cfg, tracker) -> list[dict]:
-    """Verified, distinct (prompt, completion) pairs: up to pipeline.seed_size of them, from at
-    most pipeline.seed_max_rounds rounds of seed_prompts_per_round prompts."""
+def rejection_sample(engine: RolloutEngine, task: Task, problems: ProblemStream, *, cfg: SeedSetConfig,
+                     rollout_cfg: RolloutConfig, tracker: StageTracker) -> list[dict]:
+    """Verified, distinct (prompt, completion) pairs: up to seed_set.size of them, from at most
+    seed_set.max_rounds rounds of seed_set.prompts_per_round prompts."""
     sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
-    K = pipeline_cfg.seed_samples_per_prompt
+    K = cfg.samples_per_prompt
     seed: dict[tuple[str, str], None] = {}  # insertion-ordered set
     sampled = 0
-    bar = tqdm(total=pipeline_cfg.seed_size, desc="seed", leave=False, disable=None)
-    for round_ in range(1, pipeline_cfg.seed_max_rounds + 1):
-        batch = problems.take(pipeline_cfg.seed_prompts_per_round)
+    bar = tqdm(total=cfg.size, desc="seed", leave=False, disable=None)
+    for round_ in range(1, cfg.max_rounds + 1):
+        batch = problems.take(cfg.prompts_per_round)
         rollout = engine.generate([p.prompt for p in batch], K, sampling)
         accepted = 0
         for i, text in enumerate(rollout.texts):
@@ -30,11 +34,11 @@ def rejection_sample(engine, task, problems, *, pipeline_cfg, rollout_cfg, track
         sampled += len(rollout.texts)
         tracker.log(round_, {"seed/size": len(seed), "seed/acceptance_rate": accepted / len(rollout.texts),
                              "seed/sampled": sampled})
-        bar.update(min(accepted, pipeline_cfg.seed_size - bar.n))
-        if len(seed) >= pipeline_cfg.seed_size:
+        bar.update(min(accepted, cfg.size - bar.n))
+        if len(seed) >= cfg.size:
             break
     bar.close()
-    return [{"prompt": p, "completion": c} for p, c in list(seed)[: pipeline_cfg.seed_size]]
+    return [{"prompt": p, "completion": c} for p, c in list(seed)[: cfg.size]]
 
 
 def save_seed(rows: list[dict], path: Path) -> None:

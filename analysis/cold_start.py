@@ -1,0 +1,147 @@
+"""Cold start against pure RL: what a few demonstrations buy GRPO.
+
+RL amplifies what the policy already does. A start that almost never succeeds has almost no live
+group (a group of K samples at pass rate p carries gradient with probability 1 - p^K - (1-p)^K),
+so almost no gradient. A sweep over the cold start's size, from none (GRPO straight on the base,
+no SFT stage) up, shows it three ways: the held-out pass rate at GRPO's start and end, the GRPO
+steps each size takes to reach a threshold, and the live fraction of GRPO's first steps against
+the theory at their training pass rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.ablation import METRIC, pass_rate_interval, per_run, scale_axis, summarise
+from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, pooled
+from harness.theory import live_probability
+
+EXAMPLES = "cold_start_examples"  # sft.cold_start_size, or 0 for a run with no SFT stage (pure RL)
+
+
+def with_examples(runs: pd.DataFrame) -> pd.DataFrame:
+    """The GRPO stage-runs, each with its cold start's size in EXAMPLES. A run with no SFT stage counts
+    as pure RL from its model.*: a GRPO run branched off an earlier cold start (model.path=<run>/sft/
+    checkpoint) is not one, and does not belong in such a sweep."""
+    grpo, had_sft = runs[runs.stage == "grpo"], set(runs.run[runs.stage == "sft"])
+    sizes = [int(size) if run in had_sft else 0 for run, size in zip(grpo.run, grpo["sft.cold_start_size"])]
+    return grpo.assign(**{EXAMPLES: sizes})
+
+
+def is_cold_start_sweep(runs: pd.DataFrame) -> bool:
+    return "sft.cold_start_size" in runs and with_examples(runs)[EXAMPLES].nunique() > 1
+
+
+def _start(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each run's evaluation at GRPO's step 0: its start (the cold-started policy, or the base)."""
+    rows = history[(history.stage == "grpo") & (history.step == 0)].dropna(subset=[metric])
+    return rows.drop_duplicates("run", keep="last").set_index("run")
+
+
+def start_and_end(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Per finished run: seed, EXAMPLES, `metric` at GRPO's start and at its end (and the per-prompt
+    results behind each, where logged)."""
+    table = per_run(runs, history, metric, "grpo").merge(with_examples(runs)[["run", EXAMPLES]], on="run")
+    start = _start(history, metric)
+    table["start"] = table.run.map(start[metric])
+    per_prompt = f"{metric}/per_prompt"
+    if per_prompt in start:
+        table["start_per_prompt"] = table.run.map(start[per_prompt])
+    return table.dropna(subset=["start"])
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cold-start size: pass rate at GRPO's start and end, mean and interval over seeds and prompts."""
+    start, end = summarise(table, EXAMPLES, "start"), summarise(table, EXAMPLES, "final")
+    return start.merge(end, on=[EXAMPLES, "runs"], suffixes=("_start", "_end"))
+
+
+def steps_to_threshold(runs: pd.DataFrame, history: pd.DataFrame, threshold: float,
+                       metric: str = METRIC) -> pd.DataFrame:
+    """Per cold-start size: of its finished runs, how many reached `threshold` on the held-out
+    `metric` during GRPO, and the first evaluated step at which each did (`>N`: not by its last
+    evaluation, step N). The median counts a run that never reached it as later than any that did."""
+    table = start_and_end(runs, history, metric)
+    evals = history[(history.stage == "grpo") & history.run.isin(table.run)].dropna(subset=[metric])
+    rows = []
+    for examples, part in table.groupby(EXAMPLES):
+        steps, labels = [], []
+        for run in part.sort_values("seed").run:
+            mine = evals[evals.run == run].sort_values("step")
+            reached = mine.step[mine[metric] >= threshold]
+            steps.append(int(reached.iloc[0]) if len(reached) else math.inf)
+            labels.append(str(steps[-1]) if len(reached) else f">{int(mine.step.max())}")
+        median = float(np.median(steps))
+        rows.append({EXAMPLES: examples, "runs": len(steps), "reached": sum(s < math.inf for s in steps),
+                     "median_step": median if median < math.inf else None, "steps_by_seed": ", ".join(labels)})
+    return pd.DataFrame(rows)
+
+
+def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps: int = 5,
+                         confidence: float = 0.95) -> pd.DataFrame:
+    """Per run trained on a binary reward, its first `first_steps` GRPO steps pooled (live.pooled): the
+    training pass rate p that decides whether a group is live, the live fraction (Wilson interval over
+    its groups) and P_live(p, K); beside each step's live fraction and the held-out pass rate at GRPO's start."""
+    stages = binary_reward_stages(runs)
+    stages = stages[stages.stage == "grpo"].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
+    first = history[(history.stage == "grpo") & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
+    steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)[METRIC]
+    rows = [{"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": int(mine.K.iloc[0]),
+             "heldout_start": start.get(run, math.nan), **pooled(mine, confidence),
+             "per_step": (mine.live / mine.groups).tolist()} for run, mine in steps.groupby("run")]
+    return pd.DataFrame(rows, columns=["run", "seed", EXAMPLES, "K", "heldout_start", "pass_rate", "live", "groups",
+                                       "live_frac", "low", "high", "theory", "per_step"])
+
+
+def live_at_start(points: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per cold-start size and K: the live fraction of GRPO's first steps, its mean over seeds with an
+    interval over seeds and steps (ablation.pass_rate_interval), beside the theory at each seed's
+    training pass rate (its mean, min and max over the seeds). With prompts of mixed difficulty the
+    theory at the mean pass rate is an upper bound: P_live is concave in p."""
+    rows = []
+    for (examples, K), part in points.groupby([EXAMPLES, "K"]):
+        per_step = part.per_step.tolist()
+        low, high = pass_rate_interval(per_step if len({len(s) for s in per_step}) == 1 else part.live_frac.tolist(),
+                                       confidence)
+        rows.append({EXAMPLES: examples, "K": K, "runs": len(part), "heldout_start": part.heldout_start.mean(),
+                     "pass_rate": part.pass_rate.mean(), "live_frac": part.live_frac.mean(), "low": low, "high": high,
+                     "theory": part.theory.mean(), "theory_min": part.theory.min(), "theory_max": part.theory.max()})
+    return pd.DataFrame(rows)
+
+
+def plot_start_and_end(table: pd.DataFrame, metric: str = METRIC, ax=None):
+    """Held-out pass rate at GRPO's start and end against the cold start's size (0: none)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    both = summary(table)
+    for when, marker in (("start", "o--"), ("end", "o-")):
+        mean = both[f"mean_{when}"]
+        ax.errorbar(both[EXAMPLES], mean, capsize=3, fmt=marker, label=f"GRPO's {when}",
+                    yerr=[mean - both[f"low_{when}"], both[f"high_{when}"] - mean])
+    scale_axis(ax, both[EXAMPLES])
+    ax.set(xlabel="cold start examples (0: GRPO straight on the base)", ylabel=metric,
+           title="Cold start: held-out pass rate at GRPO's start and end")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def plot_live_at_start(points: pd.DataFrame, ax=None):
+    """Each run's live fraction over GRPO's first steps against its training pass rate, coloured by
+    cold-start size, on the theory curve of each K."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    p = np.linspace(0, 1, 2001)
+    for K, style in zip(sorted(points.K.unique()), ["-", "--", ":", "-."] * 4):
+        ax.plot(p, live_probability(p, K), color="grey", linestyle=style, label=f"1 - p^K - (1-p)^K, K = {K}")
+    for i, (examples, part) in enumerate(points.groupby(EXAMPLES)):
+        ax.errorbar(part.pass_rate, part.live_frac, yerr=[part.live_frac - part.low, part.high - part.live_frac],
+                    fmt="o", color=f"C{i}", capsize=3, label=f"{examples} examples" if examples else "none (pure RL)")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set(xlabel="training pass rate p over GRPO's first steps", ylabel="fraction of live groups", xlim=(0, 1),
+           ylim=(0, 1.02), title="Live groups at GRPO's start: one point per run (95% Wilson intervals)")
+    ax.legend(fontsize="small")
+    return ax.figure
