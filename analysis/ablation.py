@@ -112,13 +112,14 @@ def pass_rate_interval(per_seed: list, confidence: float = 0.95) -> tuple[float,
     has two parts: the spread between seeds, and the sampling of the held-out prompts that every
     seed shares; the t-quantile takes Welch-Satterthwaite's degrees of freedom (seeds - 1 when
     seeds dominate, so 3 seeds are not taken for 30). It is built on the logit scale, so it stays
-    inside (0, 1) however few the seeds and however near 0 or 1 the rate."""
+    inside [0, 1] however few the seeds and however near 0 or 1 the rate. A rate measured at
+    exactly 0 (or 1) gets that bound as its own: nothing was seen on that side of it."""
     values = np.asarray([np.atleast_1d(np.asarray(v, dtype=float)) for v in per_seed])  # (seeds, prompts)
     n_seeds, n_prompts = values.shape
     seed_var = values.mean(1).var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
     prompt_var = values.mean(0).var(ddof=1) / n_prompts if n_prompts > 1 else 0.0
     variance = seed_var + prompt_var
-    mean = float(values.mean())
+    measured = mean = float(values.mean())
     if not 0 < mean < 1:  # a rate of exactly 0 or 1 has no logit: half an observation in
         mean = float(np.clip(mean, 0.5 / values.size, 1 - 0.5 / values.size))
     if variance == 0:  # every result equal: nothing to measure a spread from
@@ -130,7 +131,8 @@ def pass_rate_interval(per_seed: list, confidence: float = 0.95) -> tuple[float,
                                + (prompt_var ** 2 / (n_prompts - 1) if n_prompts > 1 else 0))
     half = stats.t.ppf((1 + confidence) / 2, dof) * math.sqrt(variance) / (mean * (1 - mean))
     centre = math.log(mean / (1 - mean))
-    return float(special.expit(centre - half)), float(special.expit(centre + half))
+    low, high = float(special.expit(centre - half)), float(special.expit(centre + half))
+    return (0.0 if measured == 0 else low), (1.0 if measured == 1 else high)
 
 
 def summarise(table: pd.DataFrame, by: str, column: str = "final", confidence: float = 0.95) -> pd.DataFrame:

@@ -223,6 +223,7 @@ class TrialConfig:
     study_name: Optional[str] = setting(None, "the study's name")
     trial_id: Optional[int] = setting(None, "this run's trial")
     objective: str = setting("eval/gold_pass@1", "reported at every evaluation of the final GRPO stage")
+    heartbeat_interval: int = setting(10, "seconds between the running job's heartbeats to its trial", low=1)
     number: Optional[int] = setting(None, "this trial's number in the study")
     study: Optional[str] = setting(None, "the study's search space, objectives and directions, as JSON: what "
                                          "rebuilds the study from its runs alone (analysis.study)")

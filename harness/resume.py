@@ -14,8 +14,8 @@ from harness.validation import ConfigError
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
-                  "trial.study_name", "trial.trial_id", "trial.number", "trial.study", "cache.stages", "cache.dir",
-                  "cache.max_size_gb", "jobs_per_gpu", "tracking.log_completions_every")
+                  "trial.study_name", "trial.trial_id", "trial.number", "trial.study", "trial.heartbeat_interval",
+                  "cache.stages", "cache.dir", "cache.max_size_gb", "jobs_per_gpu", "tracking.log_completions_every")
 
 # Keys renamed since a run may have started: an interrupted run's value is checked under the new name.
 RENAMED = {**{f"pipeline.seed_{key}": f"seed_set.{key}"

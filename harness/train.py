@@ -106,7 +106,19 @@ def main(cfg: DictConfig) -> dict:
 
 
 def run(config: Config, run_dir: Path) -> dict:
-    """The recipe, on a sound config; its status.json record."""
+    """The recipe, on a sound config; its status.json record. A trial of an Optuna sweep beats to
+    its study while it runs and tells it the outcome itself, whether or not its sweeper lives."""
+    if config.trial.trial_id is None:
+        return run_recipe(config, run_dir, on_eval=None)
+    from sweeps.trial import TrialReporter
+
+    with TrialReporter(config.trial) as trial:
+        record = run_recipe(config, run_dir, on_eval=trial)
+        trial.finish(record, run_dir)
+    return record
+
+
+def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     import torch
     from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
@@ -117,11 +129,6 @@ def run(config: Config, run_dir: Path) -> dict:
     hf_logging.disable_progress_bar()
     for warning in warnings_for(config):
         log.warning(warning)
-    on_eval = None
-    if config.trial.trial_id is not None:
-        from sweeps.trial import TrialReporter
-
-        on_eval = TrialReporter(config.trial)
     (run_dir / "status.json").unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
     try:
         pipeline = Pipeline(config, run_dir, on_eval=on_eval)

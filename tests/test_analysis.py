@@ -162,6 +162,15 @@ def test_summarise_gives_an_interval_over_seeds_that_a_pass_rate_never_leaves():
     assert np.isnan(summary.loc[1.0, "low"]) and summary.loc[1.0, "mean"] == 0.9  # one seed, nothing inside it
 
 
+def test_a_rate_measured_at_zero_has_zero_as_its_lower_bound():
+    """Three seeds that never pass any of 200 prompts: the interval holds the measured 0 (an interval
+    built around half an observation would start above it) and reaches only a little above it."""
+    low, high = ablation.pass_rate_interval([[0.0] * 200] * 3)
+    assert low == 0 and 0 < high < 0.02
+    low, high = ablation.pass_rate_interval([[1.0] * 200] * 3)
+    assert high == 1 and 0.98 < low < 1
+
+
 def test_a_setting_proposed_again_at_the_same_seed_counts_once():
     table = pd.DataFrame({"arm": ["a"] * 4, "seed": [0, 0, 0, 1], "final": [0.2, 0.2, 0.2, 0.4]})
     summary = ablation.summarise(table, "arm").iloc[0]

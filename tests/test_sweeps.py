@@ -219,12 +219,46 @@ def test_sweep_killed_mid_trial_resumes_with_every_trial_accounted_for_once(mode
     assert [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in retries] == [killed]
     assert retries[0].params == trials[killed].params and retries[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4  # none lost, none twice
-    assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage))) == 3
+    assert len(accounted_for(optuna.load_study(study_name="coldclimb", storage=storage).trials)) == 3
     # The retry went on in the killed trial's run directory, from its resume state, logging each step once.
     assert retries[0].user_attrs["run_dir"] == str(tmp_path / str(killed))
     steps = [json.loads(line)["step"] for line in (tmp_path / str(killed) / "grpo" / "metrics.jsonl").open()]
     assert steps == list(range(1, 9)) and "goes on after step" in result.stdout + result.stderr
     assert not (tmp_path / str(retries[0].number) / "grpo").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_joblib_worker_fails_its_trial_which_is_retried_from_its_resume_state(model_cache, tmp_path):
+    """The job dies under a living sweeper (here a joblib worker, on SLURM a cancelled job:
+    tests/test_slurm.py): once its trial is stale, the trial runs again once, resuming."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2",  # 1 would run the job in the sweeper's process: joblib's sequential backend
+         "experiment=smoke", "pipeline.stages=[grpo]", "tracking=disabled", "cache.stages=false", "grpo.steps=40",
+         "checkpoint.every=4", "eval.eval_every=20", "grpo.learning_rate=choice(1e-4)", "hydra.sweeper.n_trials=1",
+         "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=5",
+         f"hydra.sweep.dir={tmp_path}"],
+        env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "0" / "grpo" / "resume" / "latest.json").exists():
+            assert sweep.poll() is None and time.monotonic() < deadline, "the trial ended before its worker was killed"
+            time.sleep(0.1)
+        workers = subprocess.run(["pgrep", "-P", str(sweep.pid), "-f", "LokyProcess"], capture_output=True,
+                                 text=True).stdout.split()
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        output, _ = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0 and workers, output[-3000:]
+    trials = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "its job died (TerminatedWorkerError" in output
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "0" / "grpo" / "metrics.jsonl").open()]
+    assert steps == list(range(1, 41))  # resumed, each step logged once
 
 
 @pytest.mark.slow

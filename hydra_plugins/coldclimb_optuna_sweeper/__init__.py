@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +36,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweeps.space import distributions, grid, to_distribution
-from sweeps.trial import JOURNAL, make_pruner, open_storage
+from sweeps.trial import JOURNAL, has_heartbeats, heartbeat, make_pruner, open_storage, tell
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
@@ -76,59 +76,45 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def accounted_for(study) -> list:
-    """Finished trials, less failures that were retried: each trial of the sweep counts once."""
-    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in study.trials}
-    return [t for t in study.trials if t.state in DONE and t.number not in retried]
-
-
-@contextmanager
-def heartbeat(storage, trials, interval: int):
-    """Mark the trials alive every `interval` seconds while their jobs run (any launcher)."""
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        yield
-        return
-    stop = threading.Event()
-
-    def beat_all():
-        for trial in trials:
-            storage.record_heartbeat(trial._trial_id)
-
-    def beat():
-        while not stop.wait(interval):
-            beat_all()
-
-    beat_all()  # before any job starts: a trial with no heartbeat is never found stale
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def accounted_for(trials: list) -> list:
+    """Finished trials, less failed attempts that were retried: each trial of the sweep counts once."""
+    retried = {number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    return [t for t in trials if t.state in DONE and t.number not in retried]
 
 
 class Dispatch:
-    """The trials in flight across the sweeper's slots: a slot asks for the next one only while the
-    study, counting those in flight, holds fewer than it should."""
+    """The sweeper's slots ask for the next trial only while the study holds fewer than it should,
+    counting the trials running anywhere (this sweeper's, another worker's, a job whose sweeper
+    died) where a dead one would be found stale (a database); with a journal file, its own only."""
 
-    def __init__(self, study, space, n_trials: int):
-        self.study, self.space, self.n_trials = study, space, n_trials
-        self.lock, self.in_flight, self.returns = threading.Lock(), 0, []
+    WAIT = "wait"  # full only counting trials that run elsewhere: one may die and be queued again
+
+    def __init__(self, study, storage, space, n_trials: int):
+        self.study, self.storage, self.space, self.n_trials = study, storage, space, n_trials
+        self.lock, self.mine, self.returns = threading.Lock(), set(), []
 
     def next(self):
+        """The next trial to run, WAIT, or None once the study holds its trials."""
         with self.lock:
-            optuna.storages.fail_stale_trials(self.study)  # trials of a dead sweeper: failed, then queued again
-            if self.n_trials - len(accounted_for(self.study)) - self.in_flight <= 0:
-                return None
-            self.in_flight += 1
-            return self.study.ask(self.space)
+            optuna.storages.fail_stale_trials(self.study)  # trials whose job died: failed, queued again
+            trials = self.study.get_trials(deepcopy=False)
+            running = set(self.mine)
+            if has_heartbeats(self.storage):
+                running |= {t._trial_id for t in trials if t.state == TrialState.RUNNING}
+            if self.n_trials - len(accounted_for(trials)) - len(running) <= 0:
+                return self.WAIT if running - self.mine else None
+            trial = self.study.ask(self.space)
+            self.mine.add(trial._trial_id)
+            if has_heartbeats(self.storage):  # at once: a trial that never beat is never found stale
+                self.storage.record_heartbeat(trial._trial_id)
+            return trial
 
-    def done(self, job) -> None:
+    def done(self, trial, job) -> None:
+        """A slot's trial ended: with its job's return, or None when the job died."""
         with self.lock:
-            self.in_flight -= 1
-            self.returns.append(job)
+            self.mine.discard(trial._trial_id)
+            if job is not None:
+                self.returns.append(job)
 
 
 class OptunaSweeper(Sweeper):
@@ -181,7 +167,7 @@ class OptunaSweeper(Sweeper):
         # JSON's own escapes keep a quote or ${ in a choice from ending Hydra's quoted string or interpolating.
         quoted = json.dumps(spec).replace("'", "\\u0027").replace("$", "\\u0024")
         fixed.append(f"trial.study='{quoted}'")
-        dispatch = Dispatch(study, space, n_trials)
+        dispatch = Dispatch(study, storage, space, n_trials)
         slots = 1 if isinstance(self.launcher, BasicLauncher) else self.n_jobs  # basic: jobs in this process
         if self.device == "cuda" and type(self.launcher).__name__ in LOCAL_LAUNCHERS:  # SLURM places its own
             from harness.gpus import gpu_slots, visible_gpus  # torch, for a GPU sweep only
@@ -196,8 +182,11 @@ class OptunaSweeper(Sweeper):
     def _slot(self, dispatch: "Dispatch", storage, url: str, fixed: list) -> None:
         """One job at a time, asked, launched and told, until the study holds its trials."""
         while (trial := dispatch.next()) is not None:
+            if trial is Dispatch.WAIT:
+                time.sleep(self.heartbeat_interval)
+                continue
             study = dispatch.study
-            overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._report_to(url, trial)
+            overrides = fixed + [f"{k}={v}" for k, v in trial.params.items()] + self._trial_overrides(url, trial)
             overrides.append(f"trial.number={trial.number}")
             run_dir = self.sweep_dir / str(trial.number)  # as Hydra numbers the jobs
             first_attempt = self._first_attempt(study, storage.get_trial(trial._trial_id))
@@ -205,30 +194,33 @@ class OptunaSweeper(Sweeper):
                 run_dir, run_name = first_attempt
                 overrides += [f"output_dir={run_dir}", f"run_name={run_name}", "resume=true"]
             trial.set_user_attr("run_dir", str(run_dir))  # before it runs: a retry after a kill looks here
-            with heartbeat(storage, [trial], self.heartbeat_interval):
-                [job] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            try:  # the sweeper beats too, for a job still queued: the job beats once it runs
+                with heartbeat(storage, [trial._trial_id], self.heartbeat_interval):
+                    [job] = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            except Exception as error:  # the job died outside its task function: cancelled, killed, node lost
+                self._fail_and_retry(study, storage, trial, error)
+                dispatch.done(trial, None)
+                continue
             self._tell(study, trial, job)
-            dispatch.done(job)
+            dispatch.done(trial, job)
 
     def _storage(self, url: str):
-        """A database gets heartbeats, so that trials of a killed sweep are found and retried."""
+        """A database gets heartbeats, so that a trial whose job died is found stale and retried."""
         if url.startswith(JOURNAL):
             return open_storage(url)
         return open_storage(url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
 
-    def _report_to(self, url: str, trial) -> list:
-        """Overrides that let the run report held-out values to its trial as it trains. Optuna takes
-        intermediate values of single-objective studies only, so a Pareto search gets none."""
-        if len(self.objectives) > 1:
-            return []
+    def _trial_overrides(self, url: str, trial) -> list:
+        """What lets the job beat to its trial, report held-out values as it trains (single-objective
+        studies: Optuna takes no intermediate values of a Pareto search) and tell its outcome."""
         return [f"trial.storage={url}", f"trial.study_name={self.study_name}", f"trial.trial_id={trial._trial_id}",
-                f"trial.objective={self.objectives[0]}"]
+                f"trial.objective={self.objectives[0]}", f"trial.heartbeat_interval={self.heartbeat_interval}"]
 
     @staticmethod
     def _first_attempt(study, trial: optuna.trial.FrozenTrial) -> Optional[tuple]:
-        """(run directory, run name) of the attempt a retried trial repeats (its sweeper died
-        mid-run), when that attempt began a stage; the retry resumes it from its last resume state."""
+        """(run directory, run name) of the attempt a retried trial repeats (its job died mid-run),
+        when that attempt began a stage; the retry resumes it from its last resume state."""
         first = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
         if first is None:
             return None
@@ -236,27 +228,33 @@ class OptunaSweeper(Sweeper):
         saved = sorted(run_dir.glob("*/config.json"))
         return (run_dir, json.loads(saved[0].read_text())["run_name"]) if saved else None
 
+    def _fail_and_retry(self, study, storage, trial, error: Exception) -> None:
+        """A job that died outside its task function (a SLURM job cancelled or out of time, a joblib
+        worker killed) fails its trial, which is queued again up to max_retry times; the retry
+        resumes the dead attempt's run from its last resume state. With heartbeats this waits until
+        the trial is found stale: a cancelled job may still run out its grace, and the retry must
+        not start beside it. A journal file has none, so there it happens at once."""
+        log.warning("trial %d: its job died (%s: %s)", trial.number, type(error).__name__, error)
+        if has_heartbeats(storage):
+            return  # the slot's next ask fails it once stale, and Optuna's callback queues the retry
+        attempt = storage.get_trial(trial._trial_id)  # what the retry inherits, before this attempt's outcome
+        try:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # it died after telling its outcome
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, attempt)
+
     def _tell(self, study, trial, job) -> None:
-        """Record where the trial's runs are, then its outcome: values, pruned, or failed and why."""
+        """The job's outcome, where the job did not tell it: it failed before it reached the study
+        (a config error) or raised past its task function."""
         run_dir = Path(job.cfg.output_dir or job.hydra_cfg.hydra.runtime.output_dir).resolve()
-        trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("wandb_runs", {p.parent.name: json.loads(p.read_text())["wandb_id"]
-                                           for p in sorted(run_dir.glob("*/run.json"))})
         try:
             record: dict[str, Any] = job.return_value
         except Exception as error:  # the job raised past the task function
             record = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-        for key in record:
-            if key in ("status", "error", "reason") or key.startswith("cost/"):  # what it cost, and why it ended
-                trial.set_user_attr(key, record[key])
-        if record["status"] == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-            return
-        values = [record.get(key, math.nan) for key in self.objectives]
-        if record["status"] != "finished" or any(math.isnan(v) for v in values):
-            study.tell(trial, state=TrialState.FAIL)
-            return
-        study.tell(trial, values)
+        tell(study, trial._trial_id, record, run_dir, self.objectives)
 
     def _sampler(self, space) -> optuna.samplers.BaseSampler:
         if self.sampler_name == "tpe":
