@@ -110,11 +110,18 @@ def run(config: Config, run_dir: Path) -> dict:
     its study while it runs and tells it the outcome itself, whether or not its sweeper lives."""
     if config.trial.trial_id is None:
         return run_recipe(config, run_dir, on_eval=None)
-    from sweeps.trial import TrialReporter
+    from sweeps.trial import TrialReporter, TrialSuperseded
 
-    with TrialReporter(config.trial) as trial:
-        record = run_recipe(config, run_dir, on_eval=trial)
-        trial.finish(record, run_dir)
+    try:
+        with TrialReporter(config.trial) as trial:
+            record = run_recipe(config, run_dir, on_eval=trial)
+            try:
+                trial.finish(record, run_dir)
+            except Exception:  # its sweeper, if alive, tells it from the record returned
+                log.exception("could not tell the study trial %s's outcome", config.trial.number)
+    except TrialSuperseded as error:
+        log.warning("%s", error)
+        return {"status": "superseded", "error": str(error)}
     return record
 
 

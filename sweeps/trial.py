@@ -121,6 +121,11 @@ def tell(study, trial_id: int, record: dict, run_dir: Path, objectives: list[str
         study.tell(trial, values, skip_if_finished=True)
 
 
+class TrialSuperseded(RuntimeError):
+    """A job that starts after its trial is over: its sweeper died while it was queued, the trial
+    went stale and was retried. It must not train, nor touch the run directory its retry resumes."""
+
+
 class TrialReporter:
     """The running job's trial: `with` it, the job beats; called at each evaluation, it reports
     held-out values (single-objective studies: Optuna prunes only those) and may prune; `finish`
@@ -135,6 +140,9 @@ class TrialReporter:
         self.heartbeat_interval = trial_cfg.heartbeat_interval
 
     def __enter__(self) -> "TrialReporter":
+        if self.storage.get_trial(self.trial._trial_id).state.is_finished():
+            raise TrialSuperseded(f"trial {self.trial.number} is over (found stale and retried while this job "
+                                  "was queued?): this job would only repeat its retry")
         self._beating = heartbeat(self.storage, [self.trial._trial_id], self.heartbeat_interval)
         self._beating.__enter__()
         return self

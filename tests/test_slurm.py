@@ -46,7 +46,8 @@ def train(slurm, *overrides: str, timeout: int = 600) -> subprocess.CompletedPro
 
 def jobs(slurm, *options: str) -> list[str]:
     """sacct's line per job (not per step): JobID|State."""
-    listed = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", *options], capture_output=True,
+    listed = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "2000-01-01", "-o", "JobID,State", *options],
+                            capture_output=True,
                             text=True, env=slurm.env, check=True)
     return listed.stdout.splitlines()
 
@@ -96,7 +97,7 @@ def test_a_cancelled_trial_job_is_retried_once_and_resumes_where_it_stopped(slur
     sweep = subprocess.Popen(
         [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", *SLURM, *SMOKE, *BEATS,
          # Long enough to outlive scancel's grace (KillWait): submitit's job lets SIGTERM pass.
-         "grpo.steps=60", "checkpoint.every=5", "eval.eval_every=20", "grpo.learning_rate=choice(1e-4)",
+         "grpo.steps=100", "checkpoint.every=5", "eval.eval_every=50", "grpo.learning_rate=choice(1e-4)",
          "hydra.sweeper.n_trials=1", "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"],
         env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -121,15 +122,16 @@ def test_a_cancelled_trial_job_is_retried_once_and_resumes_where_it_stopped(slur
     # The retry went on in the cancelled job's run directory, from its resume state, logging each step once.
     assert trials[1].user_attrs["run_dir"] == str(tmp_path / "0")
     steps = [json.loads(line)["step"] for line in (tmp_path / "0" / "grpo" / "metrics.jsonl").open()]
-    assert steps == list(range(1, 61)), steps
+    assert steps == list(range(1, 101)), steps
     assert "goes on after step" in (tmp_path / "1" / "train.log").read_text()  # the retry's own job log
 
 
 def test_a_job_whose_sweeper_died_keeps_its_trial_and_lands_its_result(slurm, tmp_path):
     """The job beats to its trial and tells the outcome itself: a new sweeper of the study finds the
     trial alive (not stale, not retried) and waits for it, and the result reaches the study."""
-    overrides = ["hydra/sweeper=coldclimb_optuna", *SLURM, *SMOKE, *BEATS, "grpo.steps=60", "checkpoint.every=5",
-                 "eval.eval_every=20", "grpo.learning_rate=choice(1e-4)", "hydra.sweeper.n_trials=1",
+    # Long enough (about a minute) to outlive the grace period and a second sweeper's start.
+    overrides = ["hydra/sweeper=coldclimb_optuna", *SLURM, *SMOKE, *BEATS, "grpo.steps=400", "checkpoint.every=20",
+                 "eval.eval_every=200", "grpo.learning_rate=choice(1e-4)", "hydra.sweeper.n_trials=1",
                  "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"]
     sweep = subprocess.Popen([sys.executable, "-m", "harness.train", "-m", *overrides], env=slurm.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -142,10 +144,13 @@ def test_a_job_whose_sweeper_died_keeps_its_trial_and_lands_its_result(slurm, tm
         os.killpg(sweep.pid, signal.SIGKILL)
         sweep.wait()
     time.sleep(11)  # past the grace period: only the job's own heartbeat keeps its trial
-    train(slurm, *overrides)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert [t.state for t in optuna.load_study(study_name="coldclimb", storage=storage).trials] == [TrialState.RUNNING]
+    again = train(slurm, *overrides)
+    assert "waiting for trials [0], running elsewhere" in again.stdout + again.stderr
 
-    [trial] = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    [trial] = optuna.load_study(study_name="coldclimb", storage=storage).trials
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["status"] == "finished"
     assert trial.value == pytest.approx(json.loads((tmp_path / "0" / "status.json").read_text())["eval/gold_pass@1"])
     steps = [json.loads(line)["step"] for line in (tmp_path / "0" / "grpo" / "metrics.jsonl").open()]
-    assert steps == list(range(1, 61))  # one run, never restarted
+    assert steps == list(range(1, 401))  # one run, never restarted

@@ -95,14 +95,49 @@ def test_a_sweeper_counts_a_trial_running_elsewhere_only_where_a_dead_one_would_
 
 def test_a_trial_whose_job_stopped_beating_is_failed_and_queued_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=1,
+    storage = open_storage(url, heartbeat_interval=1, grace_period=3,  # SQLite stamps beats to the second
                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     study = new_study(url)
     dispatch = Dispatch(optuna.load_study(study_name="coldclimb", storage=storage), storage, SPACE, n_trials=1)
     trial = dispatch.next()
     dispatch.done(trial, None)  # its job died; nothing beats it any more
     assert dispatch.next() is Dispatch.WAIT  # not yet stale: it may still be running out its grace
-    time.sleep(2.5)
+    time.sleep(5)
     retry = dispatch.next()
     assert retry.number == 1 and retry.params == trial.params
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING]
+
+
+def test_on_a_journal_file_a_job_that_dies_twice_is_retried_once_and_counts_once(tmp_path):
+    """No heartbeats there: the sweeper fails and requeues at once, and the retry's own death is final."""
+    from hydra_plugins.coldclimb_optuna_sweeper import OptunaSweeper
+
+    url = f"journal:///{tmp_path / 'study.log'}"
+    storage = open_storage(url)
+    study = new_study(url)
+    sweeper = OptunaSweeper.__new__(OptunaSweeper)
+    sweeper.max_retry = 1
+    dispatch = Dispatch(study, storage, SPACE, n_trials=1)
+    for _ in range(2):  # the first attempt dies, then its retry
+        trial = dispatch.next()
+        sweeper._fail_and_retry(study, storage, trial, RuntimeError("killed"))
+        dispatch.done(trial, None)
+    assert dispatch.next() is None
+    trials = optuna.load_study(study_name="coldclimb", storage=open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert RetryHeartbeatStaleTrialCallback.retry_history(trials[1]) == [0]
+    assert [t.number for t in accounted_for(trials)] == [1] and trials[1].user_attrs["error"] == "RuntimeError: killed"
+
+
+def test_a_job_that_starts_after_its_trial_is_over_does_not_run(tmp_path):
+    """Its sweeper died while it was queued, and the trial was found stale and retried meanwhile."""
+    from sweeps.trial import TrialSuperseded
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = new_study(url)
+    trial = study.ask(SPACE)
+    study.tell(trial, state=TrialState.FAIL)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    with pytest.raises(TrialSuperseded, match="trial 0 is over"):
+        TrialReporter(settings).__enter__()
+    assert heartbeats(url) == []

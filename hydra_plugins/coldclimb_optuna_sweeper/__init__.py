@@ -14,6 +14,7 @@ string annotations.)
 """
 
 
+import copy
 import json
 import logging
 import math
@@ -91,7 +92,7 @@ class Dispatch:
 
     def __init__(self, study, storage, space, n_trials: int):
         self.study, self.storage, self.space, self.n_trials = study, storage, space, n_trials
-        self.lock, self.mine, self.returns = threading.Lock(), set(), []
+        self.lock, self.mine, self.returns, self.waited_for = threading.Lock(), set(), [], []
 
     def next(self):
         """The next trial to run, WAIT, or None once the study holds its trials."""
@@ -102,11 +103,21 @@ class Dispatch:
             if has_heartbeats(self.storage):
                 running |= {t._trial_id for t in trials if t.state == TrialState.RUNNING}
             if self.n_trials - len(accounted_for(trials)) - len(running) <= 0:
-                return self.WAIT if running - self.mine else None
+                elsewhere = sorted(t.number for t in trials if t._trial_id in running - self.mine)
+                if elsewhere and elsewhere != self.waited_for:
+                    log.info("waiting for trials %s, running elsewhere", elsewhere)
+                self.waited_for = elsewhere
+                return self.WAIT if elsewhere else None
             trial = self.study.ask(self.space)
             self.mine.add(trial._trial_id)
             if has_heartbeats(self.storage):  # at once: a trial that never beat is never found stale
-                self.storage.record_heartbeat(trial._trial_id)
+                for attempt in range(3):
+                    try:
+                        self.storage.record_heartbeat(trial._trial_id)
+                        break
+                    except Exception as error:  # a locked SQLite file: the heartbeat thread tries again
+                        log.warning("first heartbeat of trial %d failed: %s", trial.number, error)
+                        time.sleep(1)
             return trial
 
     def done(self, trial, job) -> None:
@@ -237,14 +248,17 @@ class OptunaSweeper(Sweeper):
         log.warning("trial %d: its job died (%s: %s)", trial.number, type(error).__name__, error)
         if has_heartbeats(storage):
             return  # the slot's next ask fails it once stale, and Optuna's callback queues the retry
-        attempt = storage.get_trial(trial._trial_id)  # what the retry inherits, before this attempt's outcome
+        # What the retry inherits, before this attempt's outcome: a copy, since a journal's trials are
+        # its live objects and Optuna's callback appends to the retry history it is given.
+        attempt = copy.deepcopy(storage.get_trial(trial._trial_id))
         try:
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
+            failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            return  # it died after telling its outcome
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, attempt)
+            return  # it told its outcome (a cancelled job runs out its grace) before it died
+        if failed:
+            RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, attempt)
 
     def _tell(self, study, trial, job) -> None:
         """The job's outcome, where the job did not tell it: it failed before it reached the study
