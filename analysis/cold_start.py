@@ -60,12 +60,12 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return start.merge(end, on=[EXAMPLES, "runs"], suffixes=("_start", "_end"))
 
 
-def steps_to_threshold(runs: pd.DataFrame, history: pd.DataFrame, threshold: float,
+def steps_to_threshold(table: pd.DataFrame, history: pd.DataFrame, threshold: float,
                        metric: str = METRIC) -> pd.DataFrame:
-    """Per cold-start size: of its finished runs, how many reached `threshold` on the held-out
-    `metric` during GRPO, and the first evaluated step at which each did (`>N`: not by its last
-    evaluation, step N). The median counts a run that never reached it as later than any that did."""
-    table = start_and_end(runs, history, metric)
+    """Per cold-start size, of the finished runs in `table` (`start_and_end`'s): how many reached
+    `threshold` on the held-out `metric` during GRPO, and the first evaluated step at which each did
+    (`>N`: not by its last evaluation, step N). The median counts a run that never reached it as
+    later than any that did."""
     evals = history[(history.stage == "grpo") & history.run.isin(table.run)].dropna(subset=[metric])
     rows = []
     for examples, part in table.groupby(EXAMPLES):

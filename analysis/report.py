@@ -133,7 +133,7 @@ def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
     if threshold > 0:  # chosen from the sweep's own results, and said so
         sections += [f"GRPO steps to reach held-out gold pass@1 >= {threshold} (half the best size's final mean), at "
                      "the evaluations every eval.eval_every steps; failed or pruned runs are left out (see above):\n",
-                     _table(cold_start.steps_to_threshold(sweep.runs, sweep.history, threshold))]
+                     _table(cold_start.steps_to_threshold(table, sweep.history, threshold))]
     points = cold_start.live_at_start_points(sweep.runs, sweep.history)
     if len(points):
         png = _save(cold_start.plot_live_at_start(points), out / "cold_start_live.png")

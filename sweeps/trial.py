@@ -64,11 +64,18 @@ def has_heartbeats(storage) -> bool:
     return isinstance(storage, optuna.storages.RDBStorage)
 
 
+def beat(storage, trial_id: int) -> None:
+    """One heartbeat. One that fails (a locked SQLite file, a database briefly away) is logged, and
+    the next one tried: a trial that stopped beating while alive would be retried beside itself."""
+    try:
+        storage.record_heartbeat(trial_id)
+    except Exception as error:
+        log.warning("heartbeat of trial %d failed: %s", trial_id, error)
+
+
 @contextmanager
 def heartbeat(storage, trial_ids: list[int], interval: int):
-    """Mark the trials alive every `interval` seconds while the block runs. A beat that fails (a
-    locked SQLite file, a database briefly away) is logged and the next one tried: a trial that
-    stopped beating while alive would be retried beside itself."""
+    """Mark the trials alive every `interval` seconds while the block runs."""
     if not has_heartbeats(storage):
         yield
         return
@@ -76,17 +83,14 @@ def heartbeat(storage, trial_ids: list[int], interval: int):
 
     def beat_all():
         for trial_id in trial_ids:
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception as error:
-                log.warning("heartbeat of trial %d failed: %s", trial_id, error)
+            beat(storage, trial_id)
 
-    def beat():
+    def beat_until_stopped():
         while not stop.wait(interval):
             beat_all()
 
     beat_all()  # at once: a trial with no heartbeat is never found stale
-    thread = threading.Thread(target=beat, daemon=True)
+    thread = threading.Thread(target=beat_until_stopped, daemon=True)
     thread.start()
     try:
         yield
@@ -101,9 +105,7 @@ def tell(study, trial_id: int, record: dict, run_dir: Path, objectives: list[str
     (another process may finish it meanwhile, which is no error)."""
     run_dir = run_dir.resolve()
     trial = optuna.trial.Trial(study, trial_id)
-    try:
-        if study._storage.get_trial(trial_id).state.is_finished():
-            return
+    try:  # a finished trial refuses the first write
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("wandb_runs", {p.parent.name: json.loads(p.read_text())["wandb_id"]
                                            for p in sorted(run_dir.glob("*/run.json"))})

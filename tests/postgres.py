@@ -16,17 +16,23 @@ def server_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int = 1) -> list[int]:
+    """Loopback ports free now, and distinct: each is held until all are found."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @contextmanager
 def postgres_server():
     """Yield a SQLAlchemy URL of a fresh database; stop the server and remove its files after."""
     root = Path(tempfile.mkdtemp(prefix="coldclimb-pg-"))  # pytest's own tmp tree is closed to `postgres`
-    bin_dir, port, data = server_bin(), free_port(), root / "pgdata"
+    bin_dir, [port], data = server_bin(), free_ports(), root / "pgdata"
     shutil.chown(root, "postgres")
 
     def as_postgres(*command: str) -> None:

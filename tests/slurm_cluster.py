@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.postgres import free_ports  # a loopback port for each daemon
+
 DB_USER, DB_PASSWORD = "slurm", "coldclimb"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
 SBIN = Path("/usr/sbin")
@@ -23,16 +25,6 @@ SBIN = Path("/usr/sbin")
 
 def installed() -> bool:
     return all((SBIN / daemon).exists() for daemon in DAEMONS) and shutil.which("sacctmgr") is not None
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _memory_mb() -> int:
@@ -106,7 +98,7 @@ class Cluster:
                     f"--socket={root / 'munge.socket'}", f"--pid-file={root / 'munged.pid'}",
                     f"--seed-file={root / 'munged.seed'}", f"--log-file={root / 'log' / 'munged.log'}")
         self._wait(lambda: (root / "munge.socket").exists(), timeout, "munged")
-        db_port, dbd_port, ctld_port, d_port = _free_ports(4)
+        db_port, dbd_port, ctld_port, d_port = free_ports(4)
         self._start_database(db_port, timeout)
         conf = write_conf(root, self.cpus, ctld_port, d_port, dbd_port)
         write_dbd_conf(root, db_port, dbd_port)  # slurmdbd reads it from SLURM_CONF's folder

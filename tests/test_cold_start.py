@@ -59,7 +59,8 @@ def test_a_run_with_no_sft_stage_is_the_size_0_arm_whatever_its_sft_config_says(
 
 def test_steps_to_threshold_is_the_first_evaluation_at_or_above_it_and_says_which_never_got_there():
     runs, history = sweep(RUNS, EVALS, TRAINING)
-    steps = cold_start.steps_to_threshold(runs, history, threshold=0.2).set_index(EXAMPLES)
+    steps = cold_start.steps_to_threshold(cold_start.start_and_end(runs, history), history,
+                                          threshold=0.2).set_index(EXAMPLES)
     assert steps.steps_by_seed.to_dict() == {0: ">10, 10", 10: "5, 10", 100: "0, 0"}
     assert steps.reached.tolist() == [1, 2, 2]
     assert steps.median_step.isna().tolist() == [True, False, False]  # half never reached it: no median

@@ -52,6 +52,14 @@ def jobs(slurm, *options: str) -> list[str]:
     return listed.stdout.splitlines()
 
 
+def wait_for_resume_state(run_dir, sweep: subprocess.Popen, before: str, timeout: float = 300) -> None:
+    """Until the run's GRPO stage has saved a resume state: mid-run, with something to resume."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "grpo" / "resume" / "latest.json").exists():
+        assert sweep.poll() is None and time.monotonic() < deadline, f"the trial ended {before}"
+        time.sleep(0.2)
+
+
 def test_a_grid_sweep_runs_as_slurm_jobs_with_the_numbers_of_a_local_run(slurm, tmp_path):
     before = len(jobs(slurm))
     train(slurm, *SLURM, *SMOKE, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'slurm'}")
@@ -101,10 +109,7 @@ def test_a_cancelled_trial_job_is_retried_once_and_resumes_where_it_stopped(slur
          "hydra.sweeper.n_trials=1", "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"],
         env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (tmp_path / "0" / "grpo" / "resume" / "latest.json").exists():
-            assert sweep.poll() is None and time.monotonic() < deadline, "the trial ended before it could be cancelled"
-            time.sleep(0.2)
+        wait_for_resume_state(tmp_path / "0", sweep, "before it could be cancelled")
         [job] = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
                                env=slurm.env).stdout.split()
         subprocess.run(["scancel", job], env=slurm.env, check=True)
@@ -136,10 +141,7 @@ def test_a_job_whose_sweeper_died_keeps_its_trial_and_lands_its_result(slurm, tm
     sweep = subprocess.Popen([sys.executable, "-m", "harness.train", "-m", *overrides], env=slurm.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (tmp_path / "0" / "grpo" / "resume" / "latest.json").exists():
-            assert sweep.poll() is None and time.monotonic() < deadline, "the trial ended before its sweeper was killed"
-            time.sleep(0.2)
+        wait_for_resume_state(tmp_path / "0", sweep, "before its sweeper was killed")
     finally:
         os.killpg(sweep.pid, signal.SIGKILL)
         sweep.wait()

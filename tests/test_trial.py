@@ -116,7 +116,7 @@ def test_on_a_journal_file_a_job_that_dies_twice_is_retried_once_and_counts_once
     storage = open_storage(url)
     study = new_study(url)
     sweeper = OptunaSweeper.__new__(OptunaSweeper)
-    sweeper.max_retry = 1
+    sweeper.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     dispatch = Dispatch(study, storage, SPACE, n_trials=1)
     for _ in range(2):  # the first attempt dies, then its retry
         trial = dispatch.next()

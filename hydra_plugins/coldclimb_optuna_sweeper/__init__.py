@@ -37,7 +37,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from sweeps.space import distributions, grid, to_distribution
-from sweeps.trial import JOURNAL, has_heartbeats, heartbeat, make_pruner, open_storage, tell
+from sweeps.trial import JOURNAL, beat, has_heartbeats, heartbeat, make_pruner, open_storage, tell
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
@@ -111,13 +111,7 @@ class Dispatch:
             trial = self.study.ask(self.space)
             self.mine.add(trial._trial_id)
             if has_heartbeats(self.storage):  # at once: a trial that never beat is never found stale
-                for attempt in range(3):
-                    try:
-                        self.storage.record_heartbeat(trial._trial_id)
-                        break
-                    except Exception as error:  # a locked SQLite file: the heartbeat thread tries again
-                        log.warning("first heartbeat of trial %d failed: %s", trial.number, error)
-                        time.sleep(1)
+                beat(self.storage, trial._trial_id)
             return trial
 
     def done(self, trial, job) -> None:
@@ -139,7 +133,8 @@ class OptunaSweeper(Sweeper):
         self.pruner = {"name": pruner, "startup_trials": pruner_startup_trials,
                        "reduction_factor": pruner_reduction_factor}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
-        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)  # a trial whose job died: queued again
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -220,7 +215,7 @@ class OptunaSweeper(Sweeper):
         if url.startswith(JOURNAL):
             return open_storage(url)
         return open_storage(url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
-                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry))
+                            heartbeat_stale_trial_callback=self.retry)
 
     def _trial_overrides(self, url: str, trial) -> list:
         """What lets the job beat to its trial, report held-out values as it trains (single-objective
@@ -258,7 +253,7 @@ class OptunaSweeper(Sweeper):
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # it told its outcome (a cancelled job runs out its grace) before it died
         if failed:
-            RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)(study, attempt)
+            self.retry(study, attempt)
 
     def _tell(self, study, trial, job) -> None:
         """The job's outcome, where the job did not tell it: it failed before it reached the study
