@@ -24,6 +24,8 @@ from analysis.load import Sweep
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
 PROXIES = ("proxy", "learned")  # task.reward's proxies: eval/proxy_reward is the one each trained on
+SETTING = "setting"  # the column labelling a run's values of the swept keys, when it has several
+START = "start"  # a best-of-n curve's column naming the GRPO start and proxy it ranks by, when runs differ in them
 
 
 def rl_form(d, alpha, beta):
@@ -152,7 +154,7 @@ def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") ->
 
 
 def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = None) -> pd.DataFrame:
-    """RL fits of gold and proxy gain, one per value of `by` (seeds pooled), and the BoN fits."""
+    """RL fits of gold and proxy gain, one per value of `by` (seeds pooled), and the BoN fits, one per start."""
     rows = []
     groups = points.groupby(by, observed=True) if by else [("all", points)]
     for value, part in groups:
@@ -160,10 +162,11 @@ def fit_table(points: pd.DataFrame, by: str | None, bon: pd.DataFrame | None = N
             if len(part) >= 3:
                 rows.append({"policy": "rl", "by": by or "", "value": value, "reward": reward,
                              **fit("rl", part.d, part[f"{reward}_gain"]).as_row()})
-    if bon is not None and len(bon) >= 3:
+    for start, curve in bon_curves(bon):
         for reward in ("gold", "proxy"):
-            rows.append({"policy": "best-of-n", "by": "", "value": "", "reward": reward,
-                         **fit("bon", bon.d, bon[f"{reward}_gain"]).as_row()})
+            if len(curve) >= 3:
+                rows.append({"policy": "best-of-n", "by": START if start else "", "value": start or "",
+                             "reward": reward, **fit("bon", curve.d, curve[f"{reward}_gain"]).as_row()})
     return pd.DataFrame(rows)
 
 
@@ -188,8 +191,8 @@ class ProxyRuns:
     over-optimisation analysis sees them."""
 
     points: pd.DataFrame  # rl_points of those runs
-    by: str | None  # the swept key they differ in; None when they share one setting
-    best_of_n: pd.DataFrame | None  # the best-of-n curve of their starts; None without samples
+    by: str | None  # the swept key they differ in (SETTING when several); None when they share one setting
+    best_of_n: pd.DataFrame | None  # the best-of-n curve of their starts (one per START); None without samples
 
 
 def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
@@ -199,11 +202,51 @@ def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
     names &= finished_runs(sweep.runs, stage)
     points = rl_points(sweep.runs, sweep.history, stage)
     points = points[points.run.isin(names)].reset_index(drop=True)
-    by = next((k for k in swept(sweep.runs) if points[k].nunique(dropna=False) > 1), None)
+    keys = [k for k in swept(sweep.runs) if points[k].nunique(dropna=False) > 1]
+    by = keys[0] if len(keys) == 1 else None
+    if len(keys) > 1:
+        points[SETTING], by = labels(points, keys), SETTING
+    # The GRPO stage's own settings change neither its start nor its proxy: best-of-n, which only
+    # ranks the start's samples, differs only in the rest (a reward model's N), never pooled across it.
+    starts = [k for k in keys if not k.startswith(f"{stage}.")]
     samples = sweep.best_of_n
     if len(samples):
         samples = samples[samples.run.isin(names) & (samples.stage == stage)]
-    return ProxyRuns(points, by, best_of_n(samples) if len(samples) else None)
+    return ProxyRuns(points, by, best_of_n_by(samples, points, starts) if len(samples) else None)
+
+
+def labels(frame: pd.DataFrame, keys: list[str]) -> pd.Categorical:
+    """Each row's values of `keys` as one label, "k=v, k=v", ordered as the values are."""
+    position = {k: {v: i for i, v in enumerate(arms(frame[k]))} for k in keys}
+
+    def name(row) -> str:
+        return ", ".join(f"{k}={v}" for k, v in zip(keys, row))
+
+    combos = sorted(frame[keys].drop_duplicates().itertuples(index=False),
+                    key=lambda row: [position[k][v] for k, v in zip(keys, row)])
+    return pd.Categorical([name(row) for row in frame[keys].itertuples(index=False)],
+                          categories=[name(row) for row in combos], ordered=True)
+
+
+def best_of_n_by(samples: pd.DataFrame, points: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """best_of_n of the runs sharing each value of `keys` (a START column labels it); one curve when none."""
+    if not keys:
+        return best_of_n(samples)
+    runs = points.drop_duplicates("run").set_index("run")
+    start = pd.Series(labels(runs, keys), index=runs.index)
+    curves = pd.concat([best_of_n(part).assign(**{START: value})
+                        for value, part in samples.groupby(samples.run.map(start), observed=True)], ignore_index=True)
+    curves[START] = pd.Categorical(curves[START], categories=start.cat.categories, ordered=True)
+    return curves
+
+
+def bon_curves(bon: pd.DataFrame | None):
+    """(start, curve) for each best-of-n curve: start None when there is one."""
+    if bon is None or not len(bon):
+        return []
+    if START not in bon:
+        return [(None, bon)]
+    return list(bon.groupby(START, observed=True))
 
 
 def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.DataFrame | None = None):
@@ -215,7 +258,7 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
     for ax, reward in zip(axes, ("gold", "proxy")):
         for i, value in enumerate(values):
             part = points if value is None else points[points[by] == value]
-            label = "RL" if value is None else f"{by}={value}"
+            label = "RL" if value is None else str(value) if by == SETTING else f"{by}={value}"
             for _, run in part.groupby("run"):
                 ax.plot(run.d, run[f"{reward}_gain"], "o", color=f"C{i}", alpha=0.5, markersize=4)
             if len(part) >= 3:
@@ -224,14 +267,15 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
                 span = grid[grid <= part.d.max() * 1.05]  # a fit is drawn only where it has data
                 ax.plot(span, curve(span), "-", color=f"C{i}")
             ax.plot([], [], "o-", color=f"C{i}", label=label)
-        if bon is not None and len(bon):
-            ax.plot(bon.d, bon[f"{reward}_gain"], "s", color="black", markersize=4)
-            label = "best-of-n"
-            if len(bon) >= 3:
-                curve = fit("bon", bon.d, bon[f"{reward}_gain"])
-                label += f": fit R^2={curve.r2:.2f}"
-                ax.plot(grid[grid <= bon.d.max() * 1.05], curve(grid[grid <= bon.d.max() * 1.05]), "--", color="black")
-            ax.plot([], [], "s--", color="black", label=label)
+        for j, (start, curve) in enumerate(bon_curves(bon)):
+            marker, label = "sv^Dpo"[j % 6], "best-of-n" + (f" ({start})" if start else "")
+            ax.plot(curve.d, curve[f"{reward}_gain"], marker, color="black", markersize=4)
+            if len(curve) >= 3:
+                fitted = fit("bon", curve.d, curve[f"{reward}_gain"])
+                label += f": fit R^2={fitted.r2:.2f}"
+                span = grid[grid <= curve.d.max() * 1.05]
+                ax.plot(span, fitted(span), "--", color="black")
+            ax.plot([], [], f"{marker}--", color="black", label=label)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set(xlabel="d = sqrt(KL to the initial policy)", ylabel=f"{reward} reward gain",
                title=f"{reward.capitalize()} reward against KL")

@@ -152,12 +152,14 @@ class RewardModelConfig:
     """The learned proxy of task.reward=learned (Gao et al. 2022): a classifier on the GRPO stage's
     start, trained on gold labels of that policy's own completions."""
 
-    train_size: int = setting(1000, "N: gold-labelled completions of the GRPO stage's start it trains on", low=1)
+    # Measured on the default task: 300 steps at 1e-3 learn nothing beyond the base rate (held-out AUC 0.55);
+    # 4000 steps at 3e-4 on 20000 completions reach 0.77-0.81 (docs/results/overoptimisation_learned).
+    train_size: int = setting(20000, "N: gold-labelled completions of the GRPO stage's start it trains on", low=1)
     samples_per_prompt: int = setting(4, "completions per training prompt (and per held-out prompt, to judge it)",
                                       low=1)
-    steps: int = setting(300, "optimizer steps of binary cross-entropy on the gold labels", low=0)
+    steps: int = setting(4000, "optimizer steps of binary cross-entropy on the gold labels", low=0)
     batch_size: int = setting(64, "completions per optimizer step", low=1)
-    learning_rate: float = setting(1e-3, "AdamW's learning rate", positive=True)
+    learning_rate: float = setting(3e-4, "AdamW's learning rate", positive=True)
 
 
 @dataclass

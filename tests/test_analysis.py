@@ -147,6 +147,33 @@ def test_turning_points_find_where_gold_peaked_and_what_followed():
     assert turns.loc["b", ["peak_step", "gold_after_peak", "proxy_after_peak"]].tolist() == [30, 0, 0]  # still rising
 
 
+def test_a_sweep_over_reward_model_size_and_beta_fits_each_pair_and_ranks_best_of_n_by_each_size():
+    """Runs differ in N (their reward model, so their proxy) and in beta: fits per (N, beta), ordered
+    as the numbers are, and a best-of-n curve per N, never one pooled over reward models."""
+    runs, history, samples = [], [], []
+    for size, beta, seed in itertools.product([20000, 2000, 6000], [0.0, 0.1], [0, 1]):
+        run = f"n{size}-b{beta}-s{seed}"
+        runs.append({"run": run, "stage": "grpo", "status": "finished", "task.reward": "learned", "seed": seed,
+                     "reward_model.train_size": size, "grpo.beta": beta})
+        for step in range(4):
+            history.append({"run": run, "stage": "grpo", "step": step, overopt.KL: step / 2,
+                            overopt.GOLD: 0.2 + 0.01 * step, overopt.PROXY: 0.3 + 0.02 * step})
+        for problem, i in itertools.product(range(3), range(4)):  # a bigger N's proxy ranks gold higher
+            samples.append({"run": run, "stage": "grpo", "problem": problem, "gold": float(i == 3),
+                            "proxy": i / 4 if size == 20000 else (3 - i) / 4})
+    from analysis.load import Sweep
+    proxy = overopt.proxy_runs(Sweep(pd.DataFrame(runs), pd.DataFrame(history), pd.DataFrame(samples)))
+    assert proxy.by == overopt.SETTING
+    assert list(proxy.points[overopt.SETTING].cat.categories) == [
+        f"reward_model.train_size={n}, grpo.beta={b}" for n in (2000, 6000, 20000) for b in (0.0, 0.1)]
+    curves = {start: curve.set_index("n") for start, curve in overopt.bon_curves(proxy.best_of_n)}
+    assert list(curves) == [f"reward_model.train_size={n}" for n in (2000, 6000, 20000)]
+    assert curves["reward_model.train_size=20000"].gold[4] == 1 and curves["reward_model.train_size=2000"].gold[4] == 0
+    table = overopt.fit_table(proxy.points, proxy.by, proxy.best_of_n)
+    assert (table.policy == "rl").sum() == 6 * 2 and (table.policy == "best-of-n").sum() == 3 * 2
+    overopt.plot_overoptimisation(proxy.points, proxy.by, proxy.best_of_n)
+
+
 # -- seeds ----------------------------------------------------------------------------------------
 def test_summarise_gives_an_interval_over_seeds_that_a_pass_rate_never_leaves():
     table = pd.DataFrame({"grpo.beta": [0.0] * 3 + [0.1] * 2 + [1.0], "seed": [0, 1, 2, 0, 1, 0],

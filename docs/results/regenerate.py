@@ -27,6 +27,7 @@ ENTRIES = {  # entry -> the preset overrides of its one command
     "dapo": ["sweep=dapo"],
     "rollout_budget": ["sweep=rollout_budget"],
     "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=beta"],
+    "overoptimisation_learned": ["experiment=overoptimisation", "sweep=learned_proxy"],
     "cold_start": ["experiment=cold_start_vs_rl", "sweep=cold_start"],
 }
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
