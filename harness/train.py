@@ -132,6 +132,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
 
     from harness.faults import NonFiniteLoss
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
+    from sweeps.trial import TrialSuperseded
 
     hf_logging.disable_progress_bar()
     for warning in warnings_for(config):
@@ -143,6 +144,8 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     except TrialPruned as error:  # raised by pipeline.run: `pipeline` is there
         log.info("%s", error)
         return finish(run_dir, "pruned", reason=str(error), **pipeline.cost)
+    except TrialSuperseded:
+        raise  # its retry owns the run directory now: nothing is written there
     except (SeedTooSmall, NonFiniteLoss) as error:
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:

@@ -124,8 +124,9 @@ def tell(study, trial_id: int, record: dict, run_dir: Path, objectives: list[str
 
 
 class TrialSuperseded(RuntimeError):
-    """A job that starts after its trial is over: its sweeper died while it was queued, the trial
-    went stale and was retried. It must not train, nor touch the run directory its retry resumes."""
+    """A job whose trial is over before the job is: its sweeper died while it was queued, or its
+    beats stalled while it trained, and the trial was found stale and retried. It must not train on,
+    nor touch the run directory its retry resumes."""
 
 
 class TrialReporter:
@@ -156,6 +157,11 @@ class TrialReporter:
         tell(self.study, self.trial._trial_id, record, run_dir, self.objectives)
 
     def __call__(self, step: int, metrics: dict) -> None:
+        if self.storage.get_trial(self.trial._trial_id).state.is_finished():
+            # Its beats stalled past the grace period (a database away for a while): a sweeper found
+            # the trial stale and retried it. Training on would run beside the retry, in its directory.
+            raise TrialSuperseded(f"trial {self.trial.number} was failed as stale at step {step} while this job "
+                                  "ran, and retried: this job stops")
         if len(self.objectives) > 1:
             return
         [objective] = self.objectives

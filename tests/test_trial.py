@@ -11,7 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hydra_plugins.coldclimb_optuna_sweeper import Dispatch, accounted_for
-from sweeps.trial import TrialReporter, open_storage
+from sweeps.trial import TrialReporter, TrialSuperseded, open_storage
 
 SPACE = {"grpo.learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
 
@@ -43,6 +43,22 @@ def test_a_running_job_beats_its_trial_and_tells_its_outcome_once(tmp_path):
     assert told.state == TrialState.COMPLETE and told.value == 0.5 and told.intermediate_values == {2: 0.25}
     assert told.user_attrs["status"] == "finished" and told.user_attrs["cost/grpo/steps"] == 4
     assert told.user_attrs["run_dir"] == str(tmp_path.resolve())
+
+
+def test_a_job_whose_trial_was_failed_as_stale_stops_at_its_next_evaluation(tmp_path):
+    """Its beats stalled (a database away for a minute) and a sweeper failed and retried its trial:
+    training on would run beside the retry, so the job stops, telling nothing."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = new_study(url)
+    trial = study.ask(SPACE)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    with TrialReporter(settings) as job:
+        job(2, {"eval/gold_pass@1": 0.25})
+        study.tell(trial, state=TrialState.FAIL)  # what a sweeper's stale check does
+        with pytest.raises(TrialSuperseded, match="failed as stale at step 4"):
+            job(4, {"eval/gold_pass@1": 0.3})
+    [told] = study.trials
+    assert told.state == TrialState.FAIL and told.intermediate_values == {2: 0.25}
 
 
 def test_a_pareto_trial_gets_no_intermediate_values_but_its_outcome(tmp_path):
