@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from scipy.special import comb
 
-from analysis.ablation import arms, finished_runs, stage_config, swept
+from analysis.ablation import arm_label, arms, finished_runs, stage_config, swept
 from analysis.load import Sweep
 
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
@@ -182,6 +182,8 @@ def turning_points(points: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
                      "gold_after_peak": last.gold_gain - peak.gold_gain,
                      "proxy_after_peak": last.proxy_gain - peak.proxy_gain})
     table = pd.DataFrame(rows)
+    if by and isinstance(points[by].dtype, pd.CategoricalDtype):  # sorted as the arms are, not as text
+        table[by] = pd.Categorical(table[by], categories=points[by].cat.categories, ordered=True)
     return table.sort_values([by, "seed"] if by else ["seed"], ignore_index=True) if len(table) else table
 
 
@@ -203,12 +205,13 @@ def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
     points = rl_points(sweep.runs, sweep.history, stage)
     points = points[points.run.isin(names)].reset_index(drop=True)
     keys = [k for k in swept(sweep.runs) if points[k].nunique(dropna=False) > 1]
-    by = keys[0] if len(keys) == 1 else None
-    if len(keys) > 1:
-        points[SETTING], by = labels(points, keys), SETTING
     # The GRPO stage's own settings change neither its start nor its proxy: best-of-n, which only
     # ranks the start's samples, differs only in the rest (a reward model's N), never pooled across it.
     starts = [k for k in keys if not k.startswith(f"{stage}.")]
+    keys = starts + [k for k in keys if k not in starts]  # a setting reads start first: N, then beta
+    by = keys[0] if len(keys) == 1 else None
+    if len(keys) > 1:
+        points[SETTING], by = labels(points, keys), SETTING
     samples = sweep.best_of_n
     if len(samples):
         samples = samples[samples.run.isin(names) & (samples.stage == stage)]
@@ -220,7 +223,7 @@ def labels(frame: pd.DataFrame, keys: list[str]) -> pd.Categorical:
     position = {k: {v: i for i, v in enumerate(arms(frame[k]))} for k in keys}
 
     def name(row) -> str:
-        return ", ".join(f"{k}={v}" for k, v in zip(keys, row))
+        return ", ".join(f"{k}={arm_label(v)}" for k, v in zip(keys, row))
 
     combos = sorted(frame[keys].drop_duplicates().itertuples(index=False),
                     key=lambda row: [position[k][v] for k, v in zip(keys, row)])
@@ -228,14 +231,16 @@ def labels(frame: pd.DataFrame, keys: list[str]) -> pd.Categorical:
                           categories=[name(row) for row in combos], ordered=True)
 
 
-def best_of_n_by(samples: pd.DataFrame, points: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def best_of_n_by(samples: pd.DataFrame, points: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
     """best_of_n of the runs sharing each value of `keys` (a START column labels it); one curve when none."""
     if not keys:
         return best_of_n(samples)
     runs = points.drop_duplicates("run").set_index("run")
     start = pd.Series(labels(runs, keys), index=runs.index)
-    curves = pd.concat([best_of_n(part).assign(**{START: value})
-                        for value, part in samples.groupby(samples.run.map(start), observed=True)], ignore_index=True)
+    groups = samples.groupby(samples.run.map(start), observed=True)
+    if not len(groups):
+        return None
+    curves = pd.concat([best_of_n(part).assign(**{START: value}) for value, part in groups], ignore_index=True)
     curves[START] = pd.Categorical(curves[START], categories=start.cat.categories, ordered=True)
     return curves
 
@@ -251,7 +256,8 @@ def bon_curves(bon: pd.DataFrame | None):
 
 def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.DataFrame | None = None):
     """Gold (left) and proxy (right) gain against sqrt(KL): each run's evaluations coloured by
-    `by`, the RL fit for each value of `by`, and the best-of-n curve with its fit in black."""
+    `by`, the RL fit for each value of `by`, and each best-of-n curve (one per start) with its fit
+    in black, told apart by marker and line style."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), sharex=True, layout="constrained")
     values = arms(points[by]) if by else [None]
     grid = np.linspace(0, max(points.d.max(), bon.d.max() if bon is not None and len(bon) else 0) * 1.05, 200)
@@ -268,14 +274,15 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
                 ax.plot(span, curve(span), "-", color=f"C{i}")
             ax.plot([], [], "o-", color=f"C{i}", label=label)
         for j, (start, curve) in enumerate(bon_curves(bon)):
-            marker, label = "sv^Dpo"[j % 6], "best-of-n" + (f" ({start})" if start else "")
+            marker, style = "sv^Dpo"[j % 6], ("--", ":", "-.")[j % 3]
+            label = "best-of-n" + (f" ({start})" if start else "")
             ax.plot(curve.d, curve[f"{reward}_gain"], marker, color="black", markersize=4)
             if len(curve) >= 3:
                 fitted = fit("bon", curve.d, curve[f"{reward}_gain"])
                 label += f": fit R^2={fitted.r2:.2f}"
                 span = grid[grid <= curve.d.max() * 1.05]
-                ax.plot(span, fitted(span), "--", color="black")
-            ax.plot([], [], f"{marker}--", color="black", label=label)
+                ax.plot(span, fitted(span), style, color="black")
+            ax.plot([], [], marker + style, color="black", label=label)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set(xlabel="d = sqrt(KL to the initial policy)", ylabel=f"{reward} reward gain",
                title=f"{reward.capitalize()} reward against KL")

@@ -152,8 +152,8 @@ class RewardModelConfig:
     """The learned proxy of task.reward=learned (Gao et al. 2022): a classifier on the GRPO stage's
     start, trained on gold labels of that policy's own completions."""
 
-    # Measured on the default task: 300 steps at 1e-3 learn nothing beyond the base rate (held-out AUC 0.55);
-    # 4000 steps at 3e-4 on 20000 completions reach 0.77-0.81 (docs/results/overoptimisation_learned).
+    # Measured on the default task: 300 steps at 1e-3 learn nothing beyond the base rate (held-out AUC 0.55
+    # at N = 2000); 4000 steps at 3e-4 on N = 20000 completions reach an AUC of about 0.8.
     train_size: int = setting(20000, "N: gold-labelled completions of the GRPO stage's start it trains on", low=1)
     samples_per_prompt: int = setting(4, "completions per training prompt (and per held-out prompt, to judge it)",
                                       low=1)

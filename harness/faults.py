@@ -1,4 +1,5 @@
-"""Numerical faults stop a stage: training on NaN or inf would only make garbage look like results."""
+"""What stops a run: numerical faults (training on NaN or inf would only make garbage look like
+results), and a sweep trial that another job now owns."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import torch
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class TrialSuperseded(RuntimeError):
+    """A job whose trial is over before the job is: its sweeper died while it was queued, or its
+    beats stalled while it trained, and the trial was failed and retried. It must not train on,
+    nor write to the run directory its retry resumes (not even a stage's closing summary)."""
 
 
 def require_finite(value: torch.Tensor, what: str) -> None:

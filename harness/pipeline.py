@@ -36,6 +36,7 @@ from harness.cache import Entry, StageCache, base_key, file_digest, stage_inputs
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import STAGE_ORDER, STAGES, Config, GRPOConfig
 from harness.evaluate import Evaluator
+from harness.faults import TrialSuperseded
 from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy, save_policy
 from harness.reward_model import LearnedProxy, classifier_from_policy, judge, labelled_samples, train_reward_model
@@ -61,6 +62,8 @@ def closing_on_failure(tracker: StageTracker, engine: RolloutEngine):
     either way (a vLLM engine holds GPU memory the next trial of a sweep needs)."""
     try:
         yield
+    except TrialSuperseded:
+        raise  # the directory is its retry's now
     except Exception as error:
         tracker.finish({"error": str(error)}, status=f"stopped ({type(error).__name__})")
         raise

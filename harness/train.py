@@ -110,7 +110,8 @@ def run(config: Config, run_dir: Path) -> dict:
     its study while it runs and tells it the outcome itself, whether or not its sweeper lives."""
     if config.trial.trial_id is None:
         return run_recipe(config, run_dir, on_eval=None)
-    from sweeps.trial import TrialReporter, TrialSuperseded
+    from harness.faults import TrialSuperseded
+    from sweeps.trial import TrialReporter
 
     try:
         with TrialReporter(config.trial) as trial:
@@ -130,9 +131,8 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
 
-    from harness.faults import NonFiniteLoss
+    from harness.faults import NonFiniteLoss, TrialSuperseded
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
-    from sweeps.trial import TrialSuperseded
 
     hf_logging.disable_progress_bar()
     for warning in warnings_for(config):

@@ -21,6 +21,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from harness.faults import TrialSuperseded
+
 log = logging.getLogger(__name__)
 SCHEMA_ATTEMPTS = 5
 JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
@@ -123,12 +125,6 @@ def tell(study, trial_id: int, record: dict, run_dir: Path, objectives: list[str
         study.tell(trial, values, skip_if_finished=True)
 
 
-class TrialSuperseded(RuntimeError):
-    """A job whose trial is over before the job is: its sweeper died while it was queued, or its
-    beats stalled while it trained, and the trial was found stale and retried. It must not train on,
-    nor touch the run directory its retry resumes."""
-
-
 class TrialReporter:
     """The running job's trial: `with` it, the job beats; called at each evaluation, it reports
     held-out values (single-objective studies: Optuna prunes only those) and may prune; `finish`
@@ -143,9 +139,9 @@ class TrialReporter:
         self.heartbeat_interval = trial_cfg.heartbeat_interval
 
     def __enter__(self) -> "TrialReporter":
-        if self.storage.get_trial(self.trial._trial_id).state.is_finished():
-            raise TrialSuperseded(f"trial {self.trial.number} is over (found stale and retried while this job "
-                                  "was queued?): this job would only repeat its retry")
+        if self._over():
+            raise TrialSuperseded(f"trial {self.trial.number} is over (failed and retried while this job was "
+                                  "queued?): this job would only repeat its retry")
         self._beating = heartbeat(self.storage, [self.trial._trial_id], self.heartbeat_interval)
         self._beating.__enter__()
         return self
@@ -157,14 +153,23 @@ class TrialReporter:
         tell(self.study, self.trial._trial_id, record, run_dir, self.objectives)
 
     def __call__(self, step: int, metrics: dict) -> None:
-        if self.storage.get_trial(self.trial._trial_id).state.is_finished():
-            # Its beats stalled past the grace period (a database away for a while): a sweeper found
-            # the trial stale and retried it. Training on would run beside the retry, in its directory.
-            raise TrialSuperseded(f"trial {self.trial.number} was failed as stale at step {step} while this job "
-                                  "ran, and retried: this job stops")
+        # Its beats stalled past the grace period (a database away for a while), so a sweeper failed
+        # and retried the trial: training on would run beside the retry, in the directory it resumes.
+        if self._over():
+            raise TrialSuperseded(f"trial {self.trial.number} was failed and retried while this job ran "
+                                  f"(stopped at step {step})")
         if len(self.objectives) > 1:
             return
         [objective] = self.objectives
         self.trial.report(metrics[objective], step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} with {objective}={metrics[objective]:.4f}")
+
+    def _over(self) -> bool:
+        """Whether the trial is finished; a failed read (the database briefly away) is logged and
+        taken as not: the next evaluation asks again."""
+        try:
+            return self.storage.get_trial(self.trial._trial_id).state.is_finished()
+        except Exception as error:
+            log.warning("could not read the state of trial %d: %s", self.trial.number, error)
+            return False

@@ -154,7 +154,7 @@ def test_a_sweep_over_reward_model_size_and_beta_fits_each_pair_and_ranks_best_o
     for size, beta, seed in itertools.product([20000, 2000, 6000], [0.0, 0.1], [0, 1]):
         run = f"n{size}-b{beta}-s{seed}"
         runs.append({"run": run, "stage": "grpo", "status": "finished", "task.reward": "learned", "seed": seed,
-                     "reward_model.train_size": size, "grpo.beta": beta})
+                     "grpo.beta": beta, "reward_model.train_size": size})  # sorted, as the loader has them
         for step in range(4):
             history.append({"run": run, "stage": "grpo", "step": step, overopt.KL: step / 2,
                             overopt.GOLD: 0.2 + 0.01 * step, overopt.PROXY: 0.3 + 0.02 * step})
@@ -165,12 +165,14 @@ def test_a_sweep_over_reward_model_size_and_beta_fits_each_pair_and_ranks_best_o
     proxy = overopt.proxy_runs(Sweep(pd.DataFrame(runs), pd.DataFrame(history), pd.DataFrame(samples)))
     assert proxy.by == overopt.SETTING
     assert list(proxy.points[overopt.SETTING].cat.categories) == [
-        f"reward_model.train_size={n}, grpo.beta={b}" for n in (2000, 6000, 20000) for b in (0.0, 0.1)]
+        f"reward_model.train_size={n}, grpo.beta={b}" for n in (2000, 6000, 20000) for b in ("0", "0.1")]
     curves = {start: curve.set_index("n") for start, curve in overopt.bon_curves(proxy.best_of_n)}
     assert list(curves) == [f"reward_model.train_size={n}" for n in (2000, 6000, 20000)]
     assert curves["reward_model.train_size=20000"].gold[4] == 1 and curves["reward_model.train_size=2000"].gold[4] == 0
     table = overopt.fit_table(proxy.points, proxy.by, proxy.best_of_n)
     assert (table.policy == "rl").sum() == 6 * 2 and (table.policy == "best-of-n").sum() == 3 * 2
+    turns = overopt.turning_points(proxy.points, proxy.by)
+    assert list(turns[overopt.SETTING].drop_duplicates()) == list(proxy.points[overopt.SETTING].cat.categories)
     overopt.plot_overoptimisation(proxy.points, proxy.by, proxy.best_of_n)
 
 

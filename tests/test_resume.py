@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from analysis.load import from_local, from_wandb_offline
 from harness import sft
 from harness.checkpoint import prune_finished
-from harness.faults import NonFiniteLoss
+from harness.faults import NonFiniteLoss, TrialSuperseded
 from harness.pipeline import Pipeline
 from harness.resume import check_resumable
 from harness.tracking import read_jsonl
@@ -220,3 +220,20 @@ def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
     assert summary == {"status": "stopped (NonFiniteLoss)", "error": "the sft loss is nan"}
     assert not (tmp_path / "sft" / "checkpoint").exists() and not (tmp_path / "grpo").exists()
+
+
+def test_a_superseded_job_stops_at_its_evaluation_without_closing_the_stage_its_retry_resumes(
+        compose, model_cache, tmp_path):
+    """Its trial was failed and retried while it trained: it writes no stage summary and no status,
+    which would tell the retry's resume that the stage stopped."""
+    from harness.train import run_recipe
+
+    def superseded(step, metrics):
+        raise TrialSuperseded("trial 0 was failed and retried while this job ran")
+
+    cfg = compose("experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "tracking=disabled",
+                  f"model.cache_dir={model_cache}")
+    with pytest.raises(TrialSuperseded):
+        run_recipe(cfg, tmp_path, on_eval=superseded)
+    assert not (tmp_path / "grpo" / "summary.json").exists() and not (tmp_path / "status.json").exists()
+    assert (tmp_path / "sft" / "summary.json").exists()  # the stage before it finished

@@ -10,8 +10,9 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from harness.faults import TrialSuperseded
 from hydra_plugins.coldclimb_optuna_sweeper import Dispatch, accounted_for
-from sweeps.trial import TrialReporter, TrialSuperseded, open_storage
+from sweeps.trial import TrialReporter, open_storage
 
 SPACE = {"grpo.learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
 
@@ -55,7 +56,7 @@ def test_a_job_whose_trial_was_failed_as_stale_stops_at_its_next_evaluation(tmp_
     with TrialReporter(settings) as job:
         job(2, {"eval/gold_pass@1": 0.25})
         study.tell(trial, state=TrialState.FAIL)  # what a sweeper's stale check does
-        with pytest.raises(TrialSuperseded, match="failed as stale at step 4"):
+        with pytest.raises(TrialSuperseded, match="failed and retried while this job ran .stopped at step 4."):
             job(4, {"eval/gold_pass@1": 0.3})
     [told] = study.trials
     assert told.state == TrialState.FAIL and told.intermediate_values == {2: 0.25}
@@ -147,8 +148,6 @@ def test_on_a_journal_file_a_job_that_dies_twice_is_retried_once_and_counts_once
 
 def test_a_job_that_starts_after_its_trial_is_over_does_not_run(tmp_path):
     """Its sweeper died while it was queued, and the trial was found stale and retried meanwhile."""
-    from sweeps.trial import TrialSuperseded
-
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = new_study(url)
     trial = study.ask(SPACE)
