@@ -257,34 +257,30 @@ def bon_curves(bon: pd.DataFrame | None):
 def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.DataFrame | None = None):
     """Gold (left) and proxy (right) gain against sqrt(KL): each run's evaluations coloured by
     `by`, the RL fit for each value of `by`, and each best-of-n curve (one per start) with its fit
-    in black, told apart by marker and line style."""
+    in black, told apart by marker and line style. One legend under both (the fits' R^2 are in
+    fit_table)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5), sharex=True, layout="constrained")
     values = arms(points[by]) if by else [None]
     grid = np.linspace(0, max(points.d.max(), bon.d.max() if bon is not None and len(bon) else 0) * 1.05, 200)
     for ax, reward in zip(axes, ("gold", "proxy")):
         for i, value in enumerate(values):
             part = points if value is None else points[points[by] == value]
-            label = "RL" if value is None else str(value) if by == SETTING else f"{by}={value}"
             for _, run in part.groupby("run"):
                 ax.plot(run.d, run[f"{reward}_gain"], "o", color=f"C{i}", alpha=0.5, markersize=4)
             if len(part) >= 3:
-                curve = fit("rl", part.d, part[f"{reward}_gain"])
-                label += f": RL fit R^2={curve.r2:.2f}"
                 span = grid[grid <= part.d.max() * 1.05]  # a fit is drawn only where it has data
-                ax.plot(span, curve(span), "-", color=f"C{i}")
-            ax.plot([], [], "o-", color=f"C{i}", label=label)
+                ax.plot(span, fit("rl", part.d, part[f"{reward}_gain"])(span), "-", color=f"C{i}")
+            label = "RL" if value is None else str(value) if by == SETTING else f"{by}={value}"
+            ax.plot([], [], "o-", color=f"C{i}", label=label + " (RL fit)")
         for j, (start, curve) in enumerate(bon_curves(bon)):
             marker, style = "sv^Dpo"[j % 6], ("--", ":", "-.")[j % 3]
-            label = "best-of-n" + (f" ({start})" if start else "")
             ax.plot(curve.d, curve[f"{reward}_gain"], marker, color="black", markersize=4)
             if len(curve) >= 3:
-                fitted = fit("bon", curve.d, curve[f"{reward}_gain"])
-                label += f": fit R^2={fitted.r2:.2f}"
                 span = grid[grid <= curve.d.max() * 1.05]
-                ax.plot(span, fitted(span), style, color="black")
-            ax.plot([], [], marker + style, color="black", label=label)
+                ax.plot(span, fit("bon", curve.d, curve[f"{reward}_gain"])(span), style, color="black")
+            ax.plot([], [], marker + style, color="black", label="best-of-n" + (f" ({start})" if start else ""))
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set(xlabel="d = sqrt(KL to the initial policy)", ylabel=f"{reward} reward gain",
                title=f"{reward.capitalize()} reward against KL")
-        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # off the data
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small")
     return fig

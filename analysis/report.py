@@ -40,7 +40,11 @@ def _save(fig, path: Path) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".4g") + "\n"
+    """Markdown, four significant digits; a float column of whole numbers (N = 20000 beside a NaN
+    elsewhere) printed as integers, not as 2e+04."""
+    whole = [c for c in frame.select_dtypes("float") if frame[c].notna().any()
+             and frame[c].dropna().map(float.is_integer).all()]
+    return frame.astype({c: "Int64" for c in whole}).to_markdown(index=False, floatfmt=".4g") + "\n"
 
 
 def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
