@@ -267,11 +267,12 @@ def plot_overoptimisation(points: pd.DataFrame, by: str | None = None, bon: pd.D
             part = points if value is None else points[points[by] == value]
             for _, run in part.groupby("run"):
                 ax.plot(run.d, run[f"{reward}_gain"], "o", color=f"C{i}", alpha=0.5, markersize=4)
-            if len(part) >= 3:
+            fitted = len(part) >= 3
+            if fitted:
                 span = grid[grid <= part.d.max() * 1.05]  # a fit is drawn only where it has data
                 ax.plot(span, fit("rl", part.d, part[f"{reward}_gain"])(span), "-", color=f"C{i}")
             label = "RL" if value is None else str(value) if by == SETTING else f"{by}={value}"
-            ax.plot([], [], "o-", color=f"C{i}", label=label + " (RL fit)")
+            ax.plot([], [], "o-" if fitted else "o", color=f"C{i}", label=label + (" and its fit" if fitted else ""))
         for j, (start, curve) in enumerate(bon_curves(bon)):
             marker, style = "sv^Dpo"[j % 6], ("--", ":", "-.")[j % 3]
             ax.plot(curve.d, curve[f"{reward}_gain"], marker, color="black", markersize=4)

@@ -40,11 +40,18 @@ def _save(fig, path: Path) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    """Markdown, four significant digits; a float column of whole numbers (N = 20000 beside a NaN
-    elsewhere) printed as integers, not as 2e+04."""
-    whole = [c for c in frame.select_dtypes("float") if frame[c].notna().any()
-             and frame[c].dropna().map(float.is_integer).all()]
-    return frame.astype({c: "Int64" for c in whole}).to_markdown(index=False, floatfmt=".4g") + "\n"
+    """Markdown, four significant digits. A numeric column of whole numbers (N = 20000) prints as
+    integers: tabulate would make it float beside float columns and print 2e+04."""
+    whole = {c: frame[c].astype("int64").astype(object) for c in _whole_columns(frame)}  # Python ints stay ints
+    return frame.assign(**whole).to_markdown(index=False, floatfmt=".4g") + "\n"
+
+
+def _whole_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric columns (not bool) whose every value is a whole number small enough to be exact;
+    a column with a missing value keeps its float `nan`."""
+    numeric = frame.select_dtypes("number").columns.difference(frame.select_dtypes("bool").columns)
+    return [c for c in numeric if frame[c].notna().all() and len(frame[c])
+            and ((frame[c] % 1 == 0) & (frame[c].abs() < 2**53)).all()]
 
 
 def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import machine, timed_train  # bench/timing.py: this script's folder is on sys.path
+from timing import commit, machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 TARGET_SECONDS, TARGET_STANDARD_ERRORS = 30 * 60, 3
 PER_PROMPT = "eval/gold_pass@1/per_prompt"
@@ -51,6 +51,8 @@ def main() -> int:
         seconds = timed_train(["experiment=smollm2", "cache.stages=false", f"hydra.run.dir={run_dir}", *args.overrides],
                               quiet_stderr=False)
         sft, grpo = evaluations(run_dir / "sft"), evaluations(run_dir / "grpo")
+        status = json.loads((run_dir / "status.json").read_text())
+        base_length = json.loads((run_dir / "summary.json").read_text())["base"]["eval/completion_length"]
     base, cold, final = sft[0][PER_PROMPT], sft[-1][PER_PROMPT], grpo[-1][PER_PROMPT]
     pass_at_1 = {"base": sum(base) / len(base), "sft": sum(cold) / len(cold), "grpo": sum(final) / len(final)}
     total = paired_gain(base, final)
@@ -61,7 +63,9 @@ def main() -> int:
         "cold_start_plus_grpo": total, "cold_start": paired_gain(base, cold), "grpo": paired_gain(cold, final),
         "grpo_curve": [(e["step"], round(e["eval/gold_pass@1"], 4)) for e in grpo],
         "within_target": met,
-        "machine": machine(), "overrides": args.overrides}))
+        "stage_seconds": {k.split("/")[1]: round(v, 1) for k, v in status.items() if k.endswith("/seconds")},
+        "base_completion_length": round(base_length, 2), "commit": commit(), "machine": machine(),
+        "overrides": args.overrides}))
     return 0 if met else 1
 
 

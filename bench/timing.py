@@ -19,3 +19,13 @@ def timed_train(overrides: list[str], env: dict | None = None, quiet_stderr: boo
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
+
+def commit() -> str:
+    """The commit the benchmark ran from, marked when the tree had changes."""
+    def git(*args: str) -> str:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain") else "")

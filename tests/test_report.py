@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,3 +95,13 @@ def test_a_cold_start_sweep_with_a_none_arm_gets_its_section(model_cache, tmp_pa
     assert {"cold_start.png", "cold_start_live.png"} <= {p.name for p in out.glob("*.png")}
     points = cold_start.live_at_start_points(sweep.runs, sweep.history)
     assert len(points) == 4 and (points.groups == 4 * 4).all()  # smoke: GRPO's 4 steps (of the first 5), 4 groups each
+
+
+def test_a_table_prints_whole_numbers_as_integers_beside_floats_and_keeps_missing_and_huge_values():
+    """tabulate makes an int column float beside float columns (N = 20000 printed as 2e+04)."""
+    from analysis.report import _table
+
+    table = _table(pd.DataFrame({"reward_model.train_size": [2000, 20000], "beta": [0.0, 0.04],
+                                 "steps": [25.0, 150.0], "peak": [1e20, 1.0], "d": [1.0, np.nan]}))
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert rows == [["2000", "0", "25", "1e+20", "1"], ["20000", "0.04", "150", "1", "nan"]]
