@@ -232,7 +232,7 @@ def test_a_superseded_job_stops_at_its_evaluation_without_closing_the_stage_its_
         raise TrialSuperseded("trial 0 was failed and retried while this job ran")
 
     cfg = compose("experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "tracking=disabled",
-                  f"model.cache_dir={model_cache}")
+                  "cache.stages=false", f"model.cache_dir={model_cache}")  # a GRPO stage reused whole would not train
     with pytest.raises(TrialSuperseded):
         run_recipe(cfg, tmp_path, on_eval=superseded)
     assert not (tmp_path / "grpo" / "summary.json").exists() and not (tmp_path / "status.json").exists()
