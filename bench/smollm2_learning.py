@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from scipy import stats
 from timing import commit, machine, timed_train  # bench/timing.py: this script's folder is on sys.path
 
 TARGET_SECONDS, TARGET_STANDARD_ERRORS = 30 * 60, 3
@@ -37,8 +38,7 @@ def paired_gain(before: list[float], after: list[float]) -> dict:
     n = len(diffs)
     if n < 2:
         raise ValueError(f"a standard error over prompts needs at least 2 held-out prompts, got {n}")
-    mean = sum(diffs) / n
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    mean, se = statistics.fmean(diffs), float(stats.sem(diffs))
     return {"gain": round(mean, 4), "se": round(se, 4), "standard_errors": round(mean / se, 2) if se else None}
 
 

@@ -21,7 +21,6 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores"
 
 
-
 def commit() -> str:
     """The commit the benchmark ran from, marked when the tree had changes."""
     def git(*args: str) -> str:
