@@ -3,6 +3,10 @@ TRL's GRPOTrainer on the same model, prompts, K, batch, lengths and sampling, in
 
     python bench/step_time.py --model tiny --runners ours-hf,ours-vllm,trl-hf,trl-vllm
     python bench/step_time.py --model smollm2 --num-generations 4,8 --lengths 32,64
+    python bench/step_time.py --model smollm2 --runners ours-vllm-bf16,trl-hf,trl-hf-bf16
+
+A runner is framework-engine, with -bf16 for the update under bfloat16 autocast (grpo.bf16 here,
+TRL's bf16 there); without it both sides train in float32.
 
 Each configuration runs `--steps` GRPO steps after one warm-up step; the step time is the mean
 wall time from the end of one step to the end of the next. Prints one JSON line per
@@ -36,12 +40,12 @@ MODELS = {  # the same task for both models, worded for each
 }
 
 
-def harness_config(model: str, K: int, length: int, prompts: int, engine: str):
+def harness_config(model: str, K: int, length: int, prompts: int, engine: str, bf16: bool):
     with initialize_config_module(config_module="harness.conf", version_base="1.3"):
         return to_config(compose(config_name="config", overrides=[
             *MODELS[model], f"rollout={engine}", f"rollout.max_completion_length={length}",
             f"grpo.num_generations={K}", f"grpo.prompts_per_step={prompts}", "grpo.beta=0.0",
-            "grpo.learning_rate=1e-6", "tracking.mode=disabled"]))
+            "grpo.learning_rate=1e-6", f"grpo.bf16={bf16}", "tracking.mode=disabled"]))
 
 
 class StepClock:
@@ -54,7 +58,7 @@ class StepClock:
 
     def log(self, step, metrics):
         self.ends.append(time.perf_counter())
-        self.splits.append((metrics["timing/rollout"], metrics["timing/update"]))
+        self.splits.append((metrics["timing/rollout"], metrics["timing/update"], metrics["completions/mean_length"]))
 
     def log_eval(self, step, metrics):
         pass
@@ -64,8 +68,8 @@ class StepClock:
 
     def result(self) -> dict:
         gaps = [b - a for a, b in zip(self.ends, self.ends[1:])]  # the first step is warm-up
-        rollout, update = (sum(s[i] for s in self.splits[1:]) / len(gaps) for i in (0, 1))
-        return {"step_s": sum(gaps) / len(gaps), "rollout_s": rollout, "update_s": update}
+        rollout, update, length = (sum(s[i] for s in self.splits[1:]) / len(gaps) for i in (0, 1, 2))
+        return {"step_s": sum(gaps) / len(gaps), "rollout_s": rollout, "update_s": update, "mean_length": length}
 
 
 def run_ours(cfg, task, problems, steps: int) -> dict:
@@ -99,25 +103,30 @@ def run_trl(cfg, task, problems, steps: int, use_vllm: bool) -> dict:
 
     class Clock(TrainerCallback):
         ends: list = []
+        lengths: dict = {}  # step -> the mean completion length TRL logged for it
 
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:  # the first log of a step is the step's own
+                self.lengths.setdefault(state.global_step, logs["completions/mean_length"])
 
     args = GRPOConfig(
         output_dir="/tmp/coldclimb-bench-trl", per_device_train_batch_size=batch, gradient_accumulation_steps=1,
         num_generations=g.num_generations, max_completion_length=r.max_completion_length,
         temperature=r.temperature, top_p=r.top_p, top_k=0, beta=g.beta, epsilon=g.epsilon,
         num_iterations=g.num_iterations, loss_type=g.loss_type, scale_rewards=g.scale_rewards,
-        learning_rate=g.learning_rate, max_grad_norm=g.max_grad_norm, max_steps=steps + 1, logging_strategy="no",
+        learning_rate=g.learning_rate, max_grad_norm=g.max_grad_norm, max_steps=steps + 1, logging_steps=1,
         shuffle_dataset=False, use_vllm=use_vllm, vllm_mode="colocate", vllm_enable_sleep_mode=False,
         vllm_gpu_memory_utilization=r.vllm_gpu_memory_utilization, use_cpu=not torch.cuda.is_available(),
-        report_to=[], save_strategy="no", seed=cfg.seed, disable_tqdm=True)
+        report_to=[], save_strategy="no", seed=cfg.seed, disable_tqdm=True, bf16=g.bf16)
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=gold, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[clock])
     trainer.train()
     gaps = [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    return {"step_s": sum(gaps) / len(gaps)}
+    return {"step_s": sum(gaps) / len(gaps), "mean_length": sum(clock.lengths[s] for s in range(2, steps + 2)) / steps}
 
 
 def table_rows(model: str, K: int, length: int, results: dict) -> list[str]:
@@ -125,19 +134,21 @@ def table_rows(model: str, K: int, length: int, results: dict) -> list[str]:
     rows = []
     for runner, res in results.items():
         if "error" in res:
-            rows.append(f"| {model} | {K} | {length} | {runner} | failed: {res['error']} | | | | |")
+            rows.append(f"| {model} | {K} | {length} | {runner} | | failed: {res['error']} | | | | |")
             continue
         ratios = [f"{results[t]['step_s'] / res['step_s']:.2f}" if runner.startswith("ours") and "step_s" in
                   results.get(t, {}) else "" for t in ("trl-hf", "trl-vllm")]
-        rows.append(f"| {model} | {K} | {length} | {runner} | {res['step_s']:.2f} | {res.get('rollout_s', float('nan')):.2f}"
-                    f" | {res.get('update_s', float('nan')):.2f} | {ratios[0]} | {ratios[1]} |")
+        rows.append(f"| {model} | {K} | {length} | {runner} | {res['mean_length']:.1f} | {res['step_s']:.2f}"
+                    f" | {res.get('rollout_s', float('nan')):.2f} | {res.get('update_s', float('nan')):.2f}"
+                    f" | {ratios[0]} | {ratios[1]} |")
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
-    parser.add_argument("--runners", default="ours-hf,trl-hf", help="of ours-hf, ours-vllm, trl-hf, trl-vllm")
+    parser.add_argument("--runners", default="ours-hf,trl-hf",
+                        help="of ours-hf, ours-vllm, trl-hf, trl-vllm, each with an optional -bf16")
     parser.add_argument("--num-generations", default="8", help="K, comma-separated")
     parser.add_argument("--lengths", default="32", help="max completion lengths, comma-separated")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
@@ -145,14 +156,14 @@ def main() -> int:
     args = parser.parse_args()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, " + (
         torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
-    table = ["| model | K | length | runner | step s | rollout s | update s | TRL-HF / this | TRL-vLLM / this |",
-             "|---" * 9 + "|"]
+    table = ["| model | K | length | runner | mean completion tokens | step s | rollout s | update s | TRL-HF / this "
+             "| TRL-vLLM / this |", "|---" * 10 + "|"]
     for K in map(int, args.num_generations.split(",")):
         for length in map(int, args.lengths.split(",")):
             results = {}
             for runner in args.runners.split(","):
-                framework, engine = runner.split("-")
-                cfg = harness_config(args.model, K, length, args.prompts, engine)
+                framework, engine, *precision = runner.split("-")
+                cfg = harness_config(args.model, K, length, args.prompts, engine, bf16=precision == ["bf16"])
                 task = make_task(cfg.task)
                 problems = ProblemStream(task, seed=cfg.seed, heldout_keys=set())
                 torch.manual_seed(cfg.seed)

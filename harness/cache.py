@@ -54,6 +54,9 @@ STAGE_READS = {
     "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
                      "threads"),
     "grpo": ("model", "task", "task.reward", "rollout", "grpo", "eval", "seed", "device", "threads"),
+    # not a stage: the GRPO stage's first evaluation and best-of-n samples, the same for any grpo.* (its
+    # start key names the cold start, and with task.reward=learned the reward model)
+    "grpo_start": ("model", "task", "rollout", "eval", "seed", "device", "threads"),
 }
 # Keys a group read whole leaves out: where the base models are kept, and a seed set's path (the
 # start key names the set by its content); and the GRPO stage's reward, which GRPO names itself.

@@ -132,6 +132,8 @@ class GRPOConfig:
     learning_rate: float = setting(2e-4, "AdamW's learning rate", positive=True)
     max_grad_norm: float = setting(1.0, "gradient clipping", positive=True)
     micro_batch_size: int = setting(0, "sequences per backward pass; 0: the whole generation batch", low=0)
+    bf16: bool = setting(False, "mixed precision: the update's forward and backward passes under bfloat16 autocast, "
+                                "weights and optimizer in float32 (fast where the CPU has avx512_bf16 or AMX)")
     dynamic_sampling: bool = setting(False, "DAPO: train only on live groups, sampling more prompts to fill the "
                                             "batch")
     dynamic_sampling_max_rounds: int = setting(4, "generation rounds per step at most", low=1)

@@ -32,6 +32,7 @@ class Evaluation:
     every: int
     # Sees every evaluation after the start: a sweeper reports it, and may stop the stage there by raising.
     on_eval: Optional[Callable[[int, dict], None]] = None
+    start: Optional[dict] = None  # the evaluation at step 0 when already known (the stage cache's); None: measure
 
 
 def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, problems: ProblemStream, *,
@@ -53,7 +54,8 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, probl
         state = checkpoints.restore(optimizer)
         first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
     else:
-        first_step, total_tokens, last_eval = 1, 0, evaluation.measure()
+        first_step, total_tokens = 1, 0
+        last_eval = evaluation.measure() if evaluation.start is None else evaluation.start
         tracker.log_eval(0, last_eval)
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
@@ -116,7 +118,10 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     mask = rollout.completion_mask
     if cfg.mask_truncated_completions:  # a cut-off completion is not judged on an ending it never had
         mask = mask * (~rollout.truncated).unsqueeze(1)
-    with torch.no_grad():
+    # Every log-probability of the update (pi_old, the reference, pi) is taken under the same precision,
+    # so that a ratio of 1 stays 1 whatever the dtype.
+    autocast = torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    with torch.no_grad(), autocast:
         # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
         old_logp = completion_logprobs(policy, rollout, temperature)[0] if cfg.num_iterations > 1 else None
         ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
@@ -127,7 +132,8 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for part in slices:
-            logp, entropy = completion_logprobs(policy, rollout, temperature, part)
+            with autocast:
+                logp, entropy = completion_logprobs(policy, rollout, temperature, part)
             if iteration == 0:
                 first_pass_logp.append(logp.detach())
             out = grpo_loss(

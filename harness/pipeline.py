@@ -23,6 +23,7 @@ import copy
 import logging
 import random
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 OUTPUTS = {"explore": CHECKPOINT, "seed": "seed.jsonl", "sft": CHECKPOINT, "reward_model": CHECKPOINT,
            "grpo": CHECKPOINT}
+START = "start.json"  # a grpo_start cache entry: the GRPO stage's first evaluation and best-of-n samples
 
 
 class SeedTooSmall(RuntimeError):
@@ -253,9 +255,9 @@ class Pipeline:
             return stage_key(self._key_inputs("explore")) if "explore" in stages else base_key(cfg)
         if stage == "sft" and cfg.sft.source == "seed":
             return stage_key(self._key_inputs("seed")) if "seed" in stages else file_digest(cfg.sft.seed_path)
-        if stage in ("reward_model", "grpo"):  # the cold-started policy
+        if stage in ("reward_model", "grpo", "grpo_start"):  # the cold-started policy
             policy = stage_key(self._key_inputs("sft")) if "sft" in stages else ""
-            if stage == "grpo" and cfg.task.reward == "learned":  # and the reward model it trains on
+            if stage != "reward_model" and cfg.task.reward == "learned":  # and the reward model GRPO trains on
                 return f"{policy}+{stage_key(self._key_inputs('reward_model'))}"
             return policy
         return ""  # the base, named by the model config the stage reads
@@ -289,9 +291,15 @@ class Pipeline:
             return metrics
 
         with closing_on_failure(tracker, engine):
-            if stage == "grpo" and cfg.eval.best_of_n and resumed is None:
-                tracker.log_rows("best_of_n", evaluator.best_of_n_samples(engine))
-            evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == "grpo" else None)
+            at_start = None
+            if stage == "grpo" and resumed is None:
+                at_start = self._grpo_start(evaluator, model, engine)
+                if start == self.base:
+                    self._record_base(at_start["eval"])
+                if cfg.eval.best_of_n:
+                    tracker.log_rows("best_of_n", at_start["best_of_n"])
+            evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == "grpo" else None,
+                                    start=None if at_start is None else at_start["eval"])
             result = train_grpo(model, engine, self.task, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
                                 reward_name=reward, evaluation=evaluation, tracker=tracker,
                                 reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints, proxy=proxy)
@@ -299,6 +307,22 @@ class Pipeline:
         tracker.finish(result)
         self._record(stage, result)
         checkpoints.clear()
+
+    def _grpo_start(self, evaluator: Evaluator, model, engine: RolloutEngine) -> dict:
+        """The GRPO stage's start as the evaluator sees it: the held-out evaluation at step 0 and the
+        best-of-n samples. They depend on the start policy and eval.*, not on grpo.*, so the trials
+        of a sweep from one cold start share them through the stage cache (entry `grpo_start`)."""
+        key_inputs = self._key_inputs("grpo_start")
+        with self.cache.entry("grpo_start", stage_key(key_inputs)) as entry, tempfile.TemporaryDirectory() as scratch:
+            if entry is not None and entry.manifest() is not None:
+                return read_json(entry.folder / START)
+            # Evaluation samples from its own random stream: computing this moves no training randomness.
+            at_start = {"eval": evaluator(model, engine),
+                        "best_of_n": evaluator.best_of_n_samples(engine) if self.cfg.eval.best_of_n else []}
+            if entry is not None:
+                write_json(Path(scratch) / START, at_start)
+                entry.store(Path(scratch), {"run": self.run_name, "run_dir": str(self.run_dir), "inputs": key_inputs})
+            return at_start
 
     def _cold_start_examples(self, seed: Path | None) -> list[tuple[str, str]]:
         cfg = self.cfg.sft

@@ -34,6 +34,7 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     grpo_only = keys(compose, "grpo.beta=0.1", "grpo.num_generations=4", "task.reward=proxy")
     assert all(grpo_only[stage] == before[stage] for stage in COLD_START)  # a sweep over grpo.* shares its cold start
     assert grpo_only["grpo"] != before["grpo"]
+    assert grpo_only["grpo_start"] == before["grpo_start"]  # and the GRPO stage's first evaluation
     for change in ("grpo.beta=0.1", "task.reward=proxy", "eval.best_of_n=4"):
         assert keys(compose, change)["grpo"] != before["grpo"], change
     assert keys(compose, "checkpoint.every=1", "checkpoint.keep=none")["grpo"] == before["grpo"]
@@ -42,6 +43,8 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     sft = keys(compose, "sft.learning_rate=1e-3")
     assert sft["sft"] != before["sft"] and sft["explore"] == before["explore"] and sft["seed"] == before["seed"]
     assert sft["grpo"] != before["grpo"]  # GRPO starts from the cold start
+    assert sft["grpo_start"] != before["grpo_start"]
+    assert keys(compose, "eval.best_of_n=4")["grpo_start"] != before["grpo_start"]
     seeded = keys(compose, "seed=1")
     assert all(seeded[stage] != before[stage] for stage in cache.STAGE_READS)
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
@@ -86,7 +89,35 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
         assert json.loads((runs[run] / "summary.json").read_text()) == json.loads(
             (runs["off"] / "summary.json").read_text())
     entries = (tmp_path / "stages").glob("*/*/manifest.json")
-    assert sorted(p.parent.parent.name for p in entries) == ["explore", "grpo", "seed", "sft"]
+    assert sorted(p.parent.parent.name for p in entries) == ["explore", "grpo", "grpo_start", "seed", "sft"]
+
+
+def test_trials_that_differ_in_grpo_settings_share_the_grpo_stages_first_evaluation(
+        compose, model_cache, tmp_path, monkeypatch):
+    """The evaluation at GRPO's step 0 and the best-of-n samples depend on the cold start, not on
+    grpo.*: the second trial takes them from the cache and still gives a cache-off run's numbers."""
+    sampled = []
+    best_of_n = pipeline.Evaluator.best_of_n_samples
+    monkeypatch.setattr(pipeline.Evaluator, "best_of_n_samples",
+                        lambda self, engine: sampled.append(1) or best_of_n(self, engine))
+    runs = {}
+    for name, overrides in (("first", []), ("second", ["grpo.learning_rate=1e-3"]),
+                            ("second-uncached", ["grpo.learning_rate=1e-3", "cache.stages=false"])):
+        before = len(sampled)
+        Pipeline(compose(*SMOKE, "eval.best_of_n=4", f"model.cache_dir={model_cache}",
+                         f"cache.dir={tmp_path / 'stages'}", *overrides), tmp_path / name).run()
+        runs[name] = (tmp_path / name / "grpo", len(sampled) - before)
+    assert [drawn for _, drawn in runs.values()] == [1, 0, 1]  # the second trial sampled no best-of-n
+    first, second, uncached = (stage for stage, _ in runs.values())
+    assert read_jsonl(second / "best_of_n.jsonl") == read_jsonl(first / "best_of_n.jsonl")
+    assert read_jsonl(second / "eval.jsonl")[0] == read_jsonl(first / "eval.jsonl")[0]
+    assert untimed(second / "metrics.jsonl") != untimed(first / "metrics.jsonl")  # its own GRPO stage
+    for log in ("metrics.jsonl", "eval.jsonl", "best_of_n.jsonl"):
+        assert untimed(second / log) == untimed(uncached / log), log
+    trained, reference = (load_file(s / "checkpoint" / "model.safetensors") for s in (second, uncached))
+    assert all(trained[k].equal(reference[k]) for k in reference)
+    [entry] = (tmp_path / "stages" / "grpo_start").glob("*/manifest.json")
+    assert json.loads(entry.read_text())["run_dir"] == str(tmp_path / "first")
 
 
 def test_a_stored_grpo_stage_reports_its_evaluations_to_the_sweeper_and_stops_where_a_computed_one_is(

@@ -1,5 +1,6 @@
 """Options around the objective: the std floor, overlong handling, truncated completions."""
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -50,7 +51,7 @@ def test_masked_truncated_completions_give_no_gradient():
                       ["", "", ""], truncated)
     cfg = SimpleNamespace(micro_batch_size=0, mask_truncated_completions=True, num_iterations=1, beta=0.0,
                           loss_type="grpo", epsilon=0.2, epsilon_high=None, importance_sampling_level="token",
-                          max_grad_norm=1e9)
+                          max_grad_norm=1e9, bf16=False)
     rollout_cfg = SimpleNamespace(temperature=1.0, max_completion_length=4)
 
     def gradient(advantages):
@@ -83,7 +84,7 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(loss_type):
     def gradient(micro_batch_size):
         cfg = SimpleNamespace(micro_batch_size=micro_batch_size, mask_truncated_completions=False, num_iterations=1,
                               beta=0.0, loss_type=loss_type, epsilon=0.2, epsilon_high=None,
-                              importance_sampling_level="token", max_grad_norm=1e9)
+                              importance_sampling_level="token", max_grad_norm=1e9, bf16=False)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         metrics = policy_update(model, optimizer, rollout, advantages, None, cfg, rollout_cfg)
         return torch.cat([p.grad.flatten() for p in model.parameters()]), metrics["loss"]
@@ -93,3 +94,35 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(loss_type):
     assert full.abs().max() > 1e-3  # a gradient worth comparing
     torch.testing.assert_close(sliced, full, atol=1e-6, rtol=0)
     assert sliced_loss == pytest.approx(full_loss, abs=1e-6)
+
+
+def test_bf16_autocast_update_matches_float32_within_bfloat16_precision():
+    """grpo.bf16 runs the update's passes in bfloat16: a different gradient, within bfloat16's
+    precision of float32's, and so are the loss and the KL after the first pass has moved pi."""
+    tokenizer = build_tokenizer(["a", "b", "c"])
+    initial = build_tiny_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128),
+                               tokenizer, seed=0)
+    g = torch.Generator().manual_seed(1)
+    completions = torch.randint(4, 7, (8, 6), generator=g)
+    mask, truncated = completion_mask(completions, tokenizer.eos_token_id)
+    rollout = Rollout(torch.tensor([[1, 4, 5]] * 8), torch.ones(8, 3, dtype=torch.long), completions, mask,
+                      [""] * 8, truncated)
+    advantages = torch.randn(8, generator=g)
+    rollout_cfg = SimpleNamespace(temperature=1.0, max_completion_length=6)
+
+    def update(bf16):
+        cfg = SimpleNamespace(micro_batch_size=0, mask_truncated_completions=False, num_iterations=2, beta=0.04,
+                              loss_type="dapo", epsilon=0.2, epsilon_high=None, importance_sampling_level="token",
+                              max_grad_norm=1e9, bf16=bf16)
+        model = copy.deepcopy(initial)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        metrics = policy_update(model, optimizer, rollout, advantages, initial, cfg, rollout_cfg)
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), metrics
+
+    full, full_metrics = update(False)
+    half, half_metrics = update(True)
+    assert not torch.equal(half, full)  # the passes really ran in bfloat16
+    assert ((half - full).norm() / full.norm()).item() < 0.05
+    assert full_metrics["kl"] > 1e-4  # the second pass saw a policy that had moved
+    for key in ("loss", "kl"):
+        assert half_metrics[key] == pytest.approx(full_metrics[key], rel=0.05)
