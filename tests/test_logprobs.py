@@ -1,4 +1,5 @@
-"""Per-token log-probabilities: the head runs only on completion positions, with the same result."""
+"""Per-token log-probabilities: the head runs only on completion positions and each distinct prompt
+once, with the same values and gradients as one forward pass over every whole sequence."""
 
 import torch
 
@@ -27,3 +28,35 @@ def test_completion_logprobs_equal_a_full_forward_pass_on_left_padded_prompts():
     expected = torch.log_softmax(full[:, 4:-1].float() / 0.7, -1)
     assert torch.allclose(logp, expected.gather(-1, completion_ids[..., None]).squeeze(-1), atol=1e-6)
     assert torch.allclose(entropy, -(expected.exp() * expected).sum(-1), atol=1e-6)
+
+
+def test_a_group_sharing_its_prompt_gets_the_values_and_gradients_of_whole_sequences():
+    tokenizer = build_tokenizer([f"w{i}" for i in range(20)])
+    model = build_tiny_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
+                             tokenizer, seed=0)
+    torch.manual_seed(0)
+    prompts = torch.randint(4, 24, (2, 5))
+    prompt_mask = torch.ones(6, 5, dtype=torch.long)
+    prompt_mask[3:, :2] = 0  # the second group's prompt is left-padded
+    prompt_ids = prompts.repeat_interleave(3, dim=0)  # two groups of K = 3
+    completion_ids = torch.randint(4, 24, (6, 4))
+    rollout = Rollout(prompt_ids, prompt_mask, completion_ids, torch.ones_like(completion_ids), ["x"] * 6,
+                      torch.zeros(6, dtype=torch.bool))
+    weights = torch.randn(6, 4)
+
+    def gradient(logp):
+        model.zero_grad()
+        (logp * weights).sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    shared, _ = completion_logprobs(model, rollout, temperature=1.0)
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention = torch.cat([prompt_mask, torch.ones_like(completion_ids)], 1)
+    full = model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(1) - 1).clamp(min=0)).logits
+    whole = torch.log_softmax(full[:, 4:-1].float(), -1).gather(-1, completion_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(shared, whole, rtol=0, atol=1e-6)
+    expected = gradient(whole)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(gradient(shared), expected, rtol=1e-5, atol=1e-6)
+    one_row, _ = completion_logprobs(model, rollout, temperature=1.0, rows=slice(4, 5))  # a group cut by a slice
+    torch.testing.assert_close(one_row, whole[4:5], rtol=0, atol=1e-6)
