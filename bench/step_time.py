@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import replace
@@ -130,14 +131,17 @@ def run_trl(cfg, task, problems, steps: int, use_vllm: bool) -> dict:
 
 
 def table_rows(model: str, K: int, length: int, results: dict) -> list[str]:
-    """Markdown rows; the ratios are TRL's step time over ours (above 1: this harness is faster)."""
+    """Markdown rows; the ratios are TRL's step time over ours, in the same precision (above 1: this
+    harness is faster)."""
     rows = []
     for runner, res in results.items():
         if "error" in res:
             rows.append(f"| {model} | {K} | {length} | {runner} | | failed: {res['error']} | | | | |")
             continue
+        precision = "-bf16" if runner.endswith("-bf16") else ""
+        theirs = [f"trl-{engine}{precision}" for engine in ("hf", "vllm")]  # TRL in this runner's precision
         ratios = [f"{results[t]['step_s'] / res['step_s']:.2f}" if runner.startswith("ours") and "step_s" in
-                  results.get(t, {}) else "" for t in ("trl-hf", "trl-vllm")]
+                  results.get(t, {}) else "" for t in theirs]
         rows.append(f"| {model} | {K} | {length} | {runner} | {res['mean_length']:.1f} | {res['step_s']:.2f}"
                     f" | {res.get('rollout_s', float('nan')):.2f} | {res.get('update_s', float('nan')):.2f}"
                     f" | {ratios[0]} | {ratios[1]} |")
@@ -154,6 +158,10 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--steps", type=int, default=3, help="timed steps, after one warm-up step")
     args = parser.parse_args()
+    runners = args.runners.split(",")
+    for runner in runners:
+        if not re.fullmatch(r"(ours|trl)-(hf|vllm)(-bf16)?", runner):
+            parser.error(f"--runners: {runner!r} is not framework-engine[-bf16] (ours|trl, hf|vllm)")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, " + (
         torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
     table = ["| model | K | length | runner | mean completion tokens | step s | rollout s | update s | TRL-HF / this "
@@ -161,7 +169,7 @@ def main() -> int:
     for K in map(int, args.num_generations.split(",")):
         for length in map(int, args.lengths.split(",")):
             results = {}
-            for runner in args.runners.split(","):
+            for runner in runners:
                 framework, engine, *precision = runner.split("-")
                 cfg = harness_config(args.model, K, length, args.prompts, engine, bf16=precision == ["bf16"])
                 task = make_task(cfg.task)

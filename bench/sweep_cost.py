@@ -8,8 +8,8 @@ One TPE study (sampler seed 0) over five GRPO knobs, on the default recipe unles
   best   a fresh stage cache (explore, seed and SFT computed once), the pruner, two joblib jobs
          on one thread each, slots refilled as trials end
 
-Reports each way's wall-clock, trials finished and pruned, GRPO steps spent, and the best held-out
-pass@1 with its binomial standard error (over eval.num_prompts x eval.num_samples completions;
+Reports each way's wall-clock, trials finished and pruned, GRPO steps spent, when each trial ended,
+and the best held-out pass@1 with its binomial standard error (over eval.num_prompts x eval.num_samples completions;
 it ignores that samples of one prompt are correlated, so it is a floor).
 """
 
@@ -38,6 +38,8 @@ def run_way(way: str, scratch: Path, trials: int, pruner: str, extra: list[str])
                            f"cache.dir={scratch / 'stages'}", f"hydra.sweep.dir={sweep_dir}", *WAYS[way], *extra])
     study = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     best = study.best_trial
+    began = min(t.datetime_start for t in study.trials)
+    ends = sorted((t.datetime_complete - began).total_seconds() for t in study.trials if t.datetime_complete)
     config = json.loads(next(Path(best.user_attrs["run_dir"]).glob("grpo/config.json")).read_text())
     completions = config["eval"]["num_prompts"] * config["eval"]["num_samples"]
     return {"way": way, "seconds": round(seconds, 1), "trials": len(study.trials),
@@ -47,7 +49,9 @@ def run_way(way: str, scratch: Path, trials: int, pruner: str, extra: list[str])
                               if not t.user_attrs.get("cost/grpo/reused")),
             "grpo_reused": sum(bool(t.user_attrs.get("cost/grpo/reused")) for t in study.trials),
             "best_pass@1": round(best.value, 4),
-            "best_se": round(math.sqrt(best.value * (1 - best.value) / completions), 4), "best_params": best.params}
+            "best_se": round(math.sqrt(best.value * (1 - best.value) / completions), 4), "best_params": best.params,
+            # seconds from the first trial's start to each trial's end: what a shorter study would have taken
+            "trial_ends": [round(end, 1) for end in ends]}
 
 
 def main() -> None:

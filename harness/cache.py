@@ -20,6 +20,9 @@ reused longest ago) are deleted. An entry a process holds is never deleted.
 
   $COLDCLIMB_CACHE/stages/<stage>/<key>/   the stage directory's files, and manifest.json
   $COLDCLIMB_CACHE/stages/<stage>/<key>.lock
+
+One entry is not a stage: `grpo_start/<key>/start.json`, the GRPO stage's first held-out evaluation
+and best-of-n samples, keyed like GRPO less `grpo.*`, so every trial from one cold start shares them.
 """
 
 from __future__ import annotations

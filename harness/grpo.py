@@ -32,7 +32,7 @@ class Evaluation:
     every: int
     # Sees every evaluation after the start: a sweeper reports it, and may stop the stage there by raising.
     on_eval: Optional[Callable[[int, dict], None]] = None
-    start: Optional[dict] = None  # the evaluation at step 0 when already known (the stage cache's); None: measure
+    at_start: Optional[dict] = None  # the evaluation at step 0 when already known (the stage cache's); None: measure
 
 
 def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, problems: ProblemStream, *,
@@ -55,7 +55,7 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, probl
         first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
     else:
         first_step, total_tokens = 1, 0
-        last_eval = evaluation.measure() if evaluation.start is None else evaluation.start
+        last_eval = evaluation.measure() if evaluation.at_start is None else evaluation.at_start
         tracker.log_eval(0, last_eval)
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
@@ -118,28 +118,32 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     mask = rollout.completion_mask
     if cfg.mask_truncated_completions:  # a cut-off completion is not judged on an ending it never had
         mask = mask * (~rollout.truncated).unsqueeze(1)
-    # Every log-probability of the update (pi_old, the reference, pi) is taken under the same precision,
-    # so that a ratio of 1 stays 1 whatever the dtype.
-    autocast = torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    with torch.no_grad(), autocast:
+
+    def scored(model, part: slice):
+        """pi_old, the reference and pi in one precision and on the same micro-batches: the very same
+        computation, so that a ratio of 1 stays exactly 1 (and pi_old's pass holds one micro-batch's
+        logits at a time, not the whole batch's)."""
+        with torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            return completion_logprobs(model, rollout, temperature, part)
+
+    with torch.no_grad():
         # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
-        old_logp = completion_logprobs(policy, rollout, temperature)[0] if cfg.num_iterations > 1 else None
-        ref_logp = completion_logprobs(reference, rollout, temperature)[0] if cfg.beta > 0 else None
+        old_logp = [scored(policy, part)[0] for part in slices] if cfg.num_iterations > 1 else None
+        ref_logp = [scored(reference, part)[0] for part in slices] if cfg.beta > 0 else None
     tokens = max(mask.sum().item(), 1)
     averaged: dict[str, float] = {}
     first_pass_logp = []  # pi_old as the trainer computes it, to hold the engine's log-probs against
     policy.train()
     for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        for part in slices:
-            with autocast:
-                logp, entropy = completion_logprobs(policy, rollout, temperature, part)
+        for i, part in enumerate(slices):
+            logp, entropy = scored(policy, part)
             if iteration == 0:
                 first_pass_logp.append(logp.detach())
             out = grpo_loss(
-                logp, logp.detach() if old_logp is None else old_logp[part], advantages[part], mask[part],
+                logp, logp.detach() if old_logp is None else old_logp[i], advantages[part], mask[part],
                 loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
-                ref_logp=None if ref_logp is None else ref_logp[part],
+                ref_logp=None if ref_logp is None else ref_logp[i],
                 max_completion_length=rollout_cfg.max_completion_length, num_items_in_batch=tokens,
                 importance_sampling_level=cfg.importance_sampling_level,
             )

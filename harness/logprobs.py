@@ -16,7 +16,7 @@ def completion_logprobs(model, rollout: Rollout, temperature: float, rows: slice
 
     The K completions of a group share their prompt, so each distinct prompt runs once and its
     keys and values are handed to every completion of it (gradients flow back through them):
-    on the default task the prompt is two thirds of every sequence.
+    on the default task the prompt is three quarters of every sequence.
     """
     prompt_ids, prompt_mask = rollout.prompt_ids[rows], rollout.prompt_mask[rows]
     completion_ids = rollout.completion_ids[rows]
@@ -30,6 +30,9 @@ def completion_logprobs(model, rollout: Rollout, temperature: float, rows: slice
     logits = prompts.logits[prompt_of_row]
     if completion_ids.size(1) > 1:  # each completion token but the last predicts the next one
         cache = prompts.past_key_values
+        if not hasattr(cache, "batch_select_indices"):
+            raise TypeError(f"{type(model).__name__} returns no key-value cache that can be shared between a "
+                            f"prompt's completions (use_cache=True gave {type(cache).__name__})")
         cache.batch_select_indices(prompt_of_row)
         attention = torch.cat([prompt_mask, torch.ones_like(completion_ids)], dim=1)
         position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate numbers left-padded rows

@@ -291,15 +291,15 @@ class Pipeline:
             return metrics
 
         with closing_on_failure(tracker, engine):
-            at_start = None
+            first = None
             if stage == "grpo" and resumed is None:
-                at_start = self._grpo_start(evaluator, model, engine)
+                first = self._grpo_start(evaluator, model, engine)
                 if start == self.base:
-                    self._record_base(at_start["eval"])
+                    self._record_base(first["eval"])
                 if cfg.eval.best_of_n:
-                    tracker.log_rows("best_of_n", at_start["best_of_n"])
+                    tracker.log_rows("best_of_n", first["best_of_n"])
             evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == "grpo" else None,
-                                    start=None if at_start is None else at_start["eval"])
+                                    at_start=None if first is None else first["eval"])
             result = train_grpo(model, engine, self.task, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
                                 reward_name=reward, evaluation=evaluation, tracker=tracker,
                                 reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints, proxy=proxy)

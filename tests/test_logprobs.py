@@ -1,6 +1,9 @@
 """Per-token log-probabilities: the head runs only on completion positions and each distinct prompt
 once, with the same values and gradients as one forward pass over every whole sequence."""
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from harness.config import ModelConfig
@@ -60,3 +63,29 @@ def test_a_group_sharing_its_prompt_gets_the_values_and_gradients_of_whole_seque
     torch.testing.assert_close(gradient(shared), expected, rtol=1e-5, atol=1e-6)
     one_row, _ = completion_logprobs(model, rollout, temperature=1.0, rows=slice(4, 5))  # a group cut by a slice
     torch.testing.assert_close(one_row, whole[4:5], rtol=0, atol=1e-6)
+
+
+def test_completions_of_one_token_are_scored_from_the_prompt_alone():
+    tokenizer = build_tokenizer([f"w{i}" for i in range(20)])
+    model = build_tiny_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
+                             tokenizer, seed=0).eval()
+    torch.manual_seed(0)
+    prompt_ids = torch.randint(4, 24, (4, 5))
+    completion_ids = torch.full((4, 1), tokenizer.eos_token_id)  # every completion ended at once
+    rollout = Rollout(prompt_ids, torch.ones_like(prompt_ids), completion_ids, torch.ones_like(completion_ids),
+                      [""] * 4, torch.zeros(4, dtype=torch.bool))
+    logp, _ = completion_logprobs(model, rollout, temperature=1.0)
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    full = torch.log_softmax(model(input_ids=ids).logits[:, -2].float(), -1)
+    assert logp.shape == (4, 1)
+    torch.testing.assert_close(logp[:, 0], full.gather(-1, completion_ids).squeeze(-1), rtol=0, atol=1e-6)
+
+
+def test_a_model_without_a_shareable_cache_is_named_in_one_line():
+    def no_cache(input_ids, **_):
+        return SimpleNamespace(logits=torch.zeros(input_ids.size(0), 1, 8), past_key_values=None)
+
+    rollout = Rollout(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long),
+                      torch.ones(2, 2, dtype=torch.long), torch.ones(2, 2), ["", ""], torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="^function returns no key-value cache .* gave NoneType"):
+        completion_logprobs(no_cache, rollout, temperature=1.0)

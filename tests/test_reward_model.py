@@ -165,7 +165,7 @@ def test_a_bad_reward_model_setting_is_named_in_one_line(compose, override, name
 def keys(compose, *overrides) -> dict:
     pipe = Pipeline.__new__(Pipeline)  # the keys need only the config: no model is built
     pipe.cfg = compose("pipeline.stages=[sft,grpo]", "sft.source=solver", *overrides)
-    return {stage: cache.stage_key(pipe._key_inputs(stage)) for stage in ("sft", "reward_model", "grpo")}
+    return {stage: cache.stage_key(pipe._key_inputs(stage)) for stage in ("sft", "reward_model", "grpo", "grpo_start")}
 
 
 def test_the_reward_models_key_follows_its_settings_the_cold_start_and_the_seed_and_grpo_follows_it(compose):
@@ -175,12 +175,15 @@ def test_the_reward_models_key_follows_its_settings_the_cold_start_and_the_seed_
                    "rollout.temperature=0.7"):
         after = keys(compose, "task.reward=learned", change)
         assert after["reward_model"] != before["reward_model"] and after["grpo"] != before["grpo"], change
+        assert after["grpo_start"] != before["grpo_start"], change  # the start's evaluation scores the proxy
     sft = keys(compose, "task.reward=learned", "sft.learning_rate=1e-3")
     assert sft["sft"] != before["sft"]  # the reward model's data come from the cold-started policy
     beta = keys(compose, "task.reward=learned", "grpo.beta=0.1")  # a sweep over grpo.* trains one reward model
     assert beta["reward_model"] == before["reward_model"] and beta["grpo"] != before["grpo"]
+    assert beta["grpo_start"] == before["grpo_start"]
     gold = keys(compose, "task.reward=gold")
     assert gold["reward_model"] == before["reward_model"] and gold["grpo"] != before["grpo"]
+    assert gold["grpo_start"] != before["grpo_start"]  # no learned proxy to score the start with
     assert keys(compose, "task.reward=gold", "reward_model.train_size=500")["grpo"] == gold["grpo"]  # not read
 
 
