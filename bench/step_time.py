@@ -30,6 +30,8 @@ from hydra import compose, initialize_config_module
 
 from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy
+from harness.rewards.pool import RewardPool
+from harness.rewards.reward import Reward
 from harness.rollout import make_engine
 from harness.tasks import ProblemStream, make_task
 from harness.train import to_config
@@ -78,8 +80,9 @@ def run_ours(cfg, task, problems, steps: int) -> dict:
     engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
     clock = StepClock()
     try:
-        train_grpo(model, engine, task, problems, cfg=replace(cfg.grpo, steps=steps + 1), rollout_cfg=cfg.rollout,
-                   reward_name="gold", evaluation=Evaluation(dict, every=steps + 2), tracker=clock)
+        with RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb) as pool:
+            train_grpo(model, engine, Reward.for_task(pool, cfg.task), problems, cfg=replace(cfg.grpo, steps=steps + 1),
+                       rollout_cfg=cfg.rollout, evaluation=Evaluation(dict, every=steps + 2), tracker=clock)
     finally:
         engine.close()
     return clock.result()

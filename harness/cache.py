@@ -36,34 +36,36 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 import transformers
 
-from harness.sources import cache_root, fingerprint, installed_version
+from harness.config import as_tree
+from harness.sources import cache_root, fingerprint, installed_version, task_sources
 
 log = logging.getLogger(__name__)
 
 # Config groups (or single keys) each cached stage reads: a change to any of them is a new entry.
 STAGE_READS = {
-    "explore": ("model", "task", "rollout", "explore", "eval", "seed", "device", "threads"),
+    "explore": ("model", "task", "task.partial_credit", "rollout", "explore", "eval", "seed", "device", "threads"),
     # the held-out set (eval.*) is what its problem stream skips
     "seed": ("task", "rollout", "seed_set", "eval.num_prompts", "eval.seed", "seed", "device", "threads"),
     "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
     # task.reward=learned only; it samples held-out problems (eval.*) to judge itself, and its stream skips them
     "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
                      "threads"),
-    "grpo": ("model", "task", "task.reward", "rollout", "grpo", "eval", "seed", "device", "threads"),
+    "grpo": ("model", "task", "task.reward", "task.partial_credit", "rollout", "grpo", "eval", "seed", "device",
+             "threads"),
     # not a stage: the GRPO stage's first evaluation and best-of-n samples, the same for any grpo.* (its
     # start key names the cold start, and with task.reward=learned the reward model)
     "grpo_start": ("model", "task", "rollout", "eval", "seed", "device", "threads"),
 }
 # Keys a group read whole leaves out: where the base models are kept, and a seed set's path (the
-# start key names the set by its content); and the GRPO stage's reward, which GRPO names itself.
-NOT_READ = ("task.reward", "model.cache_dir", "sft.seed_path")
+# start key names the set by its content); how many processes score (not what they score); and the
+# GRPO stage's reward and whether it trains on partial credit, which the stages that train name themselves.
+NOT_READ = ("task.reward", "task.partial_credit", "task.reward_workers", "model.cache_dir", "sft.seed_path")
 # What a stage directory holds that is this run's own, not the stage's output.
 RUN_OWN = ("config.json", "run.json", "resume")
 MANIFEST = "manifest.json"
@@ -96,14 +98,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_digest(path) -> str:
-    """The key of an input given as a file (a seed set from an earlier run): its content."""
-    return _sha256(Path(path))[:16]
-
-
 def _read(cfg) -> dict:
     """The config as a tree, without the keys no cached stage reads."""
-    tree = json.loads(json.dumps(asdict(cfg), default=str))
+    tree = as_tree(cfg)
     for name in NOT_READ:
         group, key = name.split(".")
         del tree[group][key]
@@ -117,8 +114,9 @@ def _digest(inputs: dict) -> str:
 def base_key(cfg) -> str:
     """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
     tree = _read(cfg)
-    return _digest({"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"],
-                    "code": code_version(cfg.device)})
+    inputs = {"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"],
+              "code": code_version(cfg.device)}
+    return _digest({**inputs, "task_sources": sources} if (sources := task_sources(cfg.task)) else inputs)
 
 
 def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
@@ -127,7 +125,11 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
     values = {name: functools.reduce(getattr, name.split("."), cfg) if name in NOT_READ  # named by the stage
                     else functools.reduce(dict.__getitem__, name.split("."), tree) for name in STAGE_READS[stage]}
     source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
-    return {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
+    inputs = {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
+    sources = task_sources(cfg.task)
+    if sources and "task" in STAGE_READS[stage]:  # none for a built-in task, which its config names whole
+        inputs["task_sources"] = sources
+    return inputs
 
 
 def stage_key(inputs: dict) -> str:

@@ -1,6 +1,7 @@
-"""Structured configs, one dataclass per concern: the one source of every default.
+"""Structured configs, one dataclass per concern: the one source of every default. A package's own group
+may live beside it (the task's: harness.tasks.config); this module gathers them into the run's `Config`.
 
-Each field carries its help and its bounds (`setting`); `harness.validation` checks them all in
+Each field carries its help and its bounds (`harness.settings.setting`); `harness.validation` checks them all in
 one loop, before any model loads. The dataclasses are registered as the Hydra groups' default
 options; the YAML in `harness/conf/` holds only variants (another model, task, engine) and
 presets (`experiment/`, `sweep/`), each saying only what it changes.
@@ -10,30 +11,21 @@ presets (`experiment/`, `sweep/`), each saying only what it changes.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from harness.settings import setting
+from harness.tasks.config import TASK_REWARDS, TaskConfig
+
 STAGES = ("explore", "seed", "sft", "grpo")  # the recipe's, which pipeline.stages picks from
 # Every stage a run may go through, in order: the reward model's is implied by task.reward=learned.
 STAGE_ORDER = ("explore", "seed", "sft", "reward_model", "grpo")
-TASK_NAMES = ("ordering", "countdown")
-TASK_REWARDS = ("gold", "proxy")  # the task's own: its verifier and its hand-made formula
-REWARDS = (*TASK_REWARDS, "learned")  # learned: a reward model trained on gold labels (harness.reward_model)
-
-
-def setting(default: Any, help: str, *, low=None, high=None, positive: bool = False, unit: bool = False,
-            choices: tuple | None = None) -> Any:
-    """A config field with its help and bounds: `low`/`high` inclusive, `positive` (0, inf), `unit` (0, 1],
-    `choices` (for a list, of each element). None, where a field allows it, is never checked."""
-    metadata = {"help": help, "low": low, "high": high, "positive": positive, "unit": unit, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -55,26 +47,6 @@ class ModelConfig:
     pretrain_batch_size: int = setting(64, "the tiny base's pre-training batch", low=1)
     pretrain_learning_rate: float = setting(3e-3, "the tiny base's pre-training learning rate", positive=True)
     pretrain_seed: int = setting(0, "the tiny base's initialisation and pre-training seed")
-
-
-@dataclass
-class TaskConfig:
-    name: str = setting("ordering", "ordering (items before others) or countdown (reach a target)",
-                        choices=TASK_NAMES)
-    num_items: int = setting(6, "ordering: items to order; a random order passes (6, 4) 8.5%, (8, 10) 0.5%", low=2)
-    num_constraints: int = setting(4, "ordering: 'x before y' rules", low=1)
-    item_pool: Optional[int] = setting(None, "ordering: draw each problem's items from this many symbols; None: "
-                                             "always the same num_items")
-    num_numbers: int = setting(3, "countdown: numbers to combine; a random answer passes (3, 10, 50) 7.2%", low=2,
-                               high=5)  # the solver searches every expression: 5 numbers take seconds
-    max_number: int = setting(10, "countdown: numbers are drawn from 1 to this", low=1)
-    max_target: int = setting(50, "countdown: the largest target", low=1)
-    prompt_style: str = setting("compact", "compact: symbols, for the tiny model; natural: words, for instruct "
-                                           "models", choices=("compact", "natural"))
-    proxy_missing_penalty: float = setting(0.15, "lam in the proxy reward: small is hackable", low=0)
-    reward: str = setting("gold", "the reward the GRPO stage trains on: gold, the proxy formula, or a learned reward "
-                                  "model as the proxy (reward_model.*), measured in its place",
-                          choices=REWARDS)
 
 
 @dataclass
@@ -261,6 +233,14 @@ class Config:
                                        "and labels arms by it, in place of the keys each arm sets")
     run_name: Optional[str] = setting(None, "None: the run directory's name")
     output_dir: Optional[str] = setting(None, "None: Hydra's run directory")
+
+
+def as_tree(cfg) -> dict:
+    """A config as plain JSON values (tuples as lists, a free-key dict as a dict, whether Hydra built the
+    config or Python did): what stage keys and recorded configs are made of."""
+    def plain(value):
+        return OmegaConf.to_container(value) if isinstance(value, DictConfig) else str(value)
+    return json.loads(json.dumps(asdict(cfg), default=plain))
 
 
 def group_defaults() -> dict[str, str]:

@@ -1,6 +1,7 @@
-"""Held-out evaluation: gold and proxy pass@1 on a fixed problem set, and the KL of the policy
-to the stage's initial policy (the x-axis of reward over-optimisation curves). The proxy is the
-one the stage trains on: the task's formula, or a learned reward model (task.reward=learned)."""
+"""Held-out evaluation: gold pass@1 (full marks) and the mean gold and proxy scores on a fixed problem
+set, and the KL of the policy to the stage's initial policy (the x-axis of reward over-optimisation
+curves). The proxy is the one the stage's `Reward` measures: a function, the task's formula, or a
+learned reward model (task.reward=learned)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from transformers import PreTrainedModel
 
 from harness.config import EvalConfig, RolloutConfig
 from harness.logprobs import completion_logprobs
+from harness.metrics import full_marks
+from harness.rewards.reward import Reward, failure_metrics
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
-from harness.sampling import ProxyReward, task_rewards
-from harness.tasks import Problem, Task
+from harness.tasks import Problem
 
 SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
 
 
 class Evaluator:
-    def __init__(self, task: Task, problems: list[Problem], eval_cfg: EvalConfig, rollout_cfg: RolloutConfig,
-                 initial_policy: Optional[PreTrainedModel] = None, proxy: Optional[ProxyReward] = None):
-        self.task, self.problems, self.cfg = task, problems, eval_cfg
-        self.initial_policy, self.proxy = initial_policy, proxy
+    def __init__(self, reward: Reward, problems: list[Problem], eval_cfg: EvalConfig, rollout_cfg: RolloutConfig,
+                 initial_policy: Optional[PreTrainedModel] = None):
+        self.reward, self.problems, self.cfg = reward, problems, eval_cfg
+        self.initial_policy = initial_policy
         self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
 
     @contextmanager
@@ -39,13 +41,16 @@ class Evaluator:
     def __call__(self, policy: PreTrainedModel, engine: RolloutEngine) -> dict:
         with self.own_randomness():
             rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
-        gold, proxy = task_rewards(self.task, self.problems, rollout.texts, self.proxy)
+        gold, proxy, failures = self.reward.measure(self.problems, rollout)
+        passed = full_marks(gold)
         metrics = {
-            "eval/gold_pass@1": gold.mean().item(),
+            "eval/gold_pass@1": passed.mean().item(),
             # each held-out prompt's pass rate, in the held-out set's order: for intervals over prompts
-            "eval/gold_pass@1/per_prompt": gold.view(len(self.problems), -1).mean(1).tolist(),
+            "eval/gold_pass@1/per_prompt": passed.view(len(self.problems), -1).mean(1).tolist(),
+            "eval/gold_score": gold.mean().item(),  # with partial credit, above pass@1
             "eval/proxy_reward": proxy.mean().item(),
             "eval/completion_length": rollout.completion_mask.sum(1).float().mean().item(),
+            **failure_metrics(failures, "eval/rewards"),
         }
         if self.initial_policy is not None:
             metrics["eval/kl_to_initial"] = self.sequence_kl(policy, rollout)
@@ -57,9 +62,9 @@ class Evaluator:
         they give the best-of-n baseline of over-optimisation plots (Gao et al. 2022)."""
         with self.own_randomness():
             rollout = engine.generate([p.prompt for p in self.problems], self.cfg.best_of_n, self.sampling)
-        gold, proxy = task_rewards(self.task, self.problems, rollout.texts, self.proxy)
-        return [{"problem": i // self.cfg.best_of_n, "gold": g, "proxy": x}
-                for i, (g, x) in enumerate(zip(gold.tolist(), proxy.tolist()))]
+        gold, proxy, _ = self.reward.measure(self.problems, rollout)
+        return [{"problem": i // self.cfg.best_of_n, "gold": passed, "gold_score": g, "proxy": x}  # gold as pass@1
+                for i, (passed, g, x) in enumerate(zip(full_marks(gold).tolist(), gold.tolist(), proxy.tolist()))]
 
     def sequence_kl(self, policy: PreTrainedModel, rollout: Rollout) -> float:
         """KL(pi || pi_init) per completion, in nats: the mean over samples from pi of

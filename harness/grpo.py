@@ -17,8 +17,9 @@ from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import compute_advantages, grpo_loss, micro_batch_share
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
-from harness.sampling import ProxyReward, sample_groups
-from harness.tasks import ProblemStream, Task
+from harness.rewards.reward import Reward, failure_metrics
+from harness.sampling import sample_groups
+from harness.tasks import ProblemStream
 from harness.tracking import StageTracker
 
 COMPLETIONS_PER_TABLE = 8
@@ -35,14 +36,12 @@ class Evaluation:
     at_start: Optional[dict] = None  # the evaluation at step 0 when already known (the stage cache's); None: measure
 
 
-def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, problems: ProblemStream, *,
-               cfg: GRPOConfig, rollout_cfg: RolloutConfig, reward_name: str, evaluation: Evaluation,
-               tracker: StageTracker, reference: Optional[PreTrainedModel] = None,
-               checkpoints: Optional[StageCheckpoints] = None, proxy: Optional[ProxyReward] = None) -> dict:
+def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, problems: ProblemStream, *,
+               cfg: GRPOConfig, rollout_cfg: RolloutConfig, evaluation: Evaluation, tracker: StageTracker,
+               reference: Optional[PreTrainedModel] = None, checkpoints: Optional[StageCheckpoints] = None) -> dict:
     """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation.
 
-    `reward_name` (gold, proxy or learned) picks the reward that trains; gold and proxy are always
-    logged. `proxy` scores completions in place of the task's formula (a learned reward model).
+    `reward` measures gold and proxy (both logged) and says which trains.
     `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
     `checkpoints` saves the loop's state as it goes; when it holds a resumed state, the loop goes on
     from there, the policy already holding its weights.
@@ -60,7 +59,7 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, probl
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        sampled, to_train, rounds = sample_groups(engine, task, problems, cfg, sampling, reward_name, proxy)
+        sampled, to_train, rounds = sample_groups(engine, reward, problems, cfg, sampling)
         rollout_time = time.perf_counter() - start
 
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
@@ -78,6 +77,7 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, task: Task, probl
             **reward_metrics(sampled.gold, sampled.proxy, sampled.reward, K),
             **dead_group_cost(sampled.reward, sampled.rollout, K),
             **completion_metrics(sampled.rollout),
+            **failure_metrics(sampled.failures),
             **update,
             "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
             "update/groups": len(to_train.problems),

@@ -19,6 +19,12 @@ def live_groups(reward: torch.Tensor, num_generations: int) -> torch.Tensor:
     return reward.view(-1, num_generations).std(dim=1) > LIVE_STD
 
 
+def full_marks(gold: torch.Tensor) -> torch.Tensor:
+    """1 where the gold score is full marks, else 0: what pass@1 counts. Exactly 1, in float64: a verifier
+    summing partial credit may give a wrong answer 1 + 2e-16 (reasoning-gym's spell_backward does)."""
+    return (gold == 1.0).float()
+
+
 def is_binary(reward: torch.Tensor) -> bool:
     """Every reward is 0 or 1: the case the live-group theory is about."""
     return bool(((reward == 0) | (reward == 1)).all())
@@ -36,7 +42,7 @@ def reward_metrics(gold: torch.Tensor, proxy: torch.Tensor, reward: torch.Tensor
     """
     group_std = reward.view(-1, num_generations).std(dim=1)
     live = live_groups(reward, num_generations).float()
-    pass_rates = gold.view(-1, num_generations).mean(dim=1)
+    pass_rates = full_marks(gold).view(-1, num_generations).mean(dim=1)
     return {
         "reward": reward.mean().item(),
         "reward_std": group_std.mean().item(),

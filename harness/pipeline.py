@@ -26,14 +26,13 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from optuna import TrialPruned
 
-from harness.cache import Entry, StageCache, base_key, file_digest, stage_inputs, stage_key
+from harness.cache import Entry, StageCache, base_key, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import STAGE_ORDER, STAGES, Config, GRPOConfig
 from harness.evaluate import Evaluator
@@ -41,10 +40,14 @@ from harness.faults import TrialSuperseded
 from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy, save_policy
 from harness.reward_model import LearnedProxy, classifier_from_policy, judge, labelled_samples, train_reward_model
+from harness.resume import recorded_config
+from harness.rewards.pool import RewardPool
+from harness.rewards.reward import Reward
 from harness.rollout import RolloutEngine, make_engine
 from harness.seed_set import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
-from harness.tasks import ProblemStream, heldout_problems, make_task
+from harness.sources import content_digest
+from harness.tasks import ProblemStream, heldout_problems, kept_out, make_task
 from harness.tracking import StageTracker, read_json, read_jsonl, scalars, write_json
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class Pipeline:
         self.run_name = cfg.run_name or self.run_dir.name
         self.task = make_task(cfg.task)
         self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
-        heldout_keys = {p.key for p in self.heldout}
+        heldout_keys = kept_out(self.task, self.heldout)
         # One stream of training problems per stage, each with its own seed.
         self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, heldout_keys)
                         for i, stage in enumerate(STAGES)}
@@ -90,6 +93,8 @@ class Pipeline:
         self.streams["reward_model"] = ProblemStream(self.task, f"reward_model/{cfg.seed}", heldout_keys)
         self.base = base_model(cfg.model, self.task)
         self.cache = StageCache(cfg.cache.stages, cfg.cache.dir, cfg.cache.max_size_gb)
+        self.pool = RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb)
+        self.reward = Reward.for_task(self.pool, cfg.task)  # gold and the task's proxy, measured; gold trains
         self.summary: dict = {}
         self.cost: dict = {}  # cost/<stage>/{seconds,reused,steps,rollout_tokens}: for status.json and the study
 
@@ -101,11 +106,12 @@ class Pipeline:
         else:  # a directory used before: nothing of that run may pass for this one's
             (self.run_dir / "summary.json").unlink(missing_ok=True)
         base, seed_path = self.base, Path(self.cfg.sft.seed_path) if self.cfg.sft.seed_path else None
-        explorer = self._stage("explore", self.explore, base) or base
-        seed = self._stage("seed", self.seed_set, explorer) or seed_path
-        policy = self._stage("sft", self.sft, base, seed) or base
-        reward_model = self._stage("reward_model", self.reward_model, policy)
-        self._stage("grpo", self.grpo, policy, reward_model)
+        with self.pool:
+            explorer = self._stage("explore", self.explore, base) or base
+            seed = self._stage("seed", self.seed_set, explorer) or seed_path
+            policy = self._stage("sft", self.sft, base, seed) or base
+            reward_model = self._stage("reward_model", self.reward_model, policy)
+            self._stage("grpo", self.grpo, policy, reward_model)
         prune_finished(self.run_dir, self.stages, self.cfg.checkpoint.keep)
         return self.summary
 
@@ -118,14 +124,15 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------
     def explore(self, base: Path) -> None:
-        self._grpo_stage("explore", base, self.cfg.explore, self.cfg.explore.reward)
+        self._grpo_stage("explore", base, self.cfg.explore, Reward.for_task(self.pool, self.cfg.task,
+                                                                             self.cfg.explore.reward))
 
     def seed_set(self, explorer: Path) -> None:
         tracker = self._begin("seed")
         model, tokenizer = self._load(explorer)
         engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
         with closing_on_failure(tracker, engine):
-            rows = rejection_sample(engine, self.task, self.streams["seed"], cfg=self.cfg.seed_set,
+            rows = rejection_sample(engine, self.reward, self.streams["seed"], cfg=self.cfg.seed_set,
                                     rollout_cfg=self.cfg.rollout, tracker=tracker)
         save_seed(rows, tracker.dir / OUTPUTS["seed"])
         tracker.finish({"seed/size": len(rows)})
@@ -136,7 +143,7 @@ class Pipeline:
         tracker = self._begin("sft")
         model, tokenizer = self._load(base)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
-        evaluator = self._evaluator(initial=self._frozen_copy(model))
+        evaluator = self._evaluator(self._frozen_copy(model), self.reward)
         with closing_on_failure(tracker, engine):
             examples = self._cold_start_examples(seed)
             initial = evaluator(model, engine)
@@ -157,7 +164,7 @@ class Pipeline:
         model, tokenizer = self._load(policy)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
         with closing_on_failure(tracker, engine):
-            train, heldout = labelled_samples(engine, self.task, self.streams["reward_model"], self.heldout,
+            train, heldout = labelled_samples(engine, self.reward, self.streams["reward_model"], self.heldout,
                                               cfg.reward_model, cfg.rollout)
             classifier = classifier_from_policy(policy, tokenizer, cfg.model.dtype, cfg.device, cfg.seed)
             train_reward_model(classifier, tokenizer, train, cfg.reward_model, seed=cfg.seed, log=tracker.log)
@@ -170,8 +177,8 @@ class Pipeline:
     def grpo(self, policy: Path, reward_model: Path | None) -> None:
         """GRPO from `policy`; with task.reward=learned, `reward_model` is the proxy it trains on."""
         cfg = self.cfg
-        proxy = LearnedProxy.load(reward_model, cfg.model.dtype, cfg.device) if reward_model is not None else None
-        self._grpo_stage("grpo", policy, cfg.grpo, cfg.task.reward, proxy)
+        learned = LearnedProxy.load(reward_model, cfg.model.dtype, cfg.device) if reward_model is not None else None
+        self._grpo_stage("grpo", policy, cfg.grpo, Reward.for_task(self.pool, cfg.task, cfg.task.reward, learned))
 
     # -- running a stage: resumed, reused from the stage cache, or computed ------------------
     def _stage(self, stage: str, make, *inputs) -> Path | None:
@@ -254,7 +261,7 @@ class Pipeline:
         if stage == "seed":
             return stage_key(self._key_inputs("explore")) if "explore" in stages else base_key(cfg)
         if stage == "sft" and cfg.sft.source == "seed":
-            return stage_key(self._key_inputs("seed")) if "seed" in stages else file_digest(cfg.sft.seed_path)
+            return stage_key(self._key_inputs("seed")) if "seed" in stages else content_digest(cfg.sft.seed_path)
         if stage in ("reward_model", "grpo", "grpo_start"):  # the cold-started policy
             policy = stage_key(self._key_inputs("sft")) if "sft" in stages else ""
             if stage != "reward_model" and cfg.task.reward == "learned":  # and the reward model GRPO trains on
@@ -263,10 +270,8 @@ class Pipeline:
         return ""  # the base, named by the model config the stage reads
 
     # -- helpers ----------------------------------------------------------------------------
-    def _grpo_stage(self, stage: str, start: Path, grpo_cfg: GRPOConfig, reward: str,
-                    proxy: LearnedProxy | None = None) -> None:
-        """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo); `proxy`, when
-        given, is the proxy reward it measures (and with reward=learned trains on), not the task's formula."""
+    def _grpo_stage(self, stage: str, start: Path, grpo_cfg: GRPOConfig, reward: Reward) -> None:
+        """GRPO from `start` with the stage's own knobs (grpo_cfg: cfg.explore or cfg.grpo) and reward."""
         cfg = self.cfg
         checkpoints = StageCheckpoints(self.run_dir / stage, cfg.checkpoint.every, self.streams[stage], cfg.resume)
         resumed = checkpoints.resumed
@@ -282,7 +287,7 @@ class Pipeline:
         if resumed is not None:
             log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
         engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
-        evaluator = self._evaluator(initial=frozen, proxy=proxy)
+        evaluator = self._evaluator(frozen, reward)
 
         def evaluate() -> dict:
             metrics = evaluator(model, engine)
@@ -293,32 +298,34 @@ class Pipeline:
         with closing_on_failure(tracker, engine):
             first = None
             if stage == "grpo" and resumed is None:
-                first = self._grpo_start(evaluator, model, engine)
+                first = self._grpo_start(evaluator, model, engine, best_of_n=reward.has_proxy)
                 if start == self.base:
                     self._record_base(first["eval"])
-                if cfg.eval.best_of_n:
+                if first["best_of_n"]:
                     tracker.log_rows("best_of_n", first["best_of_n"])
             evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == "grpo" else None,
                                     at_start=None if first is None else first["eval"])
-            result = train_grpo(model, engine, self.task, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
-                                reward_name=reward, evaluation=evaluation, tracker=tracker,
-                                reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints, proxy=proxy)
+            result = train_grpo(model, engine, reward, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
+                                evaluation=evaluation, tracker=tracker,
+                                reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints)
         self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self._record(stage, result)
         checkpoints.clear()
 
-    def _grpo_start(self, evaluator: Evaluator, model, engine: RolloutEngine) -> dict:
+    def _grpo_start(self, evaluator: Evaluator, model, engine: RolloutEngine, best_of_n: bool) -> dict:
         """The GRPO stage's start as the evaluator sees it: the held-out evaluation at step 0 and the
-        best-of-n samples. They depend on the start policy and eval.*, not on grpo.*, so the trials
-        of a sweep from one cold start share them through the stage cache (entry `grpo_start`)."""
+        best-of-n samples (none without a proxy to rank them by). They depend on the start policy and
+        eval.*, not on grpo.*, so the trials of a sweep from one cold start share them through the stage
+        cache (entry `grpo_start`)."""
         key_inputs = self._key_inputs("grpo_start")
         with self.cache.entry("grpo_start", stage_key(key_inputs)) as entry, tempfile.TemporaryDirectory() as scratch:
             if entry is not None and entry.manifest() is not None:
                 return read_json(entry.folder / START)
             # Evaluation samples from its own random stream: computing this moves no training randomness.
             at_start = {"eval": evaluator(model, engine),
-                        "best_of_n": evaluator.best_of_n_samples(engine) if self.cfg.eval.best_of_n else []}
+                        "best_of_n": evaluator.best_of_n_samples(engine) if self.cfg.eval.best_of_n and best_of_n
+                        else []}
             if entry is not None:
                 write_json(Path(scratch) / START, at_start)
                 entry.store(Path(scratch), {"run": self.run_name, "run_dir": str(self.run_dir), "inputs": key_inputs})
@@ -336,14 +343,14 @@ class Pipeline:
                 f"(raise seed_set.max_rounds or explore.steps, or lower sft.cold_start_size)")
         return [(r["prompt"], r["completion"]) for r in rng.sample(rows, cfg.cold_start_size)]
 
-    def _evaluator(self, initial, proxy: LearnedProxy | None = None) -> Evaluator:
-        return Evaluator(self.task, self.heldout, self.cfg.eval, self.cfg.rollout,
-                         initial_policy=initial if self.cfg.eval.kl_to_initial else None, proxy=proxy)
+    def _evaluator(self, initial, reward: Reward) -> Evaluator:
+        return Evaluator(reward, self.heldout, self.cfg.eval, self.cfg.rollout,
+                         initial_policy=initial if self.cfg.eval.kl_to_initial else None)
 
     def _begin(self, stage: str, resume_step=None) -> StageTracker:
         """Seed the stage's sampling and start its tracked run (or go on with it after resume_step)."""
         torch.manual_seed(self.cfg.seed)
-        return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=asdict(self.cfg),
+        return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=recorded_config(self.cfg),
                             tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir, resume_step=resume_step)
 
     def _finished(self, stage: str) -> bool:

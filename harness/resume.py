@@ -6,16 +6,17 @@ Checked before any model loads; a value changed since would quietly train a diff
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from harness.config import Config
+from harness.config import Config, as_tree
+from harness.sources import task_sources
 from harness.validation import ConfigError
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
                   "trial.study_name", "trial.trial_id", "trial.number", "trial.study", "trial.heartbeat_interval",
-                  "cache.stages", "cache.dir", "cache.max_size_gb", "jobs_per_gpu", "tracking.log_completions_every")
+                  "cache.stages", "cache.dir", "cache.max_size_gb", "jobs_per_gpu", "tracking.log_completions_every",
+                  "task.reward_workers")
 
 # Keys renamed since a run may have started: an interrupted run's value is checked under the new name.
 RENAMED = {**{f"pipeline.seed_{key}": f"seed_set.{key}"
@@ -32,8 +33,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def recorded_config(cfg) -> dict:
+    """What each stage records as its config (config.json, W&B): the config, and with a task whose inputs lie
+    outside it (data files, reward functions), their digests (harness.sources.task_sources)."""
+    sources = task_sources(cfg.task)
+    return {**as_tree(cfg), "task_sources": sources} if sources else as_tree(cfg)
+
+
 def _as_saved(cfg) -> dict:
-    return _flat(json.loads(json.dumps(asdict(cfg), default=str)))  # tuples become lists, as in config.json
+    return _flat(recorded_config(cfg))  # tuples become lists, as in config.json
 
 
 def check_resumable(cfg, run_dir: Path) -> None:

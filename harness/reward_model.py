@@ -23,9 +23,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from harness.config import RewardModelConfig, RolloutConfig
 from harness.rollout.base import RolloutEngine, SamplingParams
-from harness.sampling import task_rewards
+from harness.metrics import full_marks
+from harness.rewards.reward import Reward
 from harness.sft import encode_examples, finetune
-from harness.tasks import Problem, ProblemStream, Task
+from harness.tasks import Problem, ProblemStream
 
 SCORING_ROWS = 256  # completions per forward pass when scoring
 
@@ -43,15 +44,17 @@ class Labelled:
         return Labelled(self.problems[:count], self.texts[:count], self.gold[:count], self.task_proxy[:count])
 
 
-def sample_labelled(engine: RolloutEngine, task: Task, problems: list[Problem], samples_per_prompt: int,
+def sample_labelled(engine: RolloutEngine, reward: Reward, problems: list[Problem], samples_per_prompt: int,
                     sampling: SamplingParams) -> Labelled:
-    """`samples_per_prompt` completions of each problem from the engine's policy, each labelled by the task."""
+    """`samples_per_prompt` completions of each problem from the engine's policy, each labelled with full
+    marks or not by the gold reward, and scored by the task's own proxy."""
     rollout = engine.generate([p.prompt for p in problems], samples_per_prompt, sampling)
-    gold, formula = task_rewards(task, problems, rollout.texts)
+    gold, formula, _ = reward.measure(problems, rollout)
+    gold = full_marks(gold)
     return Labelled([p for p in problems for _ in range(samples_per_prompt)], rollout.texts, gold, formula)
 
 
-def labelled_samples(engine: RolloutEngine, task: Task, stream: ProblemStream, heldout: list[Problem],
+def labelled_samples(engine: RolloutEngine, reward: Reward, stream: ProblemStream, heldout: list[Problem],
                      rm_cfg: RewardModelConfig, rollout_cfg: RolloutConfig) -> tuple[Labelled, Labelled]:
     """The training set, `train_size` completions of problems from `stream` (which never yields a
     held-out problem), and a held-out set to judge the model on:
@@ -59,8 +62,8 @@ def labelled_samples(engine: RolloutEngine, task: Task, stream: ProblemStream, h
     sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
     per_prompt = rm_cfg.samples_per_prompt
     problems = stream.take(math.ceil(rm_cfg.train_size / per_prompt))
-    train = sample_labelled(engine, task, problems, per_prompt, sampling).first(rm_cfg.train_size)
-    return train, sample_labelled(engine, task, heldout, per_prompt, sampling)
+    train = sample_labelled(engine, reward, problems, per_prompt, sampling).first(rm_cfg.train_size)
+    return train, sample_labelled(engine, reward, heldout, per_prompt, sampling)
 
 
 def classifier_from_policy(path, tokenizer, dtype: str, device: str, seed: int):
@@ -101,7 +104,7 @@ def reward_scores(model, tokenizer, prompts: list[str], texts: list[str]) -> tor
 
 
 class LearnedProxy:
-    """A trained reward model as the proxy reward (a harness.sampling.ProxyReward)."""
+    """A trained reward model as the proxy reward (harness.rewards.reward.LearnedScores)."""
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model.eval(), tokenizer

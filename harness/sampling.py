@@ -1,7 +1,4 @@
-"""A step's generation batch: prompts -> K completions each -> gold and proxy rewards.
-
-The proxy is the task's hand-made formula, or any `ProxyReward` passed in: a learned reward model
-(harness.reward_model) with task.reward=learned.
+"""A step's generation batch: prompts -> K completions each -> gold and proxy rewards (harness.rewards).
 
 With DAPO's dynamic sampling, groups whose training rewards are all equal (dead: zero
 advantage, zero gradient) are dropped and more prompts are sampled, for at most
@@ -11,17 +8,14 @@ advantage, zero gradient) are dropped and more prompts are sampled, for at most
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
 from harness.config import GRPOConfig
 from harness.metrics import live_groups
+from harness.rewards.reward import Reward
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
-from harness.tasks import Problem, ProblemStream, Task
-
-# A proxy reward scores a batch: (one problem per completion, the completions) -> one score each.
-ProxyReward = Callable[[list, list[str]], torch.Tensor]
+from harness.tasks import Problem, ProblemStream
 
 
 @dataclass
@@ -34,6 +28,7 @@ class Groups:
     proxy: torch.Tensor
     reward: torch.Tensor  # the one that trains: gold or proxy (the formula or a learned one)
     num_generations: int
+    failures: dict  # scorings that failed (harness.rewards.reward.Measured)
 
     @property
     def prompts(self) -> list[str]:
@@ -49,13 +44,13 @@ class Groups:
             return parts[0]
         return Groups([p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], pad_token_id),
                       *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")),
-                      parts[0].num_generations)
+                      parts[0].num_generations, {kind: sum(g.failures[kind] for g in parts) for kind in parts[0].failures})
 
     def select(self, groups: list[int]) -> "Groups":
         K = self.num_generations
         rows = [g * K + k for g in groups for k in range(K)]
         return Groups([self.problems[g] for g in groups], self.rollout.select(rows), self.gold[rows],
-                      self.proxy[rows], self.reward[rows], K)
+                      self.proxy[rows], self.reward[rows], K, self.failures)
 
 
 def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, cache: int) -> torch.Tensor:
@@ -66,40 +61,25 @@ def soft_overlong_punishment(lengths: torch.Tensor, max_completion_length: int, 
     return torch.where(lengths > max_completion_length, -1.0, -over / cache)
 
 
-def task_rewards(task: Task, problems: list[Problem], texts: list[str],
-                 proxy: Optional[ProxyReward] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gold and proxy rewards of completions, len(texts) / len(problems) consecutive ones per problem.
-    The proxy is `proxy`'s scores when given, else the task's own formula."""
-    repeated = [p for p in problems for _ in range(len(texts) // len(problems))]
-    gold = torch.tensor([task.gold(p, t) for p, t in zip(repeated, texts)])
-    if proxy is not None:
-        return gold, proxy(repeated, texts)
-    return gold, torch.tensor([task.proxy(p, t) for p, t in zip(repeated, texts)])
-
-
-def score(task: Task, problems: list[Problem], rollout: Rollout, cfg: GRPOConfig, max_completion_length: int,
-          reward_name: str, proxy: Optional[ProxyReward] = None) -> Groups:
-    """Gold and proxy rewards (task_rewards); the training reward is gold, or else the proxy (task.reward
-    proxy or learned), plus any length penalty."""
-    if reward_name == "learned" and proxy is None:  # the formula must never stand in for the reward model
-        raise ValueError("reward_name='learned' needs the reward model as `proxy`")
-    K = cfg.num_generations
-    gold, proxy = task_rewards(task, problems, rollout.texts, proxy)
+def score(reward: Reward, problems: list[Problem], rollout: Rollout, cfg: GRPOConfig,
+          max_completion_length: int) -> Groups:
+    """Gold and proxy rewards, and the one that trains (Reward.training) plus any length penalty."""
+    gold, proxy, failures = reward.measure(problems, rollout)
     penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1), max_completion_length,
                                        cfg.soft_overlong_cache)
-    return Groups(problems, rollout, gold, proxy, (gold if reward_name == "gold" else proxy) + penalty, K)
+    return Groups(problems, rollout, gold, proxy, reward.training(gold, proxy) + penalty, cfg.num_generations,
+                  failures)
 
 
-def sample_groups(engine: RolloutEngine, task: Task, problems: ProblemStream, cfg: GRPOConfig,
-                  sampling: SamplingParams, reward_name: str,
-                  proxy: Optional[ProxyReward] = None) -> tuple[Groups, Groups, int]:
+def sample_groups(engine: RolloutEngine, reward: Reward, problems: ProblemStream, cfg: GRPOConfig,
+                  sampling: SamplingParams) -> tuple[Groups, Groups, int]:
     """(every group sampled this step, the groups the update trains on, generation rounds used)."""
     K = cfg.num_generations
     parts, live = [], 0
     while True:
         batch = problems.take(cfg.prompts_per_step)
         rollout = engine.generate([p.prompt for p in batch], K, sampling)
-        parts.append(score(task, batch, rollout, cfg, sampling.max_completion_length, reward_name, proxy))
+        parts.append(score(reward, batch, rollout, cfg, sampling.max_completion_length))
         if not cfg.dynamic_sampling:
             return parts[0], parts[0], 1
         live += len(parts[-1].live_indices())

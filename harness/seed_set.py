@@ -9,11 +9,13 @@ from tqdm.auto import tqdm
 
 from harness.config import RolloutConfig, SeedSetConfig
 from harness.rollout.base import RolloutEngine, SamplingParams
-from harness.tasks import ProblemStream, Task
+from harness.metrics import full_marks
+from harness.rewards.reward import Reward, failure_metrics
+from harness.tasks import ProblemStream
 from harness.tracking import StageTracker
 
 
-def rejection_sample(engine: RolloutEngine, task: Task, problems: ProblemStream, *, cfg: SeedSetConfig,
+def rejection_sample(engine: RolloutEngine, reward: Reward, problems: ProblemStream, *, cfg: SeedSetConfig,
                      rollout_cfg: RolloutConfig, tracker: StageTracker) -> list[dict]:
     """Verified, distinct (prompt, completion) pairs: up to seed_set.size of them, from at most
     seed_set.max_rounds rounds of seed_set.prompts_per_round prompts."""
@@ -26,14 +28,16 @@ def rejection_sample(engine: RolloutEngine, task: Task, problems: ProblemStream,
         batch = problems.take(cfg.prompts_per_round)
         rollout = engine.generate([p.prompt for p in batch], K, sampling)
         accepted = 0
+        gold, _, failures = reward.measure(batch, rollout)
+        passed = full_marks(gold)
         for i, text in enumerate(rollout.texts):
             problem = batch[i // K]
-            if task.gold(problem, text) == 1.0 and (problem.prompt, text) not in seed:
+            if passed[i] and (problem.prompt, text) not in seed:
                 seed[(problem.prompt, text)] = None
                 accepted += 1
         sampled += len(rollout.texts)
         tracker.log(round_, {"seed/size": len(seed), "seed/acceptance_rate": accepted / len(rollout.texts),
-                             "seed/sampled": sampled})
+                             "seed/sampled": sampled, **failure_metrics(failures)})
         bar.update(min(accepted, cfg.size - bar.n))
         if len(seed) >= cfg.size:
             break

@@ -1,8 +1,11 @@
 """Where a model's weights come from, found without loading them: an installed package's folder,
-the local Hugging Face cache, and a fingerprint of what lies there (part of the stage cache's key)."""
+the local Hugging Face cache, and a fingerprint of what lies there (part of the stage cache's key); and
+the same for a task's data files and reward functions."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import importlib.metadata
 import importlib.util
 import os
@@ -50,3 +53,40 @@ def fingerprint(model_cfg) -> dict:
         return {"path": model_cfg.path}  # the tiny model (built from the config) or a Hub id
     return {str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*"))
             if p.is_file()}
+
+
+def content_digest(path) -> str:
+    """A file's or a folder's content (every file's relative path and bytes, in sorted order), 16 hex digits."""
+    root, digest = Path(path).expanduser(), hashlib.sha256()
+    for file in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+        if file != root:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def class_source(task_class: type) -> Optional[str]:
+    """The content digest of the file defining a task class of the user's (module:Class or an entry point);
+    None for a task of harness's own, which the code version names."""
+    from harness.tasks import TASKS  # here: harness.tasks imports this module
+
+    return None if task_class in TASKS.values() else content_digest(inspect.getsourcefile(task_class))
+
+
+def task_sources(task_cfg) -> dict:
+    """What the task's inputs outside the config are: its data files' and reward functions' contents, a task
+    class's source, reasoning-gym's version. Part of the stage keys and of each stage's recorded config, so
+    an edited reward file or data file makes its stages computed again, and refuses a resume."""
+    from harness.rewards.functions import source_digest  # here: both import this module
+    from harness.tasks import task_class
+
+    sources = {which: source_digest(ref) for which in ("gold", "proxy") if (ref := getattr(task_cfg, which))}
+    sources.update({key: content_digest(path) for key in ("train_path", "test_path")
+                    if (path := getattr(task_cfg, key)) and Path(path).expanduser().exists()})
+    if (source := class_source(task_class(task_cfg.name))) is not None:
+        sources["task_class"] = source
+    if task_cfg.name == "reasoning_gym":
+        sources["reasoning_gym"] = installed_version("reasoning-gym")
+    return sources

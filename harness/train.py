@@ -133,6 +133,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
 
     from harness.faults import NonFiniteLoss, TrialSuperseded
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
+    from harness.rewards.pool import RewardFailed
 
     hf_logging.disable_progress_bar()
     for warning in warnings_for(config):
@@ -146,7 +147,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
         return finish(run_dir, "pruned", reason=str(error), **pipeline.cost)
     except TrialSuperseded:
         raise  # its retry owns the run directory now: nothing is written there
-    except (SeedTooSmall, NonFiniteLoss) as error:
+    except (SeedTooSmall, NonFiniteLoss, RewardFailed) as error:
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:
         if not in_sweep():

@@ -11,8 +11,15 @@ from functools import reduce
 from pathlib import Path
 
 from harness.config import Config, GRPOConfig, settings
+from harness.rewards.functions import check_reward, reward_spec
 from harness.sources import in_hub_cache, package_dir
-from harness.tasks import heldout_problems, make_task
+from harness.tasks import Task, UnknownTask, heldout_problems, task_class
+from harness.tasks.base import Demonstrations, FormatOnly, Vocabulary
+from harness.tasks.dataset import check_dataset_files
+from harness.tasks.reasoning_gym import check_dataset
+
+
+LENGTH_SAMPLE = 200  # training problems whose prompts the context check measures, beside the held-out ones
 
 
 class ConfigError(ValueError):
@@ -47,9 +54,11 @@ def validate(cfg: Config) -> None:
     for key, f in settings():
         check_bounds(key, reduce(getattr, key.split("."), cfg), f.metadata)
     _check_model(cfg)
-    _check_task(cfg)
-    _check_lengths(cfg)
-    _check_heldout(cfg)
+    task = _check_task(cfg)
+    heldout = _check_heldout(cfg, task)
+    _check_capabilities(cfg, task, heldout[0])
+    _check_rewards(cfg, heldout)
+    _check_lengths(cfg, task, heldout)
     for group in ("grpo", "explore"):
         _check_grpo(group, getattr(cfg, group), cfg.rollout.max_completion_length)
     _check_recipe(cfg)
@@ -64,7 +73,7 @@ def validate(cfg: Config) -> None:
 
 def warnings_for(cfg: Config) -> list[str]:
     """Settings that are valid but probably not what a sweep meant."""
-    found = []
+    found = [warning] if (warning := gold_warning(cfg)) else []
     if cfg.task.reward == "learned" and cfg.grpo.dynamic_sampling:
         found.append("grpo.dynamic_sampling=true with task.reward=learned: a reward model's scores are continuous, "
                      "so hardly a group is dead and dynamic sampling drops next to nothing")
@@ -96,7 +105,7 @@ def _check_model(cfg: Config) -> None:
     else:
         if m.gguf_file is not None:
             raise ConfigError("model.gguf_file", m.gguf_file, "needs model.path or model.package")
-        if cfg.task.prompt_style == "natural":
+        if cfg.task.prompt_style == "natural" and cfg.task.name in ("ordering", "countdown"):
             raise ConfigError("task.prompt_style", "natural", "needs a pretrained model (model.path or "
                               "model.package): the tiny model knows only the compact symbols")
         return
@@ -104,31 +113,99 @@ def _check_model(cfg: Config) -> None:
         raise ConfigError("model.gguf_file", m.gguf_file, f"is not a file in {folder}")
 
 
-def _check_task(cfg: Config) -> None:
+def _check_task(cfg: Config) -> Task:
+    """The task exists, its settings and data are sound; the task, built."""
     t = cfg.task
+    try:
+        built = task_class(t.name)
+    except UnknownTask as error:
+        raise ConfigError("task.name", t.name, str(error))
+    if t.name == "reasoning_gym":
+        _refuse_value_error("task.dataset", t.dataset, check_dataset, t.dataset, {})
+        _refuse_value_error("task.dataset_config", dict(t.dataset_config), check_dataset, t.dataset, t.dataset_config)
+    if t.name == "dataset":
+        if t.gold is None:
+            raise ConfigError("task.gold", None, "a dataset is scored by your function: set task.gold to "
+                              "module:function, path/to/file.py:function or math_verify")
+        _refuse_value_error("task.train_path", t.train_path, check_dataset_files, t)
     if t.name == "ordering":
         if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
             raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
         max_constraints = t.num_items * (t.num_items - 1) // 2
         if t.num_constraints > max_constraints:
             raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
-        shortest_answer = t.num_items  # every item, one token each
-    else:
-        shortest_answer = 2 * t.num_numbers - 1  # numbers and the operators between them
+    shortest_answer = {"ordering": t.num_items, "countdown": 2 * t.num_numbers - 1}.get(t.name, 0)
     if cfg.rollout.max_completion_length <= shortest_answer:
         raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,
                           f"must be at least {shortest_answer + 1}")
+    return built.from_config(t)
 
 
-def _check_lengths(cfg: Config) -> None:
-    """Prompt and completion fit the context. A prompt's length is the same for every problem of a
-    task config; counted in words, it is exact for the tiny model and a floor for any tokenizer."""
-    prompt = len(make_task(cfg.task).sample(random.Random(0)).prompt.split())
+def _refuse_value_error(key: str, value, check, *args) -> None:
+    try:
+        check(*args)
+    except ValueError as error:
+        raise ConfigError(key, value, str(error)) from None
+
+
+def _check_capabilities(cfg: Config, task: Task, problem) -> None:
+    """Each stage in the recipe finds what it needs in the task, and the task can give it for `problem` (a
+    reasoning-gym dataset without reference answers has the methods, and no answers to give)."""
+    stages, t = cfg.pipeline.stages, cfg.task
+    if "sft" in stages and cfg.sft.source == "solver":
+        if not isinstance(task, Demonstrations):
+            raise ConfigError("sft.source", "solver", f"task {t.name} has no demonstrations (no solve method)")
+        _refuse_value_error("sft.source", "solver", task.solve, problem, random.Random(0))
+    if any(stage in stages and getattr(cfg, group).reward == "proxy"
+           for group, stage in (("task", "grpo"), ("explore", "explore"))) and reward_spec(t, "proxy") is None:
+        raise ConfigError("task.proxy", None, f"task {t.name} has no proxy of its own, and a stage trains on one")
+    if is_tiny(cfg):
+        if not isinstance(task, FormatOnly):
+            raise ConfigError("model.path", None, f"the tiny model's base learns the answers' form from the task, "
+                              f"and task {t.name} has no format_only method: name a pretrained model")
+        _refuse_value_error("model.path", None, task.format_only, problem, random.Random(0))
+
+
+def _check_rewards(cfg: Config, heldout: list) -> None:
+    """task.gold and task.proxy import, and score the reference answers with one number each in [0, 1]. They
+    run here, in the trainer, on the user's own data: never on model text."""
+    for which in ("gold", "proxy"):
+        if (ref := getattr(cfg.task, which)) is not None:
+            spec = reward_spec(cfg.task, which)
+            _refuse_value_error(f"task.{which}", ref, _check_reward_spec, spec, heldout, which)
+
+
+def _check_reward_spec(spec, heldout: list, which: str) -> str | None:
+    return check_reward(spec.build(), heldout, which, spec.name)
+
+
+def gold_warning(cfg: Config) -> str | None:
+    """A gold function that gives the reference answers less than full marks on most of a sample."""
+    if cfg.task.gold is None:
+        return None
+    task = task_class(cfg.task.name).from_config(cfg.task)
+    return _check_reward_spec(reward_spec(cfg.task, "gold"), heldout_problems(task, cfg.eval.num_prompts, cfg.eval.seed),
+                              "gold")
+
+
+def is_tiny(cfg: Config) -> bool:
+    return cfg.model.path is None and cfg.model.package is None
+
+
+def _check_lengths(cfg: Config, task: Task, heldout: list) -> None:
+    """Prompt and completion fit the context. A prompt's length is counted over the held-out set and a sample
+    of training problems: in the tiny model's words or bytes, exact for it; in words, a floor for any other
+    tokenizer."""
+    by_bytes = is_tiny(cfg) and not isinstance(task, Vocabulary)  # harness.models.tiny_vocabulary
+    rng = random.Random(cfg.seed)
+    problems = [*heldout, *(task.sample(rng) for _ in range(LENGTH_SAMPLE))]
+    prompt = max(len(p.prompt.encode()) if by_bytes else len(p.prompt.split()) for p in problems)
     needed = prompt + cfg.rollout.max_completion_length
-    if cfg.model.path is None and cfg.model.package is None and needed + 1 > cfg.model.max_position_embeddings:
+    if is_tiny(cfg) and needed + 1 > cfg.model.max_position_embeddings:
         raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,
                           f"and the prompt's {prompt + 1} tokens exceed the tiny model's context "
-                          f"(model.max_position_embeddings={cfg.model.max_position_embeddings})")
+                          f"(model.max_position_embeddings={cfg.model.max_position_embeddings}): the longest "
+                          f"prompt counts; {needed + 1} would hold it")
     if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_max_model_len is not None \
             and cfg.rollout.vllm_max_model_len < needed:
         raise ConfigError("rollout.vllm_max_model_len", cfg.rollout.vllm_max_model_len,
@@ -136,10 +213,10 @@ def _check_lengths(cfg: Config) -> None:
                           f"rollout.max_completion_length={cfg.rollout.max_completion_length}")
 
 
-def _check_heldout(cfg: Config) -> None:
-    """The task setting has eval.num_prompts distinct problems to hold out (and more to train on)."""
+def _check_heldout(cfg: Config, task: Task) -> list:
+    """The task setting has eval.num_prompts distinct problems to hold out (and more to train on); them."""
     try:
-        heldout_problems(make_task(cfg.task), cfg.eval.num_prompts, cfg.eval.seed)
+        return heldout_problems(task, cfg.eval.num_prompts, cfg.eval.seed)
     except ValueError as error:
         raise ConfigError("eval.num_prompts", cfg.eval.num_prompts, f"is more than this task setting offers ({error})")
 

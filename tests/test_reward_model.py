@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness import cache
-from harness.config import EvalConfig, GRPOConfig, ModelConfig, RewardModelConfig, RolloutConfig
+from harness.config import EvalConfig, GRPOConfig, ModelConfig, RewardModelConfig, RolloutConfig, TaskConfig
 from harness.evaluate import Evaluator
 from harness.models import build_tiny_model, build_tokenizer, save_policy
 from harness.pipeline import Pipeline
@@ -25,13 +25,16 @@ from harness.reward_model import (
     train_reward_model,
 )
 from harness.rollout import HFEngine, SamplingParams
-from harness.sampling import score, task_rewards
+from harness.rewards.pool import RewardPool
+from harness.rewards.reward import Reward
+from harness.sampling import score
 from harness.tasks import ProblemStream, heldout_problems
 from harness.tasks.ordering import OrderingTask
 from harness.tracking import read_json, read_jsonl
 from harness.validation import ConfigError
 
 TASK = OrderingTask(num_items=4, num_constraints=3, item_pool=4, missing_penalty=0.15)
+TASK_CFG = TaskConfig(num_items=4, num_constraints=3)  # TASK, as a run's config names it
 SAMPLING = SamplingParams(temperature=1.0, top_p=1.0, max_completion_length=8)
 
 
@@ -55,7 +58,14 @@ def _right_and_wrong(count: int) -> Labelled:
         wrong = " ".join(answer[:-1] if rng.random() < 0.5 else answer)
         problems += [problem, problem]
         texts += [TASK.solve(problem, rng), wrong]
-    return Labelled(problems, texts, *task_rewards(TASK, problems, texts))
+    return Labelled(problems, texts, torch.tensor([TASK.gold(p, t) for p, t in zip(problems, texts)]),
+                    torch.tensor([TASK.proxy(p, t) for p, t in zip(problems, texts)]))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with RewardPool(workers=1, timeout=10, memory_gb=2) as workers:
+        yield workers
 
 
 def test_the_reward_model_learns_to_tell_gold_correct_from_wrong_completions(policy):
@@ -88,13 +98,13 @@ def test_auc_is_the_chance_that_a_right_completion_outscores_a_wrong_one():
     assert math.isnan(auc(torch.tensor([0.3, 0.4]), torch.tensor([1.0, 1.0])))  # no wrong completion to outscore
 
 
-def test_its_data_are_the_policys_completions_of_training_problems_labelled_by_the_gold_verifier(policy):
+def test_its_data_are_the_policys_completions_of_training_problems_labelled_by_the_gold_verifier(policy, pool):
     _, model, tokenizer = policy
     heldout = heldout_problems(TASK, 6, seed=1)
     stream = ProblemStream(TASK, "reward_model/0", {p.key for p in heldout})
     rm_cfg = RewardModelConfig(train_size=10, samples_per_prompt=4)
     rollout_cfg = RolloutConfig(max_completion_length=8)
-    train, judged = labelled_samples(HFEngine(model, tokenizer), TASK, stream, heldout, rm_cfg, rollout_cfg)
+    train, judged = labelled_samples(HFEngine(model, tokenizer), Reward.for_task(pool, TASK_CFG), stream, heldout, rm_cfg, rollout_cfg)
     assert len(train.texts) == len(train.problems) == len(train.gold) == 10  # 3 prompts x 4, cut to N
     assert not {p.key for p in train.problems} & {p.key for p in heldout}
     assert len({p.key for p in train.problems}) == 3
@@ -113,7 +123,7 @@ def learned_proxy(policy):
     return LearnedProxy.load(path.parent / "reward_model", "float32", "cpu")
 
 
-def test_grpo_scores_trains_on_and_logs_the_reward_model_as_the_proxy(policy, learned_proxy):
+def test_grpo_scores_trains_on_and_logs_the_reward_model_as_the_proxy(policy, learned_proxy, pool):
     _, model, tokenizer = policy
     problems = heldout_problems(TASK, 3, seed=2)
     rollout = HFEngine(model, tokenizer).generate([p.prompt for p in problems], 2, SAMPLING)
@@ -122,21 +132,26 @@ def test_grpo_scores_trains_on_and_logs_the_reward_model_as_the_proxy(policy, le
                              rollout.texts)
     formula = torch.tensor([TASK.proxy(p, t) for p, t in zip(repeated, rollout.texts)])
     assert not torch.allclose(expected, formula)
-    learned = score(TASK, problems, rollout, GRPOConfig(num_generations=2), 8, "learned", learned_proxy)
+    def scored(trains_on, learned=None):
+        return score(Reward.for_task(pool, TASK_CFG, trains_on, learned), problems, rollout,
+                     GRPOConfig(num_generations=2), 8)
+
+    learned = scored("learned", learned_proxy)
     assert torch.equal(learned.proxy, expected) and torch.equal(learned.reward, expected)
     assert learned.gold.tolist() == [TASK.gold(p, t) for p, t in zip(repeated, rollout.texts)]
-    gold = score(TASK, problems, rollout, GRPOConfig(num_generations=2), 8, "gold", learned_proxy)
+    gold = scored("gold", learned_proxy)
     assert torch.equal(gold.reward, gold.gold) and torch.equal(gold.proxy, expected)  # measured, not trained on
-    assert torch.allclose(score(TASK, problems, rollout, GRPOConfig(num_generations=2), 8, "proxy").proxy, formula)
+    assert torch.allclose(scored("proxy").proxy, formula)
     with pytest.raises(ValueError, match="needs the reward model"):
-        score(TASK, problems, rollout, GRPOConfig(num_generations=2), 8, "learned")
+        scored("learned")
 
 
-def test_evaluation_and_best_of_n_report_the_reward_models_score_as_the_proxy(policy, learned_proxy):
+def test_evaluation_and_best_of_n_report_the_reward_models_score_as_the_proxy(policy, learned_proxy, pool):
     _, model, tokenizer = policy
     engine, heldout = HFEngine(model, tokenizer), heldout_problems(TASK, 4, seed=3)
     eval_cfg = EvalConfig(num_samples=2, best_of_n=3)
-    evaluator = Evaluator(TASK, heldout, eval_cfg, RolloutConfig(max_completion_length=8), proxy=learned_proxy)
+    reward = Reward.for_task(pool, TASK_CFG, learned=learned_proxy)
+    evaluator = Evaluator(reward, heldout, eval_cfg, RolloutConfig(max_completion_length=8))
     for samples in (eval_cfg.num_samples, eval_cfg.best_of_n):  # the evaluator's own draws, drawn again
         with evaluator.own_randomness():
             texts = engine.generate([p.prompt for p in heldout], samples, evaluator.sampling).texts

@@ -1,4 +1,5 @@
-"""Every built-in task implements the interface the stages rely on (harness.tasks.base.Task)."""
+"""Every registered task implements the interface every stage relies on (harness.tasks.base.Task); the
+built-in ones have every capability too; a task is found by name, by module:Class, or refused in one line."""
 
 import inspect
 import random
@@ -6,8 +7,11 @@ import random
 import pytest
 
 from harness.config import TaskConfig
-from harness.tasks import TASKS, make_task
-from harness.tasks.base import Task
+from harness.tasks import TASKS, UnknownTask, make_task, task_class
+from harness.tasks.base import Demonstrations, FormatOnly, HandMadeProxy, HeldOutSplit, Task, Vocabulary
+
+BUILT_IN = ("ordering", "countdown")
+CAPABILITIES = (Demonstrations, HandMadeProxy, FormatOnly, Vocabulary, HeldOutSplit)
 
 METHODS = sorted(name for name, member in vars(Task).items()
                  if not name.startswith("_") and (callable(member) or isinstance(member, classmethod)))
@@ -17,19 +21,37 @@ def parameters(owner, method: str) -> list[str]:
     return list(inspect.signature(getattr(owner, method)).parameters)
 
 
-def test_the_interface_names_what_the_stages_call():
-    assert {"sample", "gold", "proxy", "solve", "format_only", "from_config"} <= set(METHODS)
+def test_the_interface_names_what_every_stage_calls_and_no_capability():
+    assert set(METHODS) == {"sample", "gold", "difficulty", "from_config"}
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_has_each_method_of_the_interface_with_its_parameters(name):
-    task_class = TASKS[name]
-    assert task_class.name == name
+    found = TASKS[name]
+    assert found.name == name
     for method in METHODS:
-        assert parameters(task_class, method) == parameters(Task, method), method
+        assert parameters(found, method) == parameters(Task, method), method
+    for capability in CAPABILITIES:
+        for method in (m for m in vars(capability) if not m.startswith("_")):
+            if hasattr(found, method):
+                assert parameters(found, method) == parameters(capability, method), method
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_a_built_in_task_has_every_capability_but_a_test_split(name):
+    task = make_task(TaskConfig(name=name))
+    assert all(isinstance(task, capability) for capability in CAPABILITIES if capability is not HeldOutSplit)
+
+
+def test_a_task_is_found_by_module_and_class_and_an_unknown_one_names_close_matches():
+    assert task_class("harness.tasks.ordering:OrderingTask") is TASKS["ordering"]
+    with pytest.raises(UnknownTask, match="did you mean countdown"):
+        task_class("countdwn")
+    with pytest.raises(UnknownTask, match="cannot import no_such_module:Task"):
+        task_class("no_such_module:Task")
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_every_task_solves_its_own_problems_and_names_them_by_a_hashable_key(name):
     task, rng = make_task(TaskConfig(name=name)), random.Random(0)
     for _ in range(20):

@@ -1,5 +1,6 @@
-"""Every task's verifier and proxy take any text a model can write: they never crash, never run it,
-and stay fast, on arbitrary unicode, huge numbers, deep parentheses, empty and very long outputs."""
+"""Every built-in task's verifier and proxy take any text a model can write: they never crash, never run
+it, and stay fast, on arbitrary unicode, huge numbers, deep parentheses, empty and very long outputs.
+(Verifiers from elsewhere, reasoning-gym's among them, may run it: they score only in reward workers.)"""
 
 import random
 
@@ -7,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.config import TASK_NAMES, TaskConfig
-from harness.sampling import task_rewards
+from harness.config import TaskConfig
 from harness.tasks import make_task
+
+TASK_NAMES = ("ordering", "countdown")
 
 TASKS = {name: make_task(TaskConfig(name=name, num_numbers=4, max_number=20, max_target=100)) for name in TASK_NAMES}
 PROBLEMS = {name: task.sample(random.Random(0)) for name, task in TASKS.items()}
@@ -70,5 +72,6 @@ def test_model_text_that_is_code_is_never_run(name, no_code_execution, tmp_path)
     marker = tmp_path / "ran"
     attacks = [f"__import__('pathlib').Path('{marker}').touch()", f"open('{marker}', 'w')", "exec('1')",
                "().__class__.__base__.__subclasses__()"]
-    gold, proxy = task_rewards(TASKS[name], [PROBLEMS[name]] * len(attacks), attacks)
-    assert gold.eq(0).all() and proxy.le(1).all() and not marker.exists()
+    task, problem = TASKS[name], PROBLEMS[name]
+    assert all(task.gold(problem, text) == 0 and task.proxy(problem, text) <= 1 for text in attacks)
+    assert not marker.exists()

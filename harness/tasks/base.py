@@ -1,14 +1,25 @@
-"""The task interface, beside the rollout engine's (harness.rollout.base): what every stage asks of a task.
+"""The task interface, beside the rollout engine's (harness.rollout.base): what every stage asks of a task,
+and the capabilities only some stages need.
 
-`ordering.py` and `countdown.py` implement it; a new task is one more class with these methods,
-registered in `harness.tasks.TASKS` and given its settings in `TaskConfig`.
+Every task makes problems (`sample`) and judges completions (`gold`, run only in reward worker
+processes: harness.rewards). A stage that needs more asks for a capability, and validation refuses in
+one line a recipe whose task lacks one:
+  - Demonstrations (`solve`): sft.source=solver;
+  - HandMadeProxy (`proxy`): task.reward=proxy or explore.reward=proxy without task.proxy;
+  - FormatOnly (`format_only`): the tiny model's base, pre-trained on well-formed answers;
+  - Vocabulary (`vocabulary`): a word-level tiny tokenizer; without it the tiny model reads bytes;
+  - HeldOutSplit (`heldout_split`): a fixed test set in place of held-out problems drawn by `sample`.
+
+A new task is a class with these methods, registered in `harness.tasks.TASKS`, named as
+`task.name=package.module:Class`, or installed under the entry-point group `coldclimb.tasks`.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Hashable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, runtime_checkable
 
 
 class Problem(Protocol):
@@ -30,22 +41,52 @@ class Task(Protocol):
         """The task from its `TaskConfig`."""
 
     def sample(self, rng: random.Random) -> Problem:
-        """A problem with at least one solution."""
+        """A problem, drawn from the harness's seeded stream `rng`."""
 
     def gold(self, problem: Problem, completion: str) -> float:
-        """The verifier: 1.0 for a correct answer, else 0.0."""
+        """The verifier's score in [0, 1]; 1.0 is full marks. Called only in a reward worker."""
 
-    def proxy(self, problem: Problem, completion: str) -> float:
-        """The hand-made proxy reward, hackable on purpose (reward over-optimisation)."""
+    def difficulty(self) -> dict:
+        """The settings that make the task what it is (they name the pre-trained tiny base)."""
 
+
+@runtime_checkable
+class Demonstrations(Protocol):
     def solve(self, problem: Problem, rng: random.Random) -> str:
         """A correct answer, as a demonstration (sft.source=solver)."""
 
+
+@runtime_checkable
+class HandMadeProxy(Protocol):
+    def proxy(self, problem: Problem, completion: str) -> float:
+        """The hand-made proxy reward, hackable on purpose (reward over-optimisation)."""
+
+
+@runtime_checkable
+class FormatOnly(Protocol):
     def format_only(self, problem: Problem, rng: random.Random) -> str:
-        """An answer in the right format, not checked against the rules: what the tiny base is pre-trained on."""
+        """An answer in the right form, never checked against the problem: what the tiny base learns."""
 
-    def difficulty(self) -> dict:
-        """The settings that make the task harder or easier (they name the pre-trained tiny base)."""
 
+@runtime_checkable
+class Vocabulary(Protocol):
     def vocabulary(self) -> list[str]:
-        """Every token the task's prompts and answers use (the tiny model's tokenizer)."""
+        """Every word the task's prompts and answers use (a word-level tiny tokenizer)."""
+
+
+@runtime_checkable
+class HeldOutSplit(Protocol):
+    def heldout_split(self) -> list[Problem]:
+        """The task's own test problems: the held-out set is drawn from these, never from `sample`."""
+
+
+@dataclass(frozen=True, eq=False)
+class Example:
+    """A problem given by data (a reasoning-gym entry, a dataset row): a prompt, its reference answer,
+    and every other field, which a reward function receives (TRL's keywords, verl's extra_info)."""
+
+    prompt: str
+    answer: str
+    key: str
+    columns: dict = field(default_factory=dict)
+    solution: Optional[str] = None  # a worked demonstration, where the data has one
