@@ -77,4 +77,5 @@ def test_grpo_on_vllm_logs_the_engine_and_trainer_within_1e_3(compose, model_cac
     Pipeline(cfg, tmp_path).run()
     metrics = load_run(tmp_path).metrics
     assert len(metrics) == cfg.grpo.steps and metrics["rollout/logprob_gap_max"].lt(1e-3).all()
-    assert metrics["grad_norm"].gt(0).all()  # the weights moved every step, and the engine kept up
+    trained = metrics[metrics["live_group_frac"] > 0]  # a step whose groups are all dead has no gradient
+    assert len(trained) >= 2 and trained["grad_norm"].gt(0).all()  # the weights moved, and the engine kept up
