@@ -4,6 +4,7 @@ the same for a task's data files and reward functions."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import importlib.metadata
@@ -56,9 +57,18 @@ def fingerprint(model_cfg) -> dict:
 
 
 def content_digest(path) -> str:
-    """A file's or a folder's content (every file's relative path and bytes, in sorted order), 16 hex digits."""
-    root, digest = Path(path).expanduser(), hashlib.sha256()
-    for file in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+    """A file's or a folder's content (every file's relative path and bytes, in sorted order), 16 hex digits.
+    Read once per process while the files' sizes and modification times stay as they were: every stage key
+    of a run holds the digest of its data files, which may be large."""
+    root = Path(path).expanduser().resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return _digest_files(root, tuple((file, file.stat().st_size, file.stat().st_mtime_ns) for file in files))
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_files(root: Path, files: tuple) -> str:
+    digest = hashlib.sha256()
+    for file, _, _ in files:
         if file != root:
             digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         with open(file, "rb") as handle:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from harness.rewards.references import BUILTIN, load_function, source_digest
+from harness.rewards.references import BUILTIN, load_function, one_line, source_digest
 from harness.tasks import make_task, task_class
 
 __all__ = ["FunctionReward", "TaskReward", "check_reward", "load_function", "reward_spec", "source_digest"]
@@ -131,11 +131,7 @@ def _reference_score(fn: Score, problem, name: str) -> float:
     try:
         score = fn(problem, getattr(problem, "answer", ""), [])
     except Exception as error:  # whatever the user's function raises: finding that is this check's purpose
-        raise ValueError(f"{name} raised {_one_line(error)} on a reference answer") from None
+        raise ValueError(f"{name} raised {one_line(error)} on a reference answer") from None
     if not 0.0 <= score <= 1.0:  # NaN fails too
         raise ValueError(f"{name} scored a reference answer {score}: scores must be in [0, 1]")
     return score
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())

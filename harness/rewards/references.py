@@ -60,7 +60,7 @@ def _module_by_name(name: str, ref: str):
     try:
         return importlib.import_module(name)
     except Exception as error:  # ImportError, or anything the user's module raises as it runs
-        raise ValueError(f"{ref!r}: cannot import {name} ({_one_line(error)})") from None
+        raise ValueError(f"{ref!r}: cannot import {name} ({one_line(error)})") from None
 
 
 def _module_from_file(location: str, ref: str):
@@ -75,7 +75,7 @@ def _module_from_file(location: str, ref: str):
         spec.loader.exec_module(module)
     except Exception as error:  # anything the user's file raises as it runs
         del sys.modules[name]
-        raise ValueError(f"{ref!r}: importing {path} raised {_one_line(error)}") from None
+        raise ValueError(f"{ref!r}: importing {path} raised {one_line(error)}") from None
     return module
 
 
@@ -101,5 +101,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """'TypeName: message' on one line, for the one-line errors a reference or its function gets."""
     return " ".join(f"{type(error).__name__}: {error}".split())
