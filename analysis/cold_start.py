@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.ablation import METRIC, pass_rate_interval, per_run, scale_axis, summarise
+from analysis.contrast import arm_contrasts, paired_runs, verdicts
 from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, pooled
 from harness.theory import live_probability
 
@@ -58,6 +59,23 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per cold-start size: pass rate at GRPO's start and end, mean and interval over seeds and prompts."""
     start, end = summarise(table, EXAMPLES, "start"), summarise(table, EXAMPLES, "final")
     return start.merge(end, on=[EXAMPLES, "runs"], suffixes=("_start", "_end"))
+
+
+def climbs(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cold-start size, what GRPO added to its start: end - start, paired within each run (its
+    seed, the same held-out prompts at both evaluations), Holm-corrected over the sizes."""
+    rows = []
+    for examples, part in table.groupby(EXAMPLES):
+        part = part.drop_duplicates("seed").sort_values("seed")
+        rows.append({EXAMPLES: examples, "start": part.start.mean(), "end": part.final.mean(),
+                     **paired_runs(part, part, "start", "final")})
+    return verdicts(pd.DataFrame(rows))
+
+
+def against_none(table: pd.DataFrame) -> pd.DataFrame:
+    """GRPO's end, each cold-start size against none (pure RL) and against the size below it,
+    paired by seed, Holm-corrected."""
+    return arm_contrasts(table, EXAMPLES, sorted(table[EXAMPLES].unique()))
 
 
 def steps_to_threshold(table: pd.DataFrame, history: pd.DataFrame, threshold: float,

@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import ablation, cold_start, live, overopt, study  # noqa: E402
+from analysis import ablation, cold_start, contrast, live, overopt, study  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 
 SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
@@ -77,8 +77,11 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         curves_png = _save(ablation.plot_learning_curves(sweep.runs, sweep.history, key, hue=others),
                            out / f"learning_curves_{key}.png")
         summary = ablation.summary_table(table, key, others)
+        contrasts = contrast.arm_contrasts(table, key, ablation.arms(table[key]), others)
         sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% interval over seeds and "
                      "held-out prompts (`runs`: the seeds behind each row):\n", _table(summary), *few_seeds(summary),
+                     f"\nContrasts of the final value, each {key} against the first and against the one before it. "
+                     + contrast.describe(contrasts), _table(contrasts),
                      f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
         if "entropy" in sweep.history:  # clip-higher's claim: with a symmetric clip, entropy collapses
             entropy = ablation.plot_learning_curves(sweep.runs, sweep.history, key, metric="entropy", hue=others)
@@ -140,7 +143,11 @@ def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
     png = _save(cold_start.plot_start_and_end(table), out / "cold_start.png")
     sections = ["## Cold start\n", "Held-out gold pass@1 at GRPO's start (after the cold start, or the base with "
                 "none) and at its end, mean and 95% interval over seeds and held-out prompts:\n", _table(both),
-                *few_seeds(both), f"\n![cold start]({png})\n"]
+                *few_seeds(both), f"\n![cold start]({png})\n",
+                "What GRPO added to its start, end - start, paired within each run (its seed, the same held-out "
+                "prompts at both evaluations), Holm-corrected over the sizes:\n", _table(cold_start.climbs(table)),
+                "\nGRPO's end, each size against none and against the size below it. "
+                + contrast.describe(against := cold_start.against_none(table)), _table(against)]
     if threshold > 0:  # chosen from the sweep's own results, and said so
         sections += [f"GRPO steps to reach held-out gold pass@1 >= {threshold} (half the best size's final mean), at "
                      "the evaluations every eval.eval_every steps; failed or pruned runs are left out (see above):\n",

@@ -29,6 +29,7 @@ ENTRIES = {  # entry -> the preset overrides of its one command
     "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=beta"],
     "overoptimisation_learned": ["experiment=overoptimisation", "sweep=learned_proxy"],
     "cold_start": ["experiment=cold_start_vs_rl", "sweep=cold_start"],
+    "letter_counting": ["experiment=letter_counting_smollm2", "sweep=cold_start_smollm2"],
 }
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
 
