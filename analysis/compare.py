@@ -5,8 +5,10 @@
 An arm is one combination of the config keys any of the sweeps swept; a sweep that held such a key
 fixed meets the others' arms at its value (a sweep that swept nothing is one arm). For each arm and
 sweep: the final held-out metric of its finished runs, mean and 95% interval over seeds and
-held-out prompts (as in the report); for each sweep after the first, its difference from the first
-and Welch's t-test over the two arms' per-seed finals. The keys that are fixed in each sweep but
+held-out prompts (as in the report); for each sweep after the first, its difference from the first,
+paired by seed where the two share seeds (analysis.contrast: an interval over seeds and held-out
+prompts), else Welch's test over per-seed finals (unpaired), with a verdict Holm-corrected over the
+arms. The keys that are fixed in each sweep but
 differ between them (the change being compared) are listed above the table.
 """
 
@@ -17,9 +19,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
-
-from analysis import ablation
+from analysis import ablation, contrast
 from analysis.load import Sweep, config_columns, load_sweep
 
 
@@ -37,7 +37,7 @@ def changed_keys(sweeps: dict[str, Sweep], stage: str = "grpo") -> pd.DataFrame:
 
 def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str = "grpo") -> pd.DataFrame:
     """One row per shared arm: each sweep's mean [low, high] (seeds), and each later sweep's
-    difference from the first with Welch's p-value."""
+    difference from the first: interval, paired or not, p, Holm-adjusted p and verdict."""
     tables = {name: ablation.per_run(s.runs, s.history, metric, stage) for name, s in sweeps.items()}
     # Every key any sweep swept: a sweep that held one fixed meets the others' arms at its value
     # (a baseline at beta=0 against a beta sweep), never pooled over their values.
@@ -48,22 +48,26 @@ def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str 
                   key=lambda arm: [_order(label) for label in arm])
     rows = []
     for arm in arms:
-        row, finals = dict(zip(shared, arm)), {}
+        row, parts = dict(zip(shared, arm)), {}
         for name, table in tables.items():
             part = table[(table[shared].map(ablation.arm_label) == list(arm)).all(axis=1)] if shared else table
             if part.empty:
                 continue
-            summary = ablation.arm_summary(part)
-            finals[name] = ablation.one_per_seed(part)["final"].to_numpy(dtype=float)
+            summary, parts[name] = ablation.arm_summary(part), part
             row[name] = f"{summary['mean']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}] ({summary['runs']})"
-        for name in list(finals)[1:]:
-            if first in finals:
-                welch = stats.ttest_ind(finals[name], finals[first], equal_var=False) \
-                    if min(len(finals[name]), len(finals[first])) > 1 else None
-                row[f"{name} - {first}"] = finals[name].mean() - finals[first].mean()
-                row[f"p ({name} vs {first}, Welch)"] = welch.pvalue if welch is not None else float("nan")
+        for name in list(parts)[1:]:
+            if first in parts:
+                found = contrast.arm_contrast(parts[first], parts[name])
+                row.update({f"{name} - {first}": found["difference"],
+                            f"{name}: 95% interval": f"[{found['low']:.4g}, {found['high']:.4g}]",
+                            f"{name}: paired": found["paired"], f"{name}: p": found["p"]})
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for name in list(sweeps)[1:]:  # Holm over the arms, for each sweep against the first
+        if f"{name}: p" in table:
+            checked = contrast.verdicts(table[[f"{name}: p"]].rename(columns={f"{name}: p": "p"}))
+            table[f"{name}: p_holm"], table[f"{name}: verdict"] = checked.p_holm, checked.verdict
+    return table
 
 
 def _order(label: str) -> tuple:
@@ -85,10 +89,10 @@ def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
     lines = [f"# {' vs '.join(names)}: final {metric}\n",
              "What differs between the sweeps (fixed within each):\n",
              changed.to_markdown(index=False) if len(changed) else "nothing but what they swept",
-             "\nEach cell: mean [95% interval over seeds and held-out prompts] (seeds). The difference is from "
-             f"the first sweep, {names[0]}; Welch's t-test compares per-seed finals, so it leaves out the "
-             "held-out prompts' share of the error that the intervals hold (no p-value below 2 seeds in either "
-             "arm; none is corrected for the number of arms).\n",
+             "\nEach cell: mean [95% interval over seeds and held-out prompts] (seeds). Each later sweep's "
+             f"difference from the first, {names[0]}, is paired by seed where the two share seeds (`paired`: its "
+             "interval from the seeds' differences and the held-out prompts), else Welch's test over per-seed "
+             "finals; the verdict is at alpha 0.05 after Holm's correction over the arms (`p_holm`).\n",
              table.to_markdown(index=False, floatfmt=".4g")]
     return "\n".join(lines) + "\n"
 

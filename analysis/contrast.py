@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.ablation import arm_label
+
 ALPHA = 0.05
 
 
@@ -128,7 +130,7 @@ def arm_contrasts(table: pd.DataFrame, by: str, values: list, others: list[str] 
         for a, b in pairs:
             arm_a, arm_b = part[part[by] == a], part[part[by] == b]
             if len(arm_a) and len(arm_b):
-                rows.append({**fixed, "contrast": f"{b} - {a}", **arm_contrast(arm_a, arm_b, column)})
+                rows.append({**fixed, "contrast": f"{arm_label(b)} - {arm_label(a)}", **arm_contrast(arm_a, arm_b, column)})
     return verdicts(pd.DataFrame(rows, columns=[*others, "contrast", "difference", "low", "high", "p", "seeds",
                                                 "per_seed", "paired"]))
 
@@ -139,5 +141,5 @@ def describe(contrasts: pd.DataFrame) -> str:
                                                   "Welch's test over per-seed finals, held-out prompts left out.")
     return ("Paired by seed (one seed: the same held-out prompts and, for arms that differ after it, the same "
             "start): the mean difference, its 95% interval over seeds and held-out prompts, each seed's "
-            f"difference, and a verdict at alpha {ALPHA} after Holm's correction over the {len(contrasts)} "
-            f"contrasts of this table (p_holm).{unpaired}\n")
+            f"difference, and a verdict at alpha {ALPHA} after Holm's correction over this table's "
+            f"{len(contrasts)} contrast{'' if len(contrasts) == 1 else 's'} (p_holm).{unpaired}\n")

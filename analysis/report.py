@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import ablation, cold_start, contrast, live, overopt, study  # noqa: E402
+from analysis.raw import write_raw  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 
 SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
@@ -170,10 +171,13 @@ def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = Non
     source = "its storage" if stored is not None else "its runs (the study's storage is gone)"
     found = stored if stored is not None else study.study_from_runs(sweep)
     name = study.objectives(found)[0]
-    tables = {"importances": study.importances(found), "history": study.history(found),
-              "intermediate": study.intermediate(found)}
-    figures = {"importances": study.plot_importances(tables["importances"]), "history": study.plot_history(found),
-               "parallel": study.plot_parallel(found), "slices": study.plot_slices(found)}
+    no_importances = study.why_no_importances(found)
+    tables = {"history": study.history(found), "intermediate": study.intermediate(found)}
+    figures = {"history": study.plot_history(found), "parallel": study.plot_parallel(found),
+               "slices": study.plot_slices(found)}
+    if no_importances is None:
+        tables["importances"] = study.importances(found)
+        figures["importances"] = study.plot_importances(tables["importances"])
     if len(tables["intermediate"]):  # none in a study of several objectives: Optuna takes no reports there
         figures["intermediate"] = study.plot_intermediate(tables["intermediate"], name)
     if len(found.directions) > 1:
@@ -187,8 +191,9 @@ def bayesian(sweep: Sweep, sweep_dir: Path, out: Path, storage: str | None = Non
                 f"An Optuna study of {len(tables['history'])} trials ({counts}), read from {source}. Its arms are "
                 "not controlled (every knob moves at once), so it has no per-key ablation tables: what mattered "
                 f"for {name} is read from the importances.\n",
-                "### Importances (mean and sd over estimator seeds)\n", _table(tables["importances"]),
-                f"\n![importances]({pngs['importances']})\n",
+                "### Importances (mean and sd over estimator seeds)\n",
+                *([f"None: {no_importances}.\n"] if no_importances else
+                  [_table(tables["importances"]), f"\n![importances]({pngs['importances']})\n"]),
                 f"### Optimisation history, best so far\n\n![history]({pngs['history']})\n",
                 "### Intermediate values; pruned trials marked where they stopped\n\n" +
                 (f"![intermediate]({pngs['intermediate']})\n" if "intermediate" in pngs else
@@ -234,6 +239,7 @@ def write_report(sweep_dir, out_dir=None, storage: str | None = None) -> Path:
                 *live_groups(sweep, out), *overoptimisation(sweep, out)]
     if cold_start.is_cold_start_sweep(sweep.runs):
         sections += cold_start_section(sweep, out)
+    sections += write_raw(sweep, keys, out)
     report = out / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report

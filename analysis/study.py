@@ -136,6 +136,17 @@ def _complete(study: optuna.Study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def why_no_importances(study: optuna.Study) -> str | None:
+    """Why an importance would be meaningless here (fANOVA raises on it, PED-ANOVA returns equal shares
+    with a warning), or None: fewer than two finished trials, or finished trials that all tie."""
+    values = [t.values[0] for t in _complete(study)]
+    if len(values) < 2:
+        return f"{len(values)} finished trial{'' if len(values) == 1 else 's'}: importances need two or more to compare"
+    if len(set(values)) == 1:
+        return f"all {len(values)} finished trials scored the same ({values[0]:.4g}): there is no variance to split"
+    return None
+
+
 def importances(study: optuna.Study, seeds: int = 5) -> pd.DataFrame:
     """fANOVA and PED-ANOVA importance of each knob for the (first) objective: mean and spread over
     `seeds` seeds of the estimator (fANOVA's random forest; PED-ANOVA has no seed: one estimate, sd

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablation, cold_start, from_local, from_wandb_offline, load_sweep, overopt
+from analysis import ablation, cold_start, contrast, from_local, from_wandb_offline, load_sweep, overopt
 from analysis.ablation import METRIC
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,17 @@ def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_pat
     assert proxy.best_of_n.n.tolist() == [1, 2, 4, 8, 16]  # 16 samples per prompt in the smoke preset
     turns = overopt.turning_points(proxy.points, proxy.by)
     assert len(turns) == 4 and all(f"{v:.4g}" in report for v in turns.gold_after_peak)
+    # beta's contrasts, paired by seed within each reward, are the analysis's own
+    table = ablation.per_run(sweep.runs, sweep.history)
+    contrasts = contrast.arm_contrasts(table, "grpo.beta", ablation.arms(table["grpo.beta"]), ["task.reward"])
+    assert len(contrasts) == 2 and contrasts.paired.all() and (contrasts.seeds == 2).all()
+    assert all(f"{d:.4g}" in report for d in contrasts.difference) and "Holm" in report
+    # the raw data beside the report gives back every run's final value, prompt by prompt
+    raw = pd.read_csv(out / "per_prompt.csv")
+    last = raw[(raw.stage == "grpo") & (raw.metric == METRIC)].sort_values("step").groupby("run").step.transform("max")
+    finals = raw[(raw.stage == "grpo") & (raw.metric == METRIC)][lambda f: f.step == last].groupby("run").value.mean()
+    assert finals.sort_index().tolist() == pytest.approx(table.set_index("run").final.sort_index().tolist())
+    assert set(pd.read_csv(out / "runs.csv").run) == set(sweep.runs.run)
 
 
 def test_report_on_a_missing_directory_says_so_in_one_line(tmp_path):
@@ -92,6 +103,12 @@ def test_a_cold_start_sweep_with_a_none_arm_gets_its_section(model_cache, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "## Cold start" in report and "GRPO steps to reach held-out gold pass@1 >=" in report
+    climbs = cold_start.climbs(table)
+    assert list(climbs[cold_start.EXAMPLES]) == [0, 10] and (climbs.seeds == 2).all()
+    assert climbs.difference.tolist() == pytest.approx((climbs.end - climbs.start).tolist())
+    assert "What GRPO added to its start" in report and all(f"{d:.4g}" in report for d in climbs.difference)
+    against = cold_start.against_none(table)
+    assert list(against.contrast) == ["10 - 0"] and against.paired.all()
     assert {"cold_start.png", "cold_start_live.png"} <= {p.name for p in out.glob("*.png")}
     points = cold_start.live_at_start_points(sweep.runs, sweep.history)
     assert len(points) == 4 and (points.groups == 4 * 4).all()  # smoke: GRPO's 4 steps (of the first 5), 4 groups each

@@ -42,6 +42,18 @@ def test_importances_rank_the_one_knob_that_matters_first():
     assert (table[table.evaluator == "PED-ANOVA"]["std"] == 0).all()  # PED-ANOVA has no seed
 
 
+def test_a_study_whose_trials_tie_or_that_has_one_trial_gets_a_reason_not_importances():
+    """fANOVA raises on a tie (`zero total variance in all trees`: a 6-trial smoke study's two finished
+    trials tied) and PED-ANOVA shares importance equally over one trial: neither is an answer."""
+    tied = _synthetic(lambda x, noise, k: 0.5, n_trials=3)
+    with pytest.raises(RuntimeError, match="zero total variance"):
+        study.importances(tied, seeds=1)
+    assert study.why_no_importances(tied) == "all 3 finished trials scored the same (0.5): there is no variance to split"
+    one = _synthetic(lambda x, noise, k: x, n_trials=1)
+    assert study.why_no_importances(one) == "1 finished trial: importances need two or more to compare"
+    assert study.why_no_importances(_synthetic(lambda x, noise, k: x, n_trials=3)) is None
+
+
 def test_the_pareto_front_is_the_study_s_and_its_trials_are_labelled_by_run_directory():
     s = _synthetic(lambda x, noise, k: (x, x * x + noise), directions=("maximize", "minimize"), n_trials=30)
     table = study.pareto(s)
@@ -188,9 +200,15 @@ def test_compare_keeps_arms_apart_and_tests_each_difference_over_seeds():
     assert list(table.index) == ["0", "0.1"]
     assert table.loc["0", "after - before"] == pytest.approx(0.20)
     assert table.loc["0.1", "after - before"] == pytest.approx(0.0033333, abs=1e-6)
-    expected = stats.ttest_ind([0.40, 0.41, 0.45], [0.20, 0.22, 0.24], equal_var=False).pvalue
-    assert table.loc["0", "p (after vs before, Welch)"] == pytest.approx(expected)
-    assert table.loc["0", "p (after vs before, Welch)"] < 0.01 < table.loc["0.1", "p (after vs before, Welch)"]
+    # the sweeps share seeds 0-2: paired, a t-test on the seeds' differences (no per-prompt results here)
+    expected = stats.ttest_rel([0.40, 0.41, 0.45], [0.20, 0.22, 0.24]).pvalue
+    assert table["after: paired"].all() and table.loc["0", "after: p"] == pytest.approx(expected)
+    assert table.loc["0", "after: p_holm"] == pytest.approx(min(1, 2 * expected))
+    assert list(table["after: verdict"]) == ["resolved", "not resolved"]
+    unpaired = compare.compare({"before": before, "after": _grid({(0.0, 5): 0.4, (0.0, 6): 0.41, (0.0, 7): 0.45},
+                                                                  learning_rate=3e-4)})
+    welch = stats.ttest_ind([0.40, 0.41, 0.45], [0.20, 0.22, 0.24], equal_var=False).pvalue
+    assert not unpaired["after: paired"].iloc[0] and unpaired["after: p"].iloc[0] == pytest.approx(welch)
     assert table.loc["0", "before"].startswith("0.220 [") and table.loc["0", "before"].endswith("(3)")
 
 

@@ -1,0 +1,38 @@
+"""A sweep's raw results, written beside its report so that a reader can recompute any interval or
+contrast in it without the run stores:
+
+  runs.csv        one row per stage-run: run, stage, status, seed, the swept keys, and its last
+                  held-out metrics
+  per_prompt.csv  every held-out evaluation's result per prompt: run, stage, step, metric, prompt
+                  (its index in the held-out set, the same in every run of one eval.seed), value
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.load import ID_COLUMNS, PER_PROMPT, Sweep
+
+
+def per_prompt(history: pd.DataFrame) -> pd.DataFrame:
+    """The per-prompt lists of `history`, one row per (run, stage, step, metric, prompt)."""
+    columns = [c for c in history if c.endswith(PER_PROMPT)]
+    long = history.melt(id_vars=["run", "stage", "step"], value_vars=columns, var_name="metric")
+    long = long[long.value.map(lambda v: isinstance(v, list))]
+    long = long.assign(metric=long.metric.str.removesuffix(PER_PROMPT),
+                       prompt=long.value.map(lambda v: list(range(len(v))))).explode(["value", "prompt"])
+    return long[["run", "stage", "step", "metric", "prompt", "value"]].sort_values(
+        ["run", "stage", "step", "metric", "prompt"], ignore_index=True)
+
+
+def write_raw(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
+    """runs.csv and per_prompt.csv in `out`; the report's lines that point to them."""
+    shown = [*ID_COLUMNS, *[c for c in ["seed", *keys] if c in sweep.runs],
+             *sorted(c for c in sweep.runs if c.startswith("eval/"))]
+    sweep.runs[shown].to_csv(out / "runs.csv", index=False)
+    per_prompt(sweep.history).to_csv(out / "per_prompt.csv", index=False)
+    return ["## Raw data\n", "Every stage-run with its swept keys and last held-out metrics in `runs.csv`; every "
+            "held-out evaluation per prompt in `per_prompt.csv` (prompt: its index in the held-out set, shared by "
+            "the runs of one eval.seed). Every interval and contrast above can be recomputed from them.\n"]
