@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis.ablation import METRIC, pass_rate_interval, per_run, scale_axis, summarise
 from analysis.contrast import arm_contrasts, paired_runs, verdicts
-from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, pooled
+from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, mixture_live_probability, pooled
 from harness.theory import live_probability
 
 EXAMPLES = "cold_start_examples"  # sft.cold_start_size, or 0 for a run with no SFT stage (pure RL)
@@ -107,19 +107,32 @@ def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps:
     stages = binary_reward_stages(runs)
     stages = stages[stages.stage == "grpo"].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
     first = history[(history.stage == "grpo") & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
-    steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)[METRIC]
+    steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)
+    samples = runs[runs.stage == "grpo"].set_index("run")["eval.num_samples"] if "eval.num_samples" in runs else {}
     rows = [{"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": int(mine.K.iloc[0]),
-             "heldout_start": start.get(run, math.nan), **pooled(mine, confidence),
+             "heldout_start": start[METRIC].get(run, math.nan), **pooled(mine, confidence),
+             "theory_mixture": _mixture(start, samples, run, int(mine.K.iloc[0])),
              "per_step": (mine.live / mine.groups).tolist()} for run, mine in steps.groupby("run")]
     return pd.DataFrame(rows, columns=["run", "seed", EXAMPLES, "K", "heldout_start", "pass_rate", "live", "groups",
-                                       "live_frac", "low", "high", "theory", "per_step"])
+                                       "live_frac", "low", "high", "theory", "theory_mixture", "per_step"])
+
+
+def _mixture(start: pd.DataFrame, samples, run: str, K: int) -> float:
+    """E_i[P_live(p_i, K)] from the run's held-out prompts at GRPO's start (live.mixture_live_probability),
+    or NaN where it logged no per-prompt results."""
+    per_prompt = start[f"{METRIC}/per_prompt"].get(run) if f"{METRIC}/per_prompt" in start else None
+    if not isinstance(per_prompt, list) or run not in samples:
+        return math.nan
+    n = int(samples[run])
+    return mixture_live_probability(np.rint(np.asarray(per_prompt) * n).astype(int), n, K)
 
 
 def live_at_start(points: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Per cold-start size and K: the live fraction of GRPO's first steps, its mean over seeds with an
     interval over seeds and steps (ablation.pass_rate_interval), beside the theory at each seed's
     training pass rate (its mean, min and max over the seeds). With prompts of mixed difficulty the
-    theory at the mean pass rate is an upper bound: P_live is concave in p."""
+    theory at the mean pass rate is an upper bound (P_live is concave in p): `theory_mixture` is
+    E_i[P_live(p_i, K)] over the held-out prompts' pass rates at GRPO's start (mean over seeds)."""
     rows = []
     for (examples, K), part in points.groupby([EXAMPLES, "K"]):
         per_step = part.per_step.tolist()
@@ -127,7 +140,8 @@ def live_at_start(points: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
                                        confidence)
         rows.append({EXAMPLES: examples, "K": K, "runs": len(part), "heldout_start": part.heldout_start.mean(),
                      "pass_rate": part.pass_rate.mean(), "live_frac": part.live_frac.mean(), "low": low, "high": high,
-                     "theory": part.theory.mean(), "theory_min": part.theory.min(), "theory_max": part.theory.max()})
+                     "theory": part.theory.mean(), "theory_min": part.theory.min(), "theory_max": part.theory.max(),
+                     "theory_mixture": part.theory_mixture.mean()})
     return pd.DataFrame(rows)
 
 

@@ -76,9 +76,12 @@ def holm(p_values) -> np.ndarray:
 
 
 def verdicts(rows: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Holm-adjusted p-values over the family of `rows` and a verdict for each."""
-    adjusted = holm(rows.p.to_numpy()) if len(rows) else np.array([])
-    verdict = ["resolved" if q < alpha else "not resolved" if not np.isnan(q) else "no spread" for q in adjusted]
+    """Holm-adjusted p-values over the family of `rows` and a verdict for each. A contrast on one seed
+    gets none: its interval holds the held-out prompts' error only, and says nothing of another seed."""
+    one_seed = (rows.seeds < 2).to_numpy() if "seeds" in rows else np.zeros(len(rows), dtype=bool)
+    adjusted = holm(np.where(one_seed, np.nan, rows.p.to_numpy(dtype=float))) if len(rows) else np.array([])
+    verdict = ["one seed: none" if single else "resolved" if q < alpha else "not resolved" if not np.isnan(q)
+               else "no spread" for q, single in zip(adjusted, one_seed)]
     return rows.assign(p_holm=adjusted, verdict=verdict)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy import special, stats
 
 from harness.theory import live_probability
 
@@ -32,6 +32,20 @@ def num_generations_for(live_fraction: float, pass_rate: float) -> int:
         high *= 2
     ks = np.arange(2, high + 1)
     return int(ks[np.searchsorted(live_probability(pass_rate, ks), live_fraction)])
+
+
+def mixture_live_probability(successes, samples: int, num_generations: int) -> float:
+    """E_i[P_live(p_i, K)] over prompts of mixed difficulty, where P_live at the mean p is an upper bound
+    (P_live is concave in p). The prompts' pass rates are taken as Beta(a, b), fitted by maximum
+    likelihood to each held-out prompt's `successes` out of `samples` (a beta-binomial: a few samples
+    per prompt cannot give each p_i, but they give the spread of p); E[p^K] = B(a + K, b) / B(a, b)."""
+    successes = np.asarray(successes)
+    if (successes == 0).all() or (successes == samples).all():
+        return 0.0  # every prompt always failed (or passed): no mixture puts weight where groups are live
+    fit = stats.fit(stats.betabinom, successes, bounds={"n": (samples, samples), "a": (1e-3, 1e3), "b": (1e-3, 1e3)})
+    a, b, K = fit.params.a, fit.params.b, num_generations
+    whole = special.betaln(a, b)
+    return float(1 - np.exp(special.betaln(a + K, b) - whole) - np.exp(special.betaln(a, b + K) - whole))
 
 
 def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +92,7 @@ def pooled(steps: pd.DataFrame, confidence: float = 0.95) -> dict:
     """Steps of one K (live_counts) pooled: their pass rate p (weighted by groups), live and groups, the
     live fraction with its Wilson interval, and P_live(p, K)."""
     live, total, K = int(steps.live.sum()), int(steps.groups.sum()), int(steps.K.iloc[0])
-    interval = binomtest(live, total).proportion_ci(confidence, method="wilson")
+    interval = stats.binomtest(live, total).proportion_ci(confidence, method="wilson")
     p = float(np.average(steps[PASS_RATE], weights=steps.groups))
     return {"pass_rate": p, "live": live, "groups": total, "live_frac": live / total, "low": interval.low,
             "high": interval.high, "theory": float(live_probability(p, K))}

@@ -159,7 +159,9 @@ def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
         sections += ["Live groups over GRPO's first 5 steps (mean over seeds, 95% interval over seeds and steps) "
                      "against 1 - p^K - (1-p)^K at each seed's training pass rate p over those steps (mean, min and "
                      "max over seeds), beside the held-out pass rate at GRPO's start. With prompts of mixed "
-                     "difficulty fewer groups are live than the mean pass rate predicts (P_live is concave in p):\n",
+                     "difficulty fewer groups are live than the mean pass rate predicts (P_live is concave in p): "
+                     "`theory_mixture` is E_i[P_live(p_i, K)] over prompts whose pass rates follow a Beta fitted to "
+                     "the held-out prompts' results at GRPO's start (a beta-binomial):\n",
                      _table(cold_start.live_at_start(points)), f"\n![live at start]({png})\n"]
     return sections
 

@@ -30,6 +30,17 @@ def test_num_generations_for_is_the_smallest_k_reaching_the_fraction(live_fracti
     assert K == 2 or live_probability(pass_rate, K - 1) < live_fraction
 
 
+def test_the_mixture_prediction_recovers_live_groups_of_prompts_of_mixed_difficulty():
+    """Prompts at pass rates p ~ Beta(0.5, 2), 4 held-out samples each: the fit gives E[P_live(p, 8)]
+    (about 0.50 here, by 10^6 draws), far below P_live at the mean p (0.2: 0.83)."""
+    rng = np.random.default_rng(0)
+    truth = float(np.mean(live_probability(rng.beta(0.5, 2, 1_000_000), 8)))
+    estimates = [live.mixture_live_probability(rng.binomial(4, rng.beta(0.5, 2, 400)), 4, 8) for _ in range(8)]
+    assert np.mean(estimates) == pytest.approx(truth, abs=0.03) and np.std(estimates) < 0.05
+    assert truth < live_probability(0.2, 8) - 0.25
+    assert live.mixture_live_probability(np.zeros(50, dtype=int), 4, 8) == 0.0
+
+
 def test_num_generations_for_answers_the_seed_question():
     assert live.num_generations_for(0.33, 0.05) == 8  # P_live(0.05, 8) = 0.337, at K = 7 only 0.302
     assert live.num_generations_for(0.5, 0.05) == 14  # 0.95^14 = 0.488 is the first below one half

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from analysis.contrast import arm_contrasts, holm, paired
+from analysis.contrast import arm_contrasts, holm, paired, verdicts
 
 
 def test_holm_matches_its_definition_by_hand():
@@ -83,3 +83,10 @@ def test_arm_contrasts_pair_by_seed_and_fall_back_to_welch_without_shared_seeds(
     result = arm_contrasts(apart, "arm", ["a", "b"], adjacent=False)
     assert not result.paired.iloc[0] and result.difference.iloc[0] == pytest.approx(b - a)
     assert result.low.iloc[0] < b - a < result.high.iloc[0]
+
+
+def test_a_contrast_on_one_seed_gets_no_verdict_and_leaves_the_family():
+    rows = pd.DataFrame({"p": [0.001, 0.02, 0.03], "seeds": [1, 3, 3]})
+    result = verdicts(rows)
+    assert list(result.verdict) == ["one seed: none", "resolved", "resolved"]
+    assert np.isnan(result.p_holm[0]) and result.p_holm[1:].tolist() == pytest.approx([0.04, 0.04])
