@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.ablation import METRIC, pass_rate_interval, per_run, scale_axis, summarise
+from analysis.ablation import METRIC, one_per_seed, pass_rate_interval, per_run, scale_axis, summarise, swept
 from analysis.contrast import arm_contrasts, paired_runs, verdicts
 from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, mixture_live_probability, pooled
 from harness.theory import live_probability
@@ -61,21 +61,29 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return start.merge(end, on=[EXAMPLES, "runs"], suffixes=("_start", "_end"))
 
 
-def climbs(table: pd.DataFrame) -> pd.DataFrame:
-    """Per cold-start size, what GRPO added to its start: end - start, paired within each run (its
-    seed, the same held-out prompts at both evaluations), Holm-corrected over the sizes."""
+def other_keys(table: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """The swept keys that vary within a cold-start size (not the ones that name it, as `arm` does):
+    their combinations are kept apart, never pooled."""
+    keys = [k for k in swept(runs) if k in table]
+    return [k for k in keys if table.groupby(EXAMPLES)[k].nunique().max() > 1]
+
+
+def climbs(table: pd.DataFrame, others: list[str] = ()) -> pd.DataFrame:
+    """Per cold-start size (and combination of the `others` keys), what GRPO added to its start:
+    end - start, paired within each run (its seed, the same held-out prompts at both evaluations),
+    Holm-corrected over the rows."""
     rows = []
-    for examples, part in table.groupby(EXAMPLES):
-        part = part.drop_duplicates("seed").sort_values("seed")
-        rows.append({EXAMPLES: examples, "start": part.start.mean(), "end": part.final.mean(),
+    for values, part in table.groupby([*others, EXAMPLES], observed=True):
+        part = one_per_seed(part.sort_values("seed"))
+        rows.append({**dict(zip([*others, EXAMPLES], values)), "start": part.start.mean(), "end": part.final.mean(),
                      **paired_runs(part, part, "start", "final")})
     return verdicts(pd.DataFrame(rows))
 
 
-def against_none(table: pd.DataFrame) -> pd.DataFrame:
-    """GRPO's end, each cold-start size against none (pure RL) and against the size below it,
-    paired by seed, Holm-corrected."""
-    return arm_contrasts(table, EXAMPLES, sorted(table[EXAMPLES].unique()))
+def against_none(table: pd.DataFrame, others: list[str] = ()) -> pd.DataFrame:
+    """GRPO's end, each cold-start size against the smallest (none, where the sweep has it) and against
+    the size below it, paired by seed, Holm-corrected."""
+    return arm_contrasts(table, EXAMPLES, sorted(table[EXAMPLES].unique()), list(others))
 
 
 def steps_to_threshold(table: pd.DataFrame, history: pd.DataFrame, threshold: float,

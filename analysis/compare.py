@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from analysis import ablation, contrast
 from analysis.load import Sweep, config_columns, load_sweep
 
@@ -60,13 +61,16 @@ def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str 
                 found = contrast.arm_contrast(parts[first], parts[name])
                 row.update({f"{name} - {first}": found["difference"],
                             f"{name}: 95% interval": f"[{found['low']:.4g}, {found['high']:.4g}]",
-                            f"{name}: paired": found["paired"], f"{name}: p": found["p"]})
+                            f"{name}: paired": found["paired"], f"{name}: seeds": found["seeds"],
+                            f"{name}: p": found["p"]})
         rows.append(row)
     table = pd.DataFrame(rows)
-    for name in list(sweeps)[1:]:  # Holm over the arms, for each sweep against the first
+    for name in list(sweeps)[1:]:  # Holm over the arms that both sweeps ran, for each sweep against the first
         if f"{name}: p" in table:
-            checked = contrast.verdicts(table[[f"{name}: p"]].rename(columns={f"{name}: p": "p"}))
-            table[f"{name}: p_holm"], table[f"{name}: verdict"] = checked.p_holm, checked.verdict
+            both = table[f"{name}: seeds"].notna()
+            checked = contrast.verdicts(table.loc[both, [f"{name}: p", f"{name}: seeds"]].set_axis(["p", "seeds"], axis=1))
+            table[f"{name}: p_holm"] = checked.p_holm
+            table[f"{name}: verdict"] = checked.verdict.reindex(table.index).fillna(f"no {first} arm")
     return table
 
 
@@ -92,7 +96,7 @@ def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
              "\nEach cell: mean [95% interval over seeds and held-out prompts] (seeds). Each later sweep's "
              f"difference from the first, {names[0]}, is paired by seed where the two share seeds (`paired`: its "
              "interval from the seeds' differences and the held-out prompts), else Welch's test over per-seed "
-             "finals; the verdict is at alpha 0.05 after Holm's correction over the arms (`p_holm`).\n",
+             f"finals; the verdict is at alpha {contrast.ALPHA} after Holm's correction over the arms (`p_holm`).\n",
              table.to_markdown(index=False, floatfmt=".4g")]
     return "\n".join(lines) + "\n"
 

@@ -4,10 +4,12 @@ The arms of a grid share their seeds: one seed gives every arm the same held-out
 and, for arms that differ after it, the same cold start. So the difference between two arms is
 measured seed by seed and prompt by prompt, d[s, i] = B[s, i] - A[s, i], and what is common to both
 arms (a hard prompt, a lucky seed) cancels. The mean difference's error has two sources, the seeds and
-the held-out prompts they share, and `two_way` estimates both from d itself, as `pass_rate_interval`
-does for one arm's level. With 3 to 10 seeds a bootstrap over seeds under-covers (it cannot see
-a spread its few seeds did not show); a t-interval with Welch-Satterthwaite degrees of freedom holds
-its coverage there (tests/test_contrast.py simulates it).
+the held-out prompts they share, and `Spread` estimates both from d itself (as `pass_rate_interval`
+does for one arm's level, there with Welch-Satterthwaite's degrees of freedom). With 3 to 10 seeds
+a bootstrap over seeds under-covers (it cannot see a spread its few seeds did not show); a t-interval on the seeds' degrees of freedom holds its
+coverage there (tests/test_contrast.py simulates it). The same two parts give each contrast's power:
+the smallest difference its seeds would resolve 4 times in 5, and the seeds that would resolve the
+difference observed.
 
 A family of contrasts is corrected by Holm's step-down method: a contrast is resolved when its
 Holm-adjusted p-value is below alpha. The interval printed beside it is each contrast's own 95%
@@ -17,6 +19,7 @@ interval. Arms that share no seed fall back to Welch's test over per-seed finals
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,43 +28,85 @@ from scipy import stats
 from analysis.ablation import arm_label
 
 ALPHA = 0.05
+FLOAT_NOISE = 1e-20  # a mean's variance below this is rounding, not spread
+POWER = 0.8  # the planning convention: a true effect of that size resolved 4 times in 5
 
 
-def two_way(values) -> tuple[float, float, float]:
-    """The mean of a (seeds, prompts) array, its variance and the degrees of freedom of that variance,
-    for a crossed design: every seed sees the same prompts, so the grand mean's error is the seeds'
-    (with each seed's own prompt noise: the spread of the seeds' means over the seeds, seeds - 1
-    degrees of freedom) plus the prompts' shared offset (the spread of the prompts' means less what
-    the seed x prompt noise puts there, over the prompts; its moment estimate, floored at 0).
-    The degrees of freedom are the seeds' (seeds - 1): a contrast on 3 seeds is a paired t-test on 3
-    seeds, widened by the prompts' share, never narrowed by lending it their degrees of freedom
-    (Welch-Satterthwaite's sum resolved 5.3-6.4% of simulated null contrasts at 3 seeds). One row
-    is prompts alone."""
-    values = np.atleast_2d(np.asarray(values, dtype=float))
-    n_seeds, n_prompts = values.shape
-    seed_part = values.mean(1).var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
-    prompt_spread = values.mean(0).var(ddof=1) if n_prompts > 1 else 0.0
-    if n_seeds > 1 and n_prompts > 1:  # the seed x prompt noise's share of the prompts' spread
-        residual = values - values.mean(1, keepdims=True) - values.mean(0, keepdims=True) + values.mean()
-        prompt_spread = max(0.0, prompt_spread - (residual ** 2).sum() / ((n_seeds - 1) * (n_prompts - 1)) / n_seeds)
-    prompt_part = prompt_spread / n_prompts
-    dof = n_seeds - 1 if n_seeds > 1 else n_prompts - 1 if n_prompts > 1 else math.inf
-    return float(values.mean()), seed_part + prompt_part, dof
+@dataclass(frozen=True)
+class Spread:
+    """A (seeds, prompts) array's mean and the two parts of its error, for a crossed design: every seed
+    sees the same prompts, so the mean's error is the seeds' (the spread of the seeds' means, each
+    with its own prompt noise) plus the prompts' shared offset (the spread of the prompts' means less
+    what the seed x prompt noise puts there: its moment estimate, floored at 0)."""
+
+    mean: float
+    seed_var: float  # the variance of one seed's mean (0 with one seed: unknown)
+    prompt_part: float  # the held-out prompts' share of the mean's variance, whatever the seeds
+    seeds: int
+    prompts: int
+
+    @classmethod
+    def of(cls, values) -> "Spread":
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        n_seeds, n_prompts = values.shape
+        prompt_spread = values.mean(0).var(ddof=1) if n_prompts > 1 else 0.0
+        if n_seeds > 1 and n_prompts > 1:  # the seed x prompt noise's share of the prompts' spread
+            residual = values - values.mean(1, keepdims=True) - values.mean(0, keepdims=True) + values.mean()
+            noise = (residual ** 2).sum() / ((n_seeds - 1) * (n_prompts - 1))
+            prompt_spread = max(0.0, prompt_spread - noise / n_seeds)
+        seed_var = values.mean(1).var(ddof=1) if n_seeds > 1 else 0.0
+        return cls(float(values.mean()), seed_var, prompt_spread / n_prompts, n_seeds, n_prompts)
+
+    def variance(self, seeds: int | None = None) -> float:
+        """The mean's variance at `seeds` seeds (default: as measured)."""
+        return self.seed_var / (seeds or self.seeds) + self.prompt_part
+
+    def dof(self, seeds: int | None = None) -> float:
+        """The seeds' degrees of freedom: a contrast on 3 seeds is a paired t-test on 3 seeds, widened
+        by the prompts' share, never narrowed by lending it their degrees of freedom (Welch-
+        Satterthwaite's resolved up to 6.4% of simulated null contrasts at 3 seeds). One seed:
+        the prompts'."""
+        seeds = seeds or self.seeds
+        return seeds - 1 if seeds > 1 else self.prompts - 1 if self.prompts > 1 else math.inf
+
+    def detectable(self, seeds: int | None = None, alpha: float = ALPHA, power: float = POWER) -> float:
+        """The smallest true difference that `seeds` seeds resolve (two-sided, at alpha) with probability
+        `power`, if the seeds and prompts spread as measured."""
+        dof = self.dof(seeds)
+        return (stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * math.sqrt(self.variance(seeds))
+
+    def seeds_to_resolve(self, effect: float, most: int = 1000) -> float:
+        """The fewest seeds that resolve `effect` with probability POWER (detectable falls as seeds grow:
+        a bisection); inf when even `most` would not (the prompts' share alone is too wide: more held-out
+        prompts, not seeds). A planning number: the spread it assumes is measured on few seeds."""
+        if abs(effect) == 0 or self.detectable(most) > abs(effect):
+            return math.inf
+        low, high = 1, most  # detectable(low) > |effect| >= detectable(high); 1 seed resolves nothing
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if self.detectable(middle) <= abs(effect) else (middle, high)
+        return high
 
 
-def paired(before, after, confidence: float = 0.95) -> dict:
+def paired(before, after, confidence: float = 0.95, power: bool = True) -> dict:
     """`after` - `before`, both (seeds, prompts) arrays in the same seed and prompt order: the mean
-    difference, its interval, the two-sided p-value, and each seed's mean difference."""
+    difference, its interval, the two-sided p-value, each seed's mean difference, the smallest
+    difference these seeds would resolve with 80% power, and the seeds that would resolve the one
+    observed (`power=False`: not computed, for simulations of thousands of sweeps)."""
     diff = np.atleast_2d(np.asarray(after, dtype=float)) - np.atleast_2d(np.asarray(before, dtype=float))
-    mean, variance, dof = two_way(diff)
-    if variance == 0:  # every difference equal (often all 0): no spread to measure
+    spread = Spread.of(diff)
+    variance, dof = spread.variance(), spread.dof()
+    measurable = power and variance > FLOAT_NOISE and spread.seeds > 1  # one seed: the prompts' error alone
+    if variance <= FLOAT_NOISE:  # every difference equal (often all 0), to float rounding: no spread to measure
         low = high = p = math.nan
     else:
         half = stats.t.ppf((1 + confidence) / 2, dof) * math.sqrt(variance)
-        low, high = mean - half, mean + half
-        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(variance), dof))
-    return {"difference": mean, "low": low, "high": high, "p": p, "seeds": diff.shape[0],
-            "per_seed": [round(float(d), 4) for d in diff.mean(1)]}
+        low, high = spread.mean - half, spread.mean + half
+        p = float(2 * stats.t.sf(abs(spread.mean) / math.sqrt(variance), dof))
+    return {"difference": spread.mean, "low": low, "high": high, "p": p, "seeds": spread.seeds,
+            "per_seed": [round(float(d), 4) for d in diff.mean(1)],
+            "detectable_80": spread.detectable() if measurable else math.nan,
+            "seeds_to_resolve": spread.seeds_to_resolve(spread.mean) if measurable else math.nan}
 
 
 def holm(p_values) -> np.ndarray:
@@ -105,18 +150,18 @@ def paired_runs(before: pd.DataFrame, after: pd.DataFrame, before_column: str = 
 
 
 def arm_contrast(base: pd.DataFrame, other: pd.DataFrame, column: str = "final") -> dict:
-    """`other` - `base` over the seeds both arms finished (paired), or, when they share none, Welch's
-    test over per-seed means (unpaired)."""
+    """`other` - `base` over the seeds both arms finished (paired), or, when they share fewer than two
+    (of more), Welch's test over per-seed means (unpaired)."""
     base, other = base.drop_duplicates("seed").set_index("seed"), other.drop_duplicates("seed").set_index("seed")
     shared = sorted(set(base.index) & set(other.index))
-    if shared:
+    if len(shared) > 1 or len(base) == len(other) == 1:  # one shared seed of several: Welch says more
         return {**paired_runs(base.loc[shared], other.loc[shared], column, column), "paired": True}
     a, b = base[column].to_numpy(dtype=float), other[column].to_numpy(dtype=float)
     welch = stats.ttest_ind(b, a, equal_var=False) if min(len(a), len(b)) > 1 else None
     low, high = welch.confidence_interval() if welch is not None else (math.nan, math.nan)
     return {"difference": b.mean() - a.mean(), "low": low, "high": high,
             "p": welch.pvalue if welch is not None else math.nan, "seeds": min(len(a), len(b)),
-            "per_seed": [], "paired": False}
+            "per_seed": [], "detectable_80": math.nan, "seeds_to_resolve": math.nan, "paired": False}
 
 
 def arm_contrasts(table: pd.DataFrame, by: str, values: list, others: list[str] = (),
@@ -135,7 +180,7 @@ def arm_contrasts(table: pd.DataFrame, by: str, values: list, others: list[str] 
             if len(arm_a) and len(arm_b):
                 rows.append({**fixed, "contrast": f"{arm_label(b)} - {arm_label(a)}", **arm_contrast(arm_a, arm_b, column)})
     return verdicts(pd.DataFrame(rows, columns=[*others, "contrast", "difference", "low", "high", "p", "seeds",
-                                                "per_seed", "paired"]))
+                                                "per_seed", "detectable_80", "seeds_to_resolve", "paired"]))
 
 
 def describe(contrasts: pd.DataFrame) -> str:
@@ -145,4 +190,7 @@ def describe(contrasts: pd.DataFrame) -> str:
     return ("Paired by seed (one seed: the same held-out prompts and, for arms that differ after it, the same "
             "start): the mean difference, its 95% interval over seeds and held-out prompts, each seed's "
             f"difference, and a verdict at alpha {ALPHA} after Holm's correction over this table's "
-            f"{len(contrasts)} contrast{'' if len(contrasts) == 1 else 's'} (p_holm).{unpaired}\n")
+            f"{len(contrasts)} contrast{'' if len(contrasts) == 1 else 's'} (p_holm). Power at alpha {ALPHA} "
+            f"(uncorrected): `detectable_80` is the smallest difference these seeds would resolve with {POWER:.0%} "
+            "probability, `seeds_to_resolve` the seeds that would resolve the difference observed (inf: not seeds "
+            f"but more held-out prompts).{unpaired}\n")

@@ -7,10 +7,12 @@ binomial intervals, and the inverse question: which K keeps a fraction f of grou
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from harness.theory import live_probability
 
@@ -38,14 +40,23 @@ def mixture_live_probability(successes, samples: int, num_generations: int) -> f
     """E_i[P_live(p_i, K)] over prompts of mixed difficulty, where P_live at the mean p is an upper bound
     (P_live is concave in p). The prompts' pass rates are taken as Beta(a, b), fitted by maximum
     likelihood to each held-out prompt's `successes` out of `samples` (a beta-binomial: a few samples
-    per prompt cannot give each p_i, but they give the spread of p); E[p^K] = B(a + K, b) / B(a, b)."""
+    per prompt cannot give each p_i, but they give the spread of p; two barely do, one does not: NaN);
+    E[p^K] = B(a + K, b) / B(a, b)."""
     successes = np.asarray(successes)
+    if samples < 2:  # one sample per prompt gives the mean pass rate only, not its spread
+        return math.nan
     if (successes == 0).all() or (successes == samples).all():
         return 0.0  # every prompt always failed (or passed): no mixture puts weight where groups are live
-    fit = stats.fit(stats.betabinom, successes, bounds={"n": (samples, samples), "a": (1e-3, 1e3), "b": (1e-3, 1e3)})
+    fit = stats.fit(stats.betabinom, successes, bounds={"n": (samples, samples), "a": (1e-3, 1e3), "b": (1e-3, 1e3)},
+                    optimizer=_seeded)
     a, b, K = fit.params.a, fit.params.b, num_generations
     whole = special.betaln(a, b)
     return float(1 - np.exp(special.betaln(a + K, b) - whole) - np.exp(special.betaln(a, b + K) - whole))
+
+
+def _seeded(fun, bounds, *, integrality):
+    """scipy.stats.fit's own optimizer, seeded: the same results give the same fit."""
+    return optimize.differential_evolution(fun, bounds, integrality=integrality, seed=0)
 
 
 def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:

@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import ablation, cold_start, contrast, live, overopt, study  # noqa: E402
-from analysis.raw import write_raw  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
+from analysis.raw import write_raw  # noqa: E402
 
 SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
 
@@ -139,16 +139,17 @@ def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
     table = cold_start.start_and_end(sweep.runs, sweep.history)
     if table.empty:
         return []
-    both = cold_start.summary(table)
+    both, others = cold_start.summary(table), cold_start.other_keys(table, sweep.runs)
+    against = cold_start.against_none(table, others)
     threshold = round(0.5 * both.mean_end.max(), 3)
     png = _save(cold_start.plot_start_and_end(table), out / "cold_start.png")
     sections = ["## Cold start\n", "Held-out gold pass@1 at GRPO's start (after the cold start, or the base with "
                 "none) and at its end, mean and 95% interval over seeds and held-out prompts:\n", _table(both),
                 *few_seeds(both), f"\n![cold start]({png})\n",
                 "What GRPO added to its start, end - start, paired within each run (its seed, the same held-out "
-                "prompts at both evaluations), Holm-corrected over the sizes:\n", _table(cold_start.climbs(table)),
-                "\nGRPO's end, each size against none and against the size below it. "
-                + contrast.describe(against := cold_start.against_none(table)), _table(against)]
+                "prompts at both evaluations), Holm-corrected over the rows:\n", _table(cold_start.climbs(table, others)),
+                f"\nGRPO's end, each size against {'none' if 0 in set(table[cold_start.EXAMPLES]) else 'the smallest'} "
+                "and against the size below it. " + contrast.describe(against), _table(against)]
     if threshold > 0:  # chosen from the sweep's own results, and said so
         sections += [f"GRPO steps to reach held-out gold pass@1 >= {threshold} (half the best size's final mean), at "
                      "the evaluations every eval.eval_every steps; failed or pruned runs are left out (see above):\n",

@@ -367,3 +367,14 @@ def test_a_named_arm_stands_for_the_keys_it_sets_but_not_for_a_key_swept_across_
     assert sorted(ablation.swept(runs)) == ["arm", "grpo.learning_rate"]
     assert sorted(ablation.swept(runs.drop(columns="arm"))) == ["grpo.epsilon_high", "grpo.learning_rate",
                                                                 "grpo.loss_type"]
+
+
+def test_the_raw_per_prompt_table_is_every_list_in_long_form_and_empty_without_any():
+    from analysis.raw import per_prompt
+
+    history = pd.DataFrame({"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 10],
+                            f"{METRIC}/per_prompt": [[0.0, 0.5], np.nan], METRIC: [0.25, 0.5]})
+    table = per_prompt(history)
+    assert table.to_dict("list") == {"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 0],
+                                     "metric": [METRIC, METRIC], "prompt": [0, 1], "value": [0.0, 0.5]}
+    assert per_prompt(history.drop(columns=f"{METRIC}/per_prompt")).empty  # W&B alone keeps a histogram

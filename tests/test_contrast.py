@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from analysis.contrast import arm_contrasts, holm, paired, verdicts
+from analysis.contrast import Spread, arm_contrasts, holm, paired, verdicts
 
 
 def test_holm_matches_its_definition_by_hand():
@@ -30,38 +30,53 @@ def test_a_shared_seed_effect_cancels_in_the_paired_difference():
     assert same["difference"] == 0 and math.isnan(same["low"]) and math.isnan(same["p"])
 
 
-def _simulated_sweeps(sims, seeds, effect, rng, prompts=100, samples=2):
+# Two worlds: seeds dominate (each arm's own seed noise), or the arms differ prompt by prompt (an
+# effect of N(0.4, 1) on the logit, the same in every seed) and the shared prompts dominate.
+WORLDS = {"seeds": dict(seed_sd=0.4, effect_sd=0.0), "prompts": dict(seed_sd=0.05, effect_sd=1.0)}
+
+
+def _simulated_sweeps(sims, seeds, effect, rng, seed_sd=0.4, effect_sd=0.0, prompts=100, samples=2):
     """`sims` sweeps of two arms sharing seeds and held-out prompts: logit pass rate = prompt difficulty
-    + seed effect (shared) + the arm's own seed noise + `effect` in arm B; each prompt sampled
-    `samples` times. Returns the per-prompt pass rates of A and B, (sims, seeds, prompts) each."""
-    base = (rng.normal(-0.5, 1.5, size=(sims, 1, prompts)) + rng.normal(0, 0.5, size=(sims, seeds, 1)))
-    logit_a = base + rng.normal(0, 0.4, size=(sims, seeds, 1))
-    logit_b = base + effect + rng.normal(0, 0.4, size=(sims, seeds, 1))
+    + seed effect (shared) + the arm's own seed noise (sd `seed_sd`), and in arm B a prompt's effect
+    (mean `effect`, sd `effect_sd` over prompts); each prompt sampled `samples` times. Returns the
+    per-prompt pass rates of A and B, (sims, seeds, prompts) each."""
+    base = rng.normal(-0.5, 1.5, size=(sims, 1, prompts)) + rng.normal(0, 0.5, size=(sims, seeds, 1))
+    shift = effect + effect_sd * rng.normal(size=(sims, 1, prompts)) if effect else 0.0
+    logit_a = base + rng.normal(0, seed_sd, size=(sims, seeds, 1))
+    logit_b = base + shift + rng.normal(0, seed_sd, size=(sims, seeds, 1))
     return (rng.binomial(samples, special.expit(logit_a)) / samples,
             rng.binomial(samples, special.expit(logit_b)) / samples)
 
 
-def _true_difference(effect, rng, draws=2_000_000):
+def _true_difference(effect, rng, seed_sd=0.4, effect_sd=0.0, draws=2_000_000):
     """The population difference the simulated sweeps estimate: over prompts and seeds."""
     base = rng.normal(-0.5, 1.5, draws) + rng.normal(0, 0.5, draws)
-    a, b = base + rng.normal(0, 0.4, draws), base + effect + rng.normal(0, 0.4, draws)
+    a = base + rng.normal(0, seed_sd, draws)
+    b = base + effect + effect_sd * rng.normal(size=draws) + rng.normal(0, seed_sd, draws)
     return float(np.mean(special.expit(b) - special.expit(a)))
 
 
+@pytest.mark.slow  # 16000 simulated sweeps: about 25 s
+@pytest.mark.parametrize("world", sorted(WORLDS))
 @pytest.mark.parametrize("seeds", [3, 10])
-def test_the_paired_interval_covers_the_true_difference_and_rarely_resolves_no_effect(seeds):
+def test_the_paired_interval_covers_the_true_difference_and_rarely_resolves_no_effect(seeds, world):
     """4000 simulated sweeps each way. A 95% interval at its nominal level covers in 95% of them and
     resolves 5% of null contrasts, give or take the simulation's own error (+-0.7% at 4000): the bar
     is coverage >= 93%, and a false rate not above 5% by more than that error (Welch-Satterthwaite's
-    degrees of freedom failed it at 3 seeds: 6.4% of 8000)."""
-    sims, rng = 4000, np.random.default_rng(seeds)
-    truth = _true_difference(0.4, rng)
-    a, b = _simulated_sweeps(sims, seeds, 0.4, rng)
-    results = [paired(x, y) for x, y in zip(a, b)]
+    degrees of freedom failed it at 3 seeds: 6.4% of 8000). Where the arms differ prompt by prompt,
+    a t-test on the seeds' means alone covers far less (it misses the shared prompts' error)."""
+    sims, rng, spread = 4000, np.random.default_rng(seeds), WORLDS[world]
+    truth = _true_difference(0.4, rng, **spread)
+    a, b = _simulated_sweeps(sims, seeds, 0.4, rng, **spread)
+    results = [paired(x, y, power=False) for x, y in zip(a, b)]
     covered = np.mean([r["low"] <= truth <= r["high"] for r in results])
     assert covered >= 0.93, covered
-    a, b = _simulated_sweeps(sims, seeds, 0.0, rng)
-    false = np.mean([paired(x, y)["p"] < 0.05 for x, y in zip(a, b)])
+    seeds_only = np.mean([r["low"] <= truth <= r["high"] for r in
+                          (paired(x.mean(1, keepdims=True), y.mean(1, keepdims=True), power=False)
+                           for x, y in zip(a, b))])
+    assert (seeds_only < 0.93) == (world == "prompts"), seeds_only
+    a, b = _simulated_sweeps(sims, seeds, 0.0, rng, **spread)
+    false = np.mean([paired(x, y, power=False)["p"] < 0.05 for x, y in zip(a, b)])
     assert false <= 0.05 + 1.96 * math.sqrt(0.05 * 0.95 / sims), false
 
 
@@ -90,3 +105,21 @@ def test_a_contrast_on_one_seed_gets_no_verdict_and_leaves_the_family():
     result = verdicts(rows)
     assert list(result.verdict) == ["one seed: none", "resolved", "resolved"]
     assert np.isnan(result.p_holm[0]) and result.p_holm[1:].tolist() == pytest.approx([0.04, 0.04])
+
+
+def test_power_is_what_simulated_sweeps_resolve():
+    """A pilot's spread says which effect its seeds resolve 4 times in 5 and how many seeds another
+    needs; sweeps simulated at that effect resolve it about 80% of the time."""
+    rng = np.random.default_rng(7)
+    a, b = _simulated_sweeps(1, 4, 0.4, rng)
+    pilot = Spread.of(b[0] - a[0])
+    assert pilot.detectable(4) > pilot.detectable(10) > pilot.detectable(1000) > 1.9 * math.sqrt(pilot.prompt_part)
+    seeds = pilot.seeds_to_resolve(pilot.detectable(6))
+    assert seeds == 6
+    rows, seed_sd = 2000, math.sqrt(pilot.seed_var)  # sweeps whose spread is the pilot's, at that effect
+    effect = pilot.detectable(6)
+    per_seed = effect + rng.normal(0, seed_sd, size=(rows, 6))
+    per_prompt = rng.normal(0, math.sqrt(pilot.prompt_part * 100), size=(rows, 1, 100))
+    resolved = np.mean([paired(np.zeros((6, 100)), s[:, None] + p, power=False)["p"] < 0.05
+                        for s, p in zip(per_seed, per_prompt)])
+    assert 0.75 < resolved < 0.9, resolved

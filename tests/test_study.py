@@ -230,4 +230,5 @@ def test_compare_meets_a_sweep_that_held_a_key_fixed_at_its_value_never_pooling_
     assert list(table.index) == ["0", "0.1"]
     assert table.loc["0", "beta - baseline"] == pytest.approx(0.10)  # beta=0 against beta=0, not a pool
     assert pd.isna(table.loc["0.1", "baseline"]) and pd.isna(table.loc["0.1", "beta - baseline"])
+    assert list(table["beta: verdict"]) == ["resolved", "no baseline arm"]  # the family: the one shared arm
     assert table.loc["0.1", "beta"].startswith("0.510 [")
