@@ -141,7 +141,9 @@ def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
 def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
     """Each held-out evaluation of each run's `stage`: d, and the gold and proxy gains over the
     stage's start, with the run's config beside it."""
-    evals = history[(history.stage == stage) & history[KL].notna()] if KL in history else history.iloc[:0]
+    if KL not in history:  # no run measured it (eval.kl_to_initial=false): no point has a d
+        history = history.assign(**{KL: np.nan})
+    evals = history[(history.stage == stage) & history[KL].notna()]
     evals = evals.sort_values(["run", "step"])
     start = evals.groupby("run")[[GOLD, PROXY]].transform("first")
     points = pd.DataFrame({

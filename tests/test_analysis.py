@@ -378,3 +378,11 @@ def test_the_raw_per_prompt_table_is_every_list_in_long_form_and_empty_without_a
     assert table.to_dict("list") == {"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 0],
                                      "metric": [METRIC, METRIC], "prompt": [0, 1], "value": [0.0, 0.5]}
     assert per_prompt(history.drop(columns=f"{METRIC}/per_prompt")).empty  # W&B alone keeps a histogram
+
+
+def test_runs_that_measured_no_kl_give_no_over_optimisation_points_not_a_crash():
+    """eval.kl_to_initial=false logs no KL: the report of such a sweep crashed in rl_points."""
+    runs = pd.DataFrame({"run": ["a"], "stage": ["grpo"], "status": ["finished"], "grpo.beta": [0.0]})
+    history = pd.DataFrame({"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 10],
+                            METRIC: [0.1, 0.2], "eval/proxy_reward": [np.nan, np.nan]})
+    assert overopt.rl_points(runs, history).empty
