@@ -39,6 +39,10 @@ def unruly_score(problem, completion: str, ids: list[int]):
         bytearray(50 * 2**30)
     if "reserve" in completion:  # address space any machine gives at once (untouched): only the limit refuses it
         mmap.mmap(-1, 3 * 2**30)
+    if "interrupt" in completion:
+        raise KeyboardInterrupt("not an Exception: it would stop the trainer were it sent back")
+    if completion.startswith("smuggle "):
+        raise Smuggled(completion.removeprefix("smuggle "))
     if "none" in completion:
         return None
     if "garbage" in completion:
@@ -46,6 +50,17 @@ def unruly_score(problem, completion: str, ids: list[int]):
     if "nan" in completion:
         return float("nan")
     return plain_score(problem, completion, ids)
+
+
+def mark(path: str) -> None:
+    Path(path).write_text(str(os.getpid()))
+
+
+class Smuggled(KeyboardInterrupt):
+    """Model text's own exception class: unpickling it runs `mark` wherever it is unpickled."""
+
+    def __reduce__(self):
+        return mark, (str(self),)
 
 
 def always_raises(problem, completion: str, ids: list[int]) -> float:
@@ -68,6 +83,17 @@ PLAIN = ByName("plain_score", "fixtures plain")
 UNRULY = ByName("unruly_score", "fixtures unruly")
 ALWAYS_RAISES = ByName("always_raises", "fixtures always-raises")
 TASK_VERIFIER = ByName("unruly_score", "fixtures task verifier", stop_when_most_fail=False)
+
+
+@dataclass(frozen=True)
+class BrokenBuild:
+    """A task's own verifier that cannot be built in a worker (its package missing there, say)."""
+
+    name: str = "fixtures broken-build"
+    stop_when_most_fail = False
+
+    def build(self):
+        raise ImportError("No module named 'a_verifier_package'")
 
 
 @dataclass(frozen=True)

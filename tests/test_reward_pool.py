@@ -9,8 +9,8 @@ import pytest
 from joblib import Parallel, delayed
 
 from harness.rewards.pool import RewardFailed, RewardPool, Scored
-from tests.reward_fixtures import (ALWAYS_RAISES, PLAIN, TASK_VERIFIER, UNRULY, CountsBuilds, Imported, plain_score,
-                                  score_in_a_joblib_worker)
+from tests.reward_fixtures import (ALWAYS_RAISES, PLAIN, TASK_VERIFIER, UNRULY, BrokenBuild, CountsBuilds, Imported,
+                                  plain_score, score_in_a_joblib_worker)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,23 @@ def test_a_killed_worker_is_a_crash_and_the_pool_goes_on(pool):
     assert [i for i, _ in result.failures] == [1, 3]
     assert "ProcessExpired" in result.failures[0][1] and "SIGKILL" in result.failures[1][1]
     assert scored(pool, PLAIN, ["x", "yy"])[0] == Scored(expected(["x", "yy"]))
+
+
+def test_model_text_cannot_stop_the_trainer_nor_run_code_in_it(pool, tmp_path):
+    """A KeyboardInterrupt, or an exception class of the text's own whose unpickling runs code, is that
+    completion's error, in the worker: nothing of it is sent back to be raised or unpickled here."""
+    marker = tmp_path / "unpickled"
+    completions = ["a", "interrupt", f"smuggle {marker}", "bb"]
+    result, _ = scored(pool, UNRULY, completions)
+    assert result.scores == [0.0 if i in (1, 2) else s for i, s in enumerate(expected(completions))]
+    assert (result.errors, result.crashes) == (2, 0) and not marker.exists()
+    assert "KeyboardInterrupt" in result.failures[0][1] and "Smuggled" in result.failures[1][1]
+
+
+def test_a_reward_that_cannot_be_built_stops_the_run_even_a_task_s_own(pool):
+    with pytest.raises(RewardFailed, match="fixtures broken-build could not be built in a reward worker: error "
+                                           "building it: ImportError: No module named 'a_verifier_package'"):
+        scored(pool, BrokenBuild(), ["a", "bb"])
 
 
 def test_raises_are_errors_with_type_and_message(pool, caplog):

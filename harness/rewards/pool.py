@@ -21,7 +21,7 @@ from typing import Optional
 
 import pebble
 
-from harness.rewards.worker import Outcome, RewardSpec, describe, init_worker, score_chunk
+from harness.rewards.worker import BUILD, Outcome, RewardSpec, describe, init_worker, score_chunk
 
 log = logging.getLogger(__name__)
 CHUNK_MARGIN = 2.0  # seconds a chunk task gets beyond its completions' limits: hand-off and pickling
@@ -63,6 +63,9 @@ class RewardPool:
         if not completions:
             return Scored([])
         outcomes = self._outcomes(pickle.dumps(spec), list(zip(problems, completions, completion_ids)), spec.name)
+        built = next((message for _, kind, message in outcomes if kind == BUILD), None)
+        if built is not None:  # a reward that cannot be built would score every completion 0, silently
+            raise RewardFailed(f"reward {spec.name} could not be built in a reward worker: {built}")
         scored = _tally(outcomes)
         for index, (_, kind, message) in enumerate(outcomes):
             if kind is not None:

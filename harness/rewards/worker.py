@@ -17,8 +17,11 @@ from functools import partial
 from typing import Any, Callable, Optional, Protocol
 
 Score = Callable[[Any, str, list[int]], float]
-# One completion's result: (score, None, None), or (0.0, "error" | "timeout", "TypeName: message").
+# One completion's result: (score, None, None), or (0.0, "error" | "timeout" | BUILD, "TypeName: message")
+# (the pool adds "crash" for a worker that died). Plain floats and strings only: they are pickled back.
 Outcome = tuple[float, Optional[str], Optional[str]]
+SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")  # WANDB_API_KEY, HF_TOKEN, ...
+BUILD = "build"  # the reward itself could not be built in the worker
 
 
 class RewardSpec(Protocol):
@@ -47,6 +50,8 @@ def init_worker(memory_gb: float) -> None:
     worker whose initializer fails, again and again."""
     for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(threads, "1")  # a thread pool per core would eat the address-space cap
+    for name in [n for n in os.environ if n.endswith(SECRET_SUFFIXES)]:  # model text may read the environment
+        del os.environ[name]
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU dumps core by default: a GB per kill
         with open("/proc/self/statm") as statm:
@@ -58,10 +63,11 @@ def init_worker(memory_gb: float) -> None:
 
 
 def score_chunk(spec_bytes: bytes, items: list[tuple], timeout: float, build_timeout: float) -> list[Outcome]:
-    """Scores (problem, completion, completion_ids) items in order, each under its own limits."""
+    """Scores (problem, completion, completion_ids) items in order, each under its own limits. A spec that
+    cannot be built fails every item as BUILD: no completion's fault, the pool stops the run on it."""
     score, failure = _spec(spec_bytes, build_timeout)
     if score is None:
-        return [(0.0, *failure)] * len(items)
+        return [(0.0, BUILD, f"{failure[0]} building it: {failure[1]}")] * len(items)
     return [_outcome(*_limited(partial(_scored, score, item), timeout)) for item in items]
 
 
@@ -112,8 +118,12 @@ def _limited(call: Callable[[], Any], seconds: float) -> tuple[Any, Optional[tup
         return value, None
     except CompletionTimeout:
         return None, ("timeout", f"TimeoutError: ran past {seconds:g} s")
-    except (Exception, SystemExit) as error:  # any failure of untrusted code is that completion's; exit() too
-        return None, ("error", describe(error))
+    except BaseException as error:  # untrusted code's failure is its completion's: exit(), KeyboardInterrupt, its
+        try:  # own exception classes too, which must never be pickled back to the trainer (their __reduce__ runs there)
+            message = describe(error)
+        except BaseException:  # a __str__ that raises, or hangs until the alarm
+            message = type(error).__name__
+        return None, ("error", message)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))  # an idle worker must never hit the cap
