@@ -66,8 +66,8 @@ def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_pat
     assert all(f"{d:.4g}" in report for d in contrasts.difference) and "Holm" in report
     # the raw data beside the report gives back every run's final value, prompt by prompt
     raw = pd.read_csv(out / "per_prompt.csv")
-    last = raw[(raw.stage == "grpo") & (raw.metric == METRIC)].sort_values("step").groupby("run").step.transform("max")
-    finals = raw[(raw.stage == "grpo") & (raw.metric == METRIC)][lambda f: f.step == last].groupby("run").value.mean()
+    grpo = raw[(raw.stage == "grpo") & (raw.metric == METRIC)]
+    finals = grpo[grpo.step == grpo.groupby("run").step.transform("max")].groupby("run").value.mean()
     assert finals.sort_index().tolist() == pytest.approx(table.set_index("run").final.sort_index().tolist())
     assert set(pd.read_csv(out / "runs.csv").run) == set(sweep.runs.run)
 
