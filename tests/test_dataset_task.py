@@ -70,6 +70,18 @@ def test_each_form_reads_the_same_rows_as_jsonl(tmp_path, jsonl, form):
     assert {p.answer for p in found.train + found.test} >= {"007", "2", "598"}
 
 
+@pytest.mark.parametrize("answers", [[7, "007"], [7, 7.5]])
+def test_json_answers_the_reader_would_change_are_refused_in_one_line(tmp_path, answers):
+    """JSON's reader gives 7 beside "007" as 7, and 7 beside 7.5 as 7.0: every such answer a wrong reference."""
+    rows = [{"prompt": f"q{i}", "answer": answers[i % 2]} for i in range(40)]
+    with pytest.raises(ValueError, match=r"column 'answer' was read as .*, not as written") as error:
+        dataset_task(train_path=write_jsonl(tmp_path / "mixed.jsonl", rows), test_fraction=0.2)
+    assert "\n" not in str(error.value)
+    whole = [{"prompt": f"q{i}", "answer": i} for i in range(40)]  # whole numbers are exact: kept
+    assert {p.answer for p in dataset_task(train_path=write_jsonl(tmp_path / "whole.jsonl", whole),
+                                           test_fraction=0.2).train} <= {str(i) for i in range(40)}
+
+
 def test_a_saved_dataset_dict_gives_its_train_and_test_splits(tmp_path):
     folder = tmp_path / "dict"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:200]),

@@ -114,7 +114,18 @@ def read_examples(cfg, path: str, setting: str, split: str) -> list[Example]:
     for key in columns:
         if key not in table.column_names:
             raise ValueError(f"{setting}={path!r} has no column {key!r} (its columns: {', '.join(table.column_names)})")
+    for key in (cfg.answer_key, cfg.solution_key):
+        if key is not None and _guessed(table.features[key]):
+            raise ValueError(f"{setting}={path!r}: column {key!r} was read as {table.features[key]}, not as written "
+                             f"(\"007\" beside 7 comes back 7, 7 beside 7.5 as 7.0): write its values as strings")
     return [to_example(row, cfg, f"{setting}={path!r}, row {index}") for index, row in enumerate(table.to_list())]
+
+
+def _guessed(feature) -> bool:
+    """A column whose values the reader typed by guessing, so that str() of them need not be what the file
+    says: floats (7 beside 7.5) and mixed types (JSON's 7 beside "007"). Text and whole numbers are exact."""
+    dtype = getattr(feature, "dtype", None)
+    return dtype is None or not (dtype in ("string", "large_string") or dtype.startswith(("int", "uint")))
 
 
 def to_example(row: dict, cfg, where: str) -> Example:
