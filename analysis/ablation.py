@@ -152,12 +152,19 @@ def arm_summary(part: pd.DataFrame, column: str = "final", confidence: float = 0
     """One arm's runs: mean of `column`, its `pass_rate_interval`, and how many seeds (a seed
     repeated counts once)."""
     part = one_per_seed(part)
-    values, per_prompt = part[column].to_numpy(dtype=float), f"{column}_per_prompt"
-    detail = part[per_prompt].tolist() if per_prompt in part else []
-    if not detail or any(not isinstance(d, (list, np.ndarray)) for d in detail) or len({len(d) for d in detail}) > 1:
-        detail = list(values)  # seeds alone
-    low, high = pass_rate_interval(detail, confidence)
+    values = part[column].to_numpy(dtype=float)
+    low, high = pass_rate_interval(per_prompt_results(part, column), confidence)
     return {"mean": values.mean(), "low": low, "high": high, "runs": len(values)}
+
+
+def per_prompt_results(part: pd.DataFrame, column: str) -> np.ndarray:
+    """`column` of `part`'s runs, one row per run in its order: per held-out prompt where every run logged
+    them (`<column>_per_prompt`, equally many), else the run's value alone (seeds alone)."""
+    detail = part.get(f"{column}_per_prompt")
+    if detail is not None and all(isinstance(d, (list, np.ndarray)) for d in detail) \
+            and len({len(d) for d in detail}) == 1:
+        return np.asarray(detail.tolist(), dtype=float)
+    return part[column].to_numpy(dtype=float)[:, None]
 
 
 def summary_table(table: pd.DataFrame, by: str, others: list[str] = ()) -> pd.DataFrame:

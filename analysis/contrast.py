@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.ablation import arm_label
+from analysis.ablation import arm_label, per_prompt_results
 
 ALPHA = 0.05
 FLOAT_NOISE = 1e-20  # a mean's variance below this is rounding, not spread
@@ -130,20 +130,10 @@ def verdicts(rows: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return rows.assign(p_holm=adjusted, verdict=verdict)
 
 
-def results(part: pd.DataFrame, column: str) -> np.ndarray:
-    """An arm's `column`, one row per run in `part`'s order: per held-out prompt where every run logged
-    them (`<column>_per_prompt`, equally many), else the run's value alone."""
-    detail = part.get(f"{column}_per_prompt")
-    if detail is not None and all(isinstance(d, (list, np.ndarray)) for d in detail) \
-            and len({len(d) for d in detail}) == 1:
-        return np.asarray(detail.tolist(), dtype=float)
-    return part[column].to_numpy(dtype=float)[:, None]
-
-
 def paired_runs(before: pd.DataFrame, after: pd.DataFrame, before_column: str = "final",
                 after_column: str = "final") -> dict:
     """`paired` over runs matched row by row (one seed each), per prompt where both have them."""
-    a, b = results(before, before_column), results(after, after_column)
+    a, b = per_prompt_results(before, before_column), per_prompt_results(after, after_column)
     if a.shape != b.shape:  # prompts logged on one side only: the runs' values alone
         a, b = before[before_column].to_numpy(dtype=float)[:, None], after[after_column].to_numpy(dtype=float)[:, None]
     return paired(a, b)
