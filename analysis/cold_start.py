@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.ablation import METRIC, one_per_seed, pass_rate_interval, per_run, scale_axis, summarise, swept
-from analysis.contrast import arm_contrasts, paired_runs, verdicts
-from analysis.live import LIVE, PASS_RATE, binary_reward_stages, live_counts, mixture_live_probability, pooled
+from analysis.contrast import arm_contrasts, paired_difference, run_differences, verdicts
+from analysis.live import (LIVE, PASS_RATE, binary_reward_stages, eval_concentrations, live_counts,
+                           mixture_live_probability, pooled)
 from harness.theory import live_probability
 
 EXAMPLES = "cold_start_examples"  # sft.cold_start_size, or 0 for a run with no SFT stage (pure RL)
@@ -76,7 +77,7 @@ def climbs(table: pd.DataFrame, others: list[str] = ()) -> pd.DataFrame:
     for values, part in table.groupby([*others, EXAMPLES], observed=True):
         part = one_per_seed(part.sort_values("seed"))
         rows.append({**dict(zip([*others, EXAMPLES], values)), "start": part.start.mean(), "end": part.final.mean(),
-                     **paired_runs(part, part, "start", "final")})
+                     **paired_difference(run_differences(part, part, "start", "final"))})
     return verdicts(pd.DataFrame(rows))
 
 
@@ -116,23 +117,15 @@ def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps:
     stages = stages[stages.stage == "grpo"].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
     first = history[(history.stage == "grpo") & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
     steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)
-    samples = runs[runs.stage == "grpo"].set_index("run")["eval.num_samples"] if "eval.num_samples" in runs else {}
+    found = eval_concentrations(runs, history)
+    concentration = found[(found.stage == "grpo") & (found.step == 0)].set_index("run").concentration
     rows = [{"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": int(mine.K.iloc[0]),
              "heldout_start": start[METRIC].get(run, math.nan), **pooled(mine, confidence),
-             "theory_mixture": _mixture(start, samples, run, int(mine.K.iloc[0])),
+             "theory_mixture": float(mixture_live_probability(pooled(mine, confidence)["pass_rate"],
+                                                              concentration.get(run, math.nan), int(mine.K.iloc[0]))),
              "per_step": (mine.live / mine.groups).tolist()} for run, mine in steps.groupby("run")]
     return pd.DataFrame(rows, columns=["run", "seed", EXAMPLES, "K", "heldout_start", "pass_rate", "live", "groups",
                                        "live_frac", "low", "high", "theory", "theory_mixture", "per_step"])
-
-
-def _mixture(start: pd.DataFrame, samples, run: str, K: int) -> float:
-    """E_i[P_live(p_i, K)] from the run's held-out prompts at GRPO's start (live.mixture_live_probability),
-    or NaN where it logged no per-prompt results."""
-    per_prompt = start[f"{METRIC}/per_prompt"].get(run) if f"{METRIC}/per_prompt" in start else None
-    if not isinstance(per_prompt, list) or run not in samples:
-        return math.nan
-    n = int(samples[run])
-    return mixture_live_probability(np.rint(np.asarray(per_prompt) * n).astype(int), n, K)
 
 
 def live_at_start(points: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

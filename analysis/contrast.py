@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.ablation import arm_label, per_prompt_results
+from analysis.ablation import arm_label, arms, per_prompt_results, per_run, swept
+from analysis.load import load_sweep
 
 ALPHA = 0.05
 FLOAT_NOISE = 1e-20  # a mean's variance below this is rounding, not spread
@@ -89,11 +90,18 @@ class Spread:
 
 
 def paired(before, after, confidence: float = 0.95, power: bool = True) -> dict:
-    """`after` - `before`, both (seeds, prompts) arrays in the same seed and prompt order: the mean
-    difference, its interval, the two-sided p-value, each seed's mean difference, the smallest
-    difference these seeds would resolve with 80% power, and the seeds that would resolve the one
-    observed (`power=False`: not computed, for simulations of thousands of sweeps)."""
+    """`after` - `before`, both (seeds, prompts) arrays in the same seed and prompt order: see
+    `paired_difference`."""
     diff = np.atleast_2d(np.asarray(after, dtype=float)) - np.atleast_2d(np.asarray(before, dtype=float))
+    return paired_difference(diff, confidence, power)
+
+
+def paired_difference(diff, confidence: float = 0.95, power: bool = True) -> dict:
+    """A (seeds, prompts) array of paired differences: their mean, its interval, the two-sided
+    p-value, each seed's mean difference, the smallest difference these seeds would resolve with 80%
+    power, and the seeds that would resolve the one observed (`power=False`: not computed, for
+    simulations of thousands of sweeps)."""
+    diff = np.atleast_2d(np.asarray(diff, dtype=float))
     spread = Spread.of(diff)
     variance, dof = spread.variance(), spread.dof()
     measurable = power and variance > FLOAT_NOISE and spread.seeds > 1  # one seed: the prompts' error alone
@@ -130,47 +138,86 @@ def verdicts(rows: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return rows.assign(p_holm=adjusted, verdict=verdict)
 
 
-def paired_runs(before: pd.DataFrame, after: pd.DataFrame, before_column: str = "final",
-                after_column: str = "final") -> dict:
-    """`paired` over runs matched row by row (one seed each), per prompt where both have them."""
+def run_differences(before: pd.DataFrame, after: pd.DataFrame, before_column: str = "final",
+                    after_column: str = "final") -> np.ndarray:
+    """`after` - `before` over runs matched row by row (one seed each), per prompt where both have them."""
     a, b = per_prompt_results(before, before_column), per_prompt_results(after, after_column)
     if a.shape != b.shape:  # prompts logged on one side only: the runs' values alone
         a, b = before[before_column].to_numpy(dtype=float)[:, None], after[after_column].to_numpy(dtype=float)[:, None]
-    return paired(a, b)
+    return b - a
 
 
-def arm_contrast(base: pd.DataFrame, other: pd.DataFrame, column: str = "final") -> dict:
-    """`other` - `base` over the seeds both arms finished (paired), or, when they share fewer than two
-    (of more), Welch's test over per-seed means (unpaired)."""
+def shared_seeds(base: pd.DataFrame, other: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Both arms' runs on the seeds both finished, in one order; None when they share fewer than two
+    (of more): then only an unpaired test applies."""
     base, other = base.drop_duplicates("seed").set_index("seed"), other.drop_duplicates("seed").set_index("seed")
     shared = sorted(set(base.index) & set(other.index))
     if len(shared) > 1 or len(base) == len(other) == 1:  # one shared seed of several: Welch says more
-        return {**paired_runs(base.loc[shared], other.loc[shared], column, column), "paired": True}
+        return base.loc[shared], other.loc[shared]
+    return None
+
+
+def arm_contrast(base: pd.DataFrame, other: pd.DataFrame, column: str = "final", confidence: float = 0.95) -> dict:
+    """`other` - `base` over the seeds both arms finished (paired), or, when they share fewer than two
+    (of more), Welch's test over per-seed means (unpaired)."""
+    matched = shared_seeds(base, other)
+    if matched is not None:
+        return {**paired_difference(run_differences(*matched, column, column), confidence), "paired": True}
+    base, other = base.drop_duplicates("seed"), other.drop_duplicates("seed")
     a, b = base[column].to_numpy(dtype=float), other[column].to_numpy(dtype=float)
     welch = stats.ttest_ind(b, a, equal_var=False) if min(len(a), len(b)) > 1 else None
-    low, high = welch.confidence_interval() if welch is not None else (math.nan, math.nan)
+    low, high = welch.confidence_interval(confidence) if welch is not None else (math.nan, math.nan)
     return {"difference": b.mean() - a.mean(), "low": low, "high": high,
             "p": welch.pvalue if welch is not None else math.nan, "seeds": min(len(a), len(b)),
             "per_seed": [], "detectable_80": math.nan, "seeds_to_resolve": math.nan, "paired": False}
 
 
-def arm_contrasts(table: pd.DataFrame, by: str, values: list, others: list[str] = (),
-                  column: str = "final", adjacent: bool = True) -> pd.DataFrame:
-    """The contrasts of one swept key within each combination of the `others` keys: every value
-    against the first (the baseline), and, with `adjacent`, each value against the one before it
-    (an ordered key, a cumulative ablation), a pair counted once. Holm-corrected over the family."""
+def arm_pairs(table: pd.DataFrame, by: str, values: list, others: list[str] = (), adjacent: bool = True):
+    """(the `others` keys' values, "b - a", arm a's runs, arm b's runs) for each contrast of one swept key
+    within each combination of the others: every value against the first (the baseline), and, with
+    `adjacent`, each value against the one before it (an ordered key, a cumulative ablation), once."""
     pairs = [(values[0], v) for v in values[1:]]
     if adjacent:
         pairs += [(a, b) for a, b in zip(values[1:], values[2:])]
-    others, rows = list(others), []
+    others = list(others)
     for fixed, part in (table.groupby(others, observed=True) if others else [((), table)]):
         fixed = dict(zip(others, fixed if isinstance(fixed, tuple) else (fixed,)))
         for a, b in pairs:
             arm_a, arm_b = part[part[by] == a], part[part[by] == b]
             if len(arm_a) and len(arm_b):
-                rows.append({**fixed, "contrast": f"{arm_label(b)} - {arm_label(a)}", **arm_contrast(arm_a, arm_b, column)})
+                yield fixed, f"{arm_label(b)} - {arm_label(a)}", arm_a, arm_b
+
+
+def arm_contrasts(table: pd.DataFrame, by: str, values: list, others: list[str] = (),
+                  column: str = "final", adjacent: bool = True, confidence: float = 0.95) -> pd.DataFrame:
+    """`arm_pairs`' contrasts, Holm-corrected over the family."""
+    rows = [{**fixed, "contrast": label, **arm_contrast(a, b, column, confidence)}
+            for fixed, label, a, b in arm_pairs(table, by, values, others, adjacent)]
     return verdicts(pd.DataFrame(rows, columns=[*others, "contrast", "difference", "low", "high", "p", "seeds",
                                                 "per_seed", "detectable_80", "seeds_to_resolve", "paired"]))
+
+
+def label(fixed: dict, contrast: str) -> str:
+    """A contrast named apart from its twins under the other keys' values: "grpo.beta=0.1: proxy - gold"."""
+    where = ", ".join(f"{k}={arm_label(v)}" for k, v in fixed.items())
+    return f"{where}: {contrast}" if where else contrast
+
+
+def sweep_contrasts(table: pd.DataFrame, keys: list[str], confidence: float = 0.95) -> pd.DataFrame:
+    """Every swept key's contrasts as one family, each labelled by `label`."""
+    parts = []
+    for key in keys:
+        others = [k for k in keys if k != key]
+        part = arm_contrasts(table, key, arms(table[key]), others, confidence=confidence)
+        parts.append(part.assign(contrast=[label(dict(row[others]), row.contrast) for _, row in part.iterrows()]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["contrast", "p", "seeds"])
+
+
+def sweep_finals(sweep_dir) -> tuple[pd.DataFrame, list[str]]:
+    """A sweep's finished GRPO runs with their final held-out results (per prompt where logged), and
+    the keys it swept."""
+    sweep = load_sweep(sweep_dir)
+    return per_run(sweep.runs, sweep.history, stage="grpo"), swept(sweep.runs)
 
 
 def describe(contrasts: pd.DataFrame) -> str:

@@ -2,7 +2,8 @@
 failure, which happens with probability P_live(p, K) = 1 - p^K - (1 - p)^K.
 
 The theory curves for a sweep's Ks, the fractions its runs measured laid over them with their
-binomial intervals, and the inverse question: which K keeps a fraction f of groups alive at p.
+binomial intervals, the mixture over prompts of mixed difficulty (E_i[P_live(p_i, K)], from the
+held-out prompts' spread), and the inverse question: which K keeps a fraction f of groups alive at p.
 """
 
 from __future__ import annotations
@@ -36,22 +37,32 @@ def num_generations_for(live_fraction: float, pass_rate: float) -> int:
     return int(ks[np.searchsorted(live_probability(pass_rate, ks), live_fraction)])
 
 
-def mixture_live_probability(successes, samples: int, num_generations: int) -> float:
-    """E_i[P_live(p_i, K)] over prompts of mixed difficulty, where P_live at the mean p is an upper bound
-    (P_live is concave in p). The prompts' pass rates are taken as Beta(a, b), fitted by maximum
+def prompt_concentration(successes, samples: int) -> float:
+    """How alike the prompts are in difficulty: their pass rates taken as Beta(a, b), fitted by maximum
     likelihood to each held-out prompt's `successes` out of `samples` (a beta-binomial: a few samples
-    per prompt cannot give each p_i, but they give the spread of p; two barely do, one does not: NaN);
-    E[p^K] = B(a + K, b) / B(a, b)."""
+    per prompt cannot give each p_i, but they give the spread of p; two barely do, one does not: NaN),
+    and a + b returned (large: every prompt near the mean; small: prompts near 0 or 1). inf where every
+    prompt always failed or always passed (no spread to fit)."""
     successes = np.asarray(successes)
     if samples < 2:  # one sample per prompt gives the mean pass rate only, not its spread
         return math.nan
     if (successes == 0).all() or (successes == samples).all():
-        return 0.0  # every prompt always failed (or passed): no mixture puts weight where groups are live
+        return math.inf
     fit = stats.fit(stats.betabinom, successes, bounds={"n": (samples, samples), "a": (1e-3, 1e3), "b": (1e-3, 1e3)},
                     optimizer=_seeded)
-    a, b, K = fit.params.a, fit.params.b, num_generations
+    return float(fit.params.a + fit.params.b)
+
+
+def mixture_live_probability(pass_rate, concentration: float, num_generations: int):
+    """E_i[P_live(p_i, K)] over prompts whose pass rates are Beta with mean `pass_rate` and a + b =
+    `concentration` (`prompt_concentration`): E[p^K] = B(a + K, b) / B(a, b). P_live at the mean p is an
+    upper bound (P_live is concave in p); an infinite concentration gives it back."""
+    p = np.clip(np.asarray(pass_rate, dtype=float), 1e-12, 1 - 1e-12)
+    if math.isinf(concentration):
+        return live_probability(p, num_generations)
+    a, b, K = p * concentration, (1 - p) * concentration, num_generations
     whole = special.betaln(a, b)
-    return float(1 - np.exp(special.betaln(a + K, b) - whole) - np.exp(special.betaln(a, b + K) - whole))
+    return 1 - np.exp(special.betaln(a + K, b) - whole) - np.exp(special.betaln(a, b + K) - whole)
 
 
 def _seeded(fun, bounds, *, integrality):
@@ -79,16 +90,49 @@ def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 
 
     Only stages trained on a binary reward count (binary_reward_stages), and the pass rate is
     that of the training reward, which is what decides whether a group is live. One row per
-    (K, bin): pass_rate (mean over the steps in it), live, groups, live_frac, low, high, theory.
+    (K, bin): pass_rate (mean over the steps in it), live, groups, live_frac, low, high, theory (at
+    the mean p), theory_mixture (each step's p spread over prompts as the run's latest held-out
+    evaluation found them, `step_concentrations`; NaN where no evaluation logged per-prompt results).
     """
     steps = history.merge(binary_reward_stages(runs), on=["run", "stage"]).dropna(subset=[PASS_RATE, LIVE])
     if steps.empty:
-        return pd.DataFrame(columns=["K", "pass_rate", "live", "groups", "live_frac", "low", "high", "theory"])
-    steps = live_counts(steps).assign(bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True))
+        return pd.DataFrame(columns=["K", "pass_rate", "live", "groups", "live_frac", "low", "high", "theory",
+                                     "theory_mixture"])
+    steps = step_concentrations(live_counts(steps), runs, history)
+    steps = steps.assign(bin=pd.cut(steps[PASS_RATE], np.linspace(0, 1, bins + 1), include_lowest=True),
+                         mixture=[float(mixture_live_probability(p, c, K)) if not math.isnan(c) else math.nan
+                                  for p, c, K in zip(steps[PASS_RATE], steps.concentration, steps.K)])
     rows = []
     for (K, _), part in steps.groupby(["K", "bin"], observed=True):
-        rows.append({"K": K, **pooled(part, confidence)})
+        weights = part.groups.where(part.mixture.notna(), 0)
+        mixture = float(np.average(part.mixture.fillna(0), weights=weights)) if weights.sum() else math.nan
+        rows.append({"K": K, **pooled(part, confidence), "theory_mixture": mixture})
     return pd.DataFrame(rows)
+
+
+def eval_concentrations(runs: pd.DataFrame, history: pd.DataFrame, metric: str = "eval/gold_pass@1") -> pd.DataFrame:
+    """(run, stage, step, concentration): `prompt_concentration` of every held-out evaluation that logged
+    its per-prompt results, with the run's eval.num_samples."""
+    column = f"{metric}/per_prompt"
+    if column not in history or "eval.num_samples" not in runs:
+        return pd.DataFrame(columns=["run", "stage", "step", "concentration"])
+    samples = runs.drop_duplicates("run").set_index("run")["eval.num_samples"]
+    evals = history[history[column].map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool)]
+    rows = [{"run": run, "stage": stage, "step": step,
+             "concentration": prompt_concentration(np.rint(np.asarray(values) * samples[run]).astype(int), int(samples[run]))}
+            for run, stage, step, values in zip(evals.run, evals.stage, evals.step, evals[column]) if run in samples]
+    return pd.DataFrame(rows, columns=["run", "stage", "step", "concentration"])
+
+
+def step_concentrations(steps: pd.DataFrame, runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Training `steps` with the concentration of their run's latest held-out evaluation at or before
+    each step (the GRPO stage's evaluation at its start for its first steps)."""
+    found = eval_concentrations(runs, history).sort_values("step")
+    ordered = steps.sort_values("step")
+    if found.empty:
+        return ordered.assign(concentration=math.nan)
+    return pd.merge_asof(ordered, found.astype({"step": ordered.step.dtype}), on="step", by=["run", "stage"])\
+        .assign(concentration=lambda f: f.concentration.astype(float))
 
 
 def live_counts(steps: pd.DataFrame) -> pd.DataFrame:
@@ -121,6 +165,8 @@ def plot_live_groups(ks, points: pd.DataFrame | None = None, ax=None):
             mine = points[points.K == K]
             ax.errorbar(mine.pass_rate, mine.live_frac, yerr=[mine.live_frac - mine.low, mine.high - mine.live_frac],
                         fmt="o", color=color, capsize=3, label=f"K = {K}: measured" if len(mine) else None)
+            if "theory_mixture" in mine and mine.theory_mixture.notna().any():
+                ax.plot(mine.pass_rate, mine.theory_mixture, "x--", color=color, label=f"K = {K}: prompts' mixture")
     ax.set(xlabel="pass rate p", ylabel="fraction of live groups", ylim=(0, 1.02), xlim=(0, 1),
            title="Live groups: theory and measured (95% Wilson intervals)")
     ax.legend(fontsize="small")

@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import ablation, cold_start, contrast, live, overopt, study  # noqa: E402
+from analysis import ablation, cold_start, compute, contrast, live, overopt, sequential, study  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 from analysis.raw import write_raw  # noqa: E402
 
@@ -72,6 +72,13 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         sections += [f"## Runs left out of the means ({counts})\n",
                      "A pruned, stopped or unfinished run has no final value; its last evaluation, for the record:\n",
                      _table(left_out)]
+    if table.empty:  # all pruned, all failed, or still running: nothing has a final value
+        return sections + ["## Arms and contrasts\n", "No GRPO run finished, so no arm has a final value to "
+                           "summarise or contrast; the last evaluations of the runs are listed above.\n"]
+    if not keys:  # one arm: a level, nothing to contrast
+        return sections + ["## The one arm\n", "This sweep varied nothing but the seed: one arm, so no contrast. "
+                           "Its held-out gold pass@1, mean and 95% interval over seeds and held-out prompts:\n",
+                           _table(one := pd.DataFrame([ablation.arm_summary(table, "final")])), *few_seeds(one)]
     for key in keys:
         others = [k for k in keys if k != key]
         ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")
@@ -81,8 +88,7 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         contrasts = contrast.arm_contrasts(table, key, ablation.arms(table[key]), others)
         sections += [f"## {key}\n", "Held-out gold pass@1, mean and 95% interval over seeds and "
                      "held-out prompts (`runs`: the seeds behind each row):\n", _table(summary), *few_seeds(summary),
-                     f"\nContrasts of the final value, each {key} against the first and against the one before it. "
-                     + contrast.describe(contrasts), _table(contrasts),
+                     *contrast_section(key, contrasts), *equal_cost_section(sweep, table, key, others),
                      f"\n![ablation]({ablation_png})\n\n![learning curves]({curves_png})\n"]
         if "entropy" in sweep.history:  # clip-higher's claim: with a symmetric clip, entropy collapses
             entropy = ablation.plot_learning_curves(sweep.runs, sweep.history, key, metric="entropy", hue=others)
@@ -94,6 +100,18 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
             sections += [f"Against training time (the values of {key} differ in cost):\n\n"
                          f"![learning curves against time]({clock_png})\n"]
     return sections
+
+
+def contrast_section(key: str, contrasts: pd.DataFrame) -> list[str]:
+    if contrasts.empty:
+        return [f"\nNo contrast of {key}: fewer than two of its arms have a finished run.\n"]
+    return [f"\nContrasts of the final value, each {key} against the first and against the one before it. "
+            + contrast.describe(contrasts), _table(contrasts)]
+
+
+def equal_cost_section(sweep: Sweep, table: pd.DataFrame, key: str, others: list[str]) -> list[str]:
+    at_cost = compute.equal_cost_contrasts(table, sweep.history, key, ablation.arms(table[key]), others)
+    return [compute.DESCRIPTION, _table(at_cost)] if len(at_cost) else []
 
 
 def few_seeds(summary: pd.DataFrame, enough: int = 3) -> list[str]:
@@ -112,14 +130,20 @@ def live_groups(sweep: Sweep, out: Path) -> list[str]:
     if points.empty:
         return []
     png = _save(live.plot_live_groups(sorted(points.K.unique()), points), out / "live_groups.png")
-    return ["## Live groups\n", "Measured live fraction by K and pass-rate bin (runs on the gold reward), "
-            "against 1 - p^K - (1-p)^K:\n", _table(points), f"\n![live groups]({png})\n"]
+    return ["## Live groups\n", "Measured live fraction by K and training pass-rate bin (runs on the gold reward), "
+            "against 1 - p^K - (1-p)^K at the bin's mean p (`theory`) and against the mixture E_i[P_live(p_i, K)] "
+            "(`theory_mixture`): each step's p spread over prompts as its run's latest held-out evaluation found "
+            "them (a Beta fitted to per-prompt results; NaN where none were logged). Prompts of mixed difficulty "
+            "leave fewer groups live than their mean p predicts (P_live is concave in p):\n",
+            _table(points), f"\n![live groups]({png})\n"]
 
 
 def overoptimisation(sweep: Sweep, out: Path) -> list[str]:
     proxy = overopt.proxy_runs(sweep)
     if proxy.points.empty:
-        return []
+        trained = "task.reward" in sweep.runs and sweep.runs["task.reward"].isin(overopt.PROXIES).any()
+        return ["## Reward over-optimisation\n", "Runs trained on a proxy, but none finished with a KL "
+                "and a gold measured (a pruned or failed run has no end to turn at).\n"] if trained else []
     rl, by, bon = proxy.points, proxy.by, proxy.best_of_n
     png = _save(overopt.plot_overoptimisation(rl, by, bon), out / "overoptimisation.png")
     sections = ["## Reward over-optimisation\n",
@@ -161,8 +185,8 @@ def cold_start_section(sweep: Sweep, out: Path) -> list[str]:
                      "against 1 - p^K - (1-p)^K at each seed's training pass rate p over those steps (mean, min and "
                      "max over seeds), beside the held-out pass rate at GRPO's start. With prompts of mixed "
                      "difficulty fewer groups are live than the mean pass rate predicts (P_live is concave in p): "
-                     "`theory_mixture` is E_i[P_live(p_i, K)] over prompts whose pass rates follow a Beta fitted to "
-                     "the held-out prompts' results at GRPO's start (a beta-binomial):\n",
+                     "`theory_mixture` is E_i[P_live(p_i, K)] at the same training pass rate, its prompts spread as a Beta "
+                     "fitted to the held-out prompts' results at GRPO's start (a beta-binomial):\n",
                      _table(cold_start.live_at_start(points)), f"\n![live at start]({png})\n"]
     return sections
 
@@ -239,6 +263,7 @@ def write_report(sweep_dir, out_dir=None, storage: str | None = None) -> Path:
     searched = study.is_bayesian(sweep.runs)
     sections = [*overview(sweep, sweep_dir.name, keys),
                 *(bayesian(sweep, sweep_dir, out, storage) if searched else ablations(sweep, keys, out)),
+                *sequential.section(sweep_dir),
                 *live_groups(sweep, out), *overoptimisation(sweep, out)]
     if cold_start.is_cold_start_sweep(sweep.runs):
         sections += cold_start_section(sweep, out)

@@ -68,12 +68,13 @@ def fail(run_dir: Path, message: str, exit_code: int) -> dict:
 
 
 def name_run(config: Config, run_dir: Path) -> None:
-    """Alone, a run is named after its directory; in a sweep, a trial is <sweep>-<job number>,
+    """Alone, a run is named after its directory; in a sweep, a trial is <sweep>-<its subdirectory>
+    (the job's number, unless a sweep grown later put it in a subdirectory of its own: sweeps.resolve),
     and every trial's stages are grouped under the sweep in W&B."""
     hydra_cfg = HydraConfig.get()
     if in_sweep():
         sweep = Path(hydra_cfg.sweep.dir).name
-        config.run_name = config.run_name or f"{sweep}-{hydra_cfg.job.num}"
+        config.run_name = config.run_name or f"{sweep}-{Path(hydra_cfg.runtime.output_dir).name}"
         config.tracking.group = config.tracking.group or sweep
     else:
         config.run_name = config.run_name or run_dir.name

@@ -31,14 +31,19 @@ def test_num_generations_for_is_the_smallest_k_reaching_the_fraction(live_fracti
 
 
 def test_the_mixture_prediction_recovers_live_groups_of_prompts_of_mixed_difficulty():
-    """Prompts at pass rates p ~ Beta(0.5, 2), 4 held-out samples each: the fit gives E[P_live(p, 8)]
-    (about 0.50 here, by 10^6 draws), far below P_live at the mean p (0.2: 0.83)."""
+    """Prompts at pass rates p ~ Beta(0.5, 2), 4 held-out samples each: the fitted concentration (a + b =
+    2.5) at the mean p gives E[P_live(p, 8)] (about 0.50 here, by 10^6 draws), far below P_live at the
+    mean p (0.2: 0.83); prompts all alike give P_live at the mean back."""
     rng = np.random.default_rng(0)
     truth = float(np.mean(live_probability(rng.beta(0.5, 2, 1_000_000), 8)))
-    estimates = [live.mixture_live_probability(rng.binomial(4, rng.beta(0.5, 2, 400)), 4, 8) for _ in range(8)]
+    fitted = [live.prompt_concentration(rng.binomial(4, rng.beta(0.5, 2, 400)), 4) for _ in range(8)]
+    estimates = [live.mixture_live_probability(0.2, c, 8) for c in fitted]
     assert np.mean(estimates) == pytest.approx(truth, abs=0.03) and np.std(estimates) < 0.05
     assert truth < live_probability(0.2, 8) - 0.25
-    assert live.mixture_live_probability(np.zeros(50, dtype=int), 4, 8) == 0.0
+    assert live.prompt_concentration(np.zeros(50, dtype=int), 4) == np.inf
+    assert live.mixture_live_probability(0.2, np.inf, 8) == pytest.approx(live_probability(0.2, 8))
+    assert live.mixture_live_probability(0.2, 1e9, 8) == pytest.approx(live_probability(0.2, 8), abs=1e-6)
+    assert np.isnan(live.prompt_concentration(np.ones(50, dtype=int), 1))  # one sample shows no spread
 
 
 def test_num_generations_for_answers_the_seed_question():

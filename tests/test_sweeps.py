@@ -269,7 +269,7 @@ def test_the_same_grid_gives_the_same_results_under_every_local_launcher(model_c
     for launcher in ("basic", "joblib", "submitit_local"):
         sweep_dir = tmp_path / launcher
         command = [sys.executable, "-m", "harness.train", "-m", f"hydra/launcher={launcher}", "experiment=smoke",
-                   "pipeline.stages=[grpo]", "grpo.prompts_per_step=16", "grpo.steps=6", "eval.num_prompts=64",
+                   "pipeline.stages=[grpo]", "grpo.prompts_per_step=16", "grpo.steps=3", "eval.num_prompts=64",
                    "tracking=disabled", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "COLDCLIMB_CACHE": str(model_cache)})

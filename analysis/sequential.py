@@ -1,0 +1,168 @@
+"""Seeds until resolved: looks at a sweep's contrasts as seeds are added, valid under optional stopping.
+
+Testing at the full alpha after every batch of seeds and stopping at the first resolved contrast
+resolves a null contrast far more often than alpha: each look is another chance (about 10% with four
+looks, tests/test_sequential.py). So the plan is fixed before the first look (the most seeds, the
+batch, a spending function f) and is a group-sequential design (Lan & DeMets 1983): by the look at
+information fraction t = seeds / max_seeds, the chance of having resolved a null contrast is f(t),
+and f(1) = alpha. Each look's nominal level (the p-value a contrast must beat there) comes from the
+looks' joint law under no effect, the canonical one of a mean over seeds (Jennison & Turnbull 2000,
+ch. 7), found by simulating it with a fixed seed; the look's interval is the repeated confidence
+interval at that level, which covers at every look at once with probability 1 - alpha. Several
+contrasts: Holm's step-down with each hypothesis's boundaries recomputed at its local alpha (alpha/m,
+alpha/(m - 1), ...), the group-sequential Holm of Maurer & Bretz 2013. A contrast resolved stays
+resolved; the sweep stops adding seeds once none is open.
+
+The held-out prompts are the same at every seed (eval.seed), which makes the looks more alike than the
+canonical law assumes: that only makes the design conservative. And their part of the error does
+not shrink as seeds are added, so a contrast that no number of seeds can resolve (`seeds_to_resolve`
+inf) is settled as not resolved rather than waited for.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.contrast import ALPHA
+
+DEFAULT_SPENDING = "obrien_fleming"
+PLAN_FILE = "resolve.json"  # in the sweep's directory: the plan, the original command, the verdicts
+PATHS = 400_000  # simulated looks under no effect: a nominal level of 0.001 to within about 5%
+SPENDING = {  # alpha spent by information fraction t in [0, 1]
+    # Pocock-like: spends early, where a seed costs the most to add
+    "pocock": lambda t, alpha: alpha * math.log(1 + (math.e - 1) * t),
+    # O'Brien-Fleming-like: almost nothing early, nearly all of alpha at the last look
+    "obrien_fleming": lambda t, alpha: 2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Fixed before the first look: changing it afterwards voids the guarantee."""
+
+    first_seeds: int  # the seeds of the sweep when the plan was made: the first look
+    max_seeds: int
+    batch: int
+    alpha: float = ALPHA
+    spending: str = DEFAULT_SPENDING
+
+    def __post_init__(self):
+        if self.spending not in SPENDING:
+            raise ValueError(f"spending={self.spending!r}: choose one of {', '.join(SPENDING)}")
+        if not 2 <= self.first_seeds <= self.max_seeds or self.batch < 1:
+            raise ValueError(f"seeds: first {self.first_seeds}, most {self.max_seeds}, batch {self.batch}: "
+                             "need 2 <= first <= most and a batch of at least 1")
+
+    def looks(self) -> list[int]:
+        """The seed counts at which the plan looks."""
+        return [*range(self.first_seeds, self.max_seeds, self.batch), self.max_seeds]
+
+    def spent(self, seeds: int, alpha: float | None = None) -> float:
+        """Alpha spent by the look at `seeds` seeds."""
+        return SPENDING[self.spending](min(1.0, seeds / self.max_seeds), alpha or self.alpha)
+
+    def nominal(self, look: int, alpha: float | None = None) -> float:
+        """The two-sided p-value a contrast must beat at the look-th look (0-based), for a family
+        alpha of `alpha` (default the plan's)."""
+        looks = tuple(self.looks())
+        return nominal_levels(looks, tuple(self.spent(n, alpha) for n in looks))[look]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=256)
+def nominal_levels(looks: tuple[int, ...], spent: tuple[float, ...]) -> tuple[float, ...]:
+    """Each look's nominal two-sided level such that, under no effect, the chance of a first crossing
+    by look k is spent[k]: the looks' z-statistics simulated as a running mean of independent seeds'
+    standard normal differences (a fixed seed, so every call agrees)."""
+    seeds = np.asarray(looks, dtype=float)
+    steps = np.random.default_rng(0).standard_normal((PATHS, len(seeds))) * np.sqrt(np.diff(seeds, prepend=0.0))
+    z, alive, levels = np.abs(np.cumsum(steps, axis=1)) / np.sqrt(seeds), np.ones(PATHS, dtype=bool), []
+    for k, cumulative in enumerate(spent):
+        if k == 0:  # one look is one normal: exact
+            bound = stats.norm.isf(cumulative / 2)
+        else:
+            crossing = int(round(cumulative * PATHS)) - int((~alive).sum())  # first crossings this look may add
+            bound = np.sort(z[alive, k])[::-1][crossing - 1] if crossing > 0 else math.inf
+        alive &= z[:, k] < bound
+        levels.append(float(2 * stats.norm.sf(bound)))
+    return tuple(levels)
+
+
+def step_down(p_values: pd.Series, plan: Plan, look: int) -> pd.Series:
+    """Holm's step-down at one look: the smallest of m open p-values against the look's level for
+    alpha/m, the next against alpha/(m - 1), ..., stopping at the first that fails. NaN: no test."""
+    tested = p_values.dropna().sort_values()
+    resolved = pd.Series(False, index=p_values.index)
+    for j, (name, p) in enumerate(tested.items()):
+        if p > plan.nominal(look, plan.alpha / (len(tested) - j)):
+            break
+        resolved[name] = True
+    return resolved
+
+
+def sequential(plan: Plan, contrasts_at: Callable[[int, float], pd.DataFrame],
+               add_seeds: Callable[[int], None] = lambda seeds: None) -> pd.DataFrame:
+    """Look at each of the plan's seed counts in turn: `add_seeds(seeds)` brings the sweep to that
+    many seeds, `contrasts_at(seeds, confidence)` gives the contrasts on them (a `contrast` label,
+    `p`, `seeds`, the interval at that confidence, `seeds_to_resolve`). Stops once no contrast is
+    open, or none that seeds can resolve, or at the last look. Returns each contrast's row at the look
+    that settled it, with `look` (1-based), `level` (the nominal level for the whole family's alpha,
+    which its interval is at), `seeds_added_to` and a `verdict`."""
+    settled, looks = {}, plan.looks()
+    for look, seeds in enumerate(looks):
+        if look:
+            add_seeds(seeds)
+        level = plan.nominal(look, plan.alpha)
+        rows = contrasts_at(seeds, 1 - level).set_index("contrast", drop=False)
+        open_rows = rows[~rows.index.isin(list(settled))]
+        one_seed = open_rows.seeds < 2  # the held-out prompts' error alone: no verdict (contrast.verdicts)
+        resolved = step_down(open_rows.p.astype(float).where(~one_seed), plan, look)
+        # Settled: resolved, or past what seeds can do (the prompts' part alone), or out of seeds.
+        done = resolved | (open_rows.seeds_to_resolve == math.inf) | (look == len(looks) - 1)
+        for name, row in open_rows[done].iterrows():
+            verdict = ("resolved" if resolved[name] else "one seed: none" if one_seed[name]
+                       else "not resolved" if not math.isnan(row.p) else "no spread")
+            settled[name] = {**row.to_dict(), "verdict": verdict, "look": look + 1, "level": level,
+                             "seeds_added_to": seeds}
+        if len(settled) == len(rows):
+            break
+    return pd.DataFrame(list(settled.values()))
+
+
+def describe(result: pd.DataFrame, plan: Plan) -> str:
+    """The sequential verdicts as Markdown: what each contrast took, and how to read the table."""
+    shown = result[["contrast", "difference", "low", "high", "p", "level", "seeds", "seeds_added_to", "look",
+                    "per_seed", "verdict"]]
+    return (f"## Seeds until resolved\n\nA group-sequential plan fixed at the first look: {plan.first_seeds} "
+            f"seeds, then {plan.batch} more per look up to {plan.max_seeds} (looks at {plan.looks()}), alpha "
+            f"{plan.alpha} spent by {plan.spending.replace('_', '-')}'s function. Each contrast's row is the look "
+            "that settled it: resolved there (Holm's step-down against the look's nominal levels), or not "
+            "resolved at the last look, or settled early where no number of seeds could resolve it (the "
+            "held-out prompts' part of its error alone is too wide). `level` is the nominal level for the "
+            "family's alpha at that look, and the interval is at 1 - level: a repeated confidence interval, "
+            "valid however many looks were taken. `seeds` are those finished in both arms; `seeds_added_to` "
+            "the seeds the sweep had then. The fixed-sample contrasts elsewhere in the report ignore the "
+            "looks: where they disagree, these hold.\n\n"
+            + shown.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def section(sweep_dir) -> list[str]:
+    """The report's section for a sweep that sweeps.resolve grew, else none."""
+    path = Path(sweep_dir) / PLAN_FILE
+    if not path.exists():
+        return []
+    kept = json.loads(path.read_text())
+    if "result" not in kept:
+        return ["## Seeds until resolved\n\nsweeps.resolve was started on this sweep and has not finished a look.\n"]
+    return [describe(pd.DataFrame(kept["result"]), Plan(**kept["plan"]))]

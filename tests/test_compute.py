@@ -1,0 +1,52 @@
+"""Contrasts at equal compute: the costlier arm read at the cheaper one's final cost."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.compute import at_cost, cost_curves, equal_cost_contrasts
+
+PER_PROMPT = "eval/gold_pass@1/per_prompt"
+
+
+def _sweep(rng, seeds=4, prompts=60):
+    """Arm a spends 150 tokens (1.5 s) a step, b 200 (1 s); both evaluated at steps 0, 5 and 10. Per
+    prompt, a passes at 0.2, 0.3, 0.4 and b at 0.2, 0.5, 0.6 (plus a seed's offset shared by both arms, and each evaluation's noise): at equal steps b
+    leads by 0.2; at a's 1500 tokens b is halfway from step 5 to 10 (0.55), 0.15 ahead; at b's 10
+    seconds a is at step 6.67 (0.333), so b leads by 0.267."""
+    history, table = [], []
+    for seed in range(seeds):
+        offset = rng.normal(0, 0.05, prompts)
+        for arm, tokens, seconds, levels in (("a", 150, 1.5, (0.2, 0.3, 0.4)), ("b", 200, 1.0, (0.2, 0.5, 0.6))):
+            run = f"{arm}{seed}"
+            for step in range(1, 11):
+                history.append({"run": run, "stage": "grpo", "step": step, "num_tokens": tokens * step, "step_time": seconds})
+            for step, level in zip((0, 5, 10), levels):
+                results = level + offset + rng.normal(0, 0.02, prompts)  # each evaluation's own noise
+                history.append({"run": run, "stage": "grpo", "step": step, PER_PROMPT: list(results)})
+            table.append({"run": run, "seed": seed, "arm": arm, "final": results.mean(), "final_per_prompt": list(results)})
+    history = pd.DataFrame(history).groupby(["run", "stage", "step"], as_index=False).first()
+    return pd.DataFrame(table), history
+
+
+def test_the_costlier_arm_is_read_at_the_cheaper_ones_final_cost():
+    table, history = _sweep(np.random.default_rng(0))
+    curves = cost_curves(history)
+    b0 = curves[curves.run == "b0"]
+    assert b0.num_tokens.tolist() == [0, 1000, 2000] and b0.train_seconds.tolist() == [0, 5, 10]
+    step5, step10 = (np.asarray(b0.per_prompt.iloc[k]) for k in (1, 2))
+    assert at_cost(b0, "num_tokens", 1500) == pytest.approx((step5 + step10) / 2)
+    assert at_cost(b0, "num_tokens", 400) is None  # before its first evaluation after the start
+    result = equal_cost_contrasts(table, history, "arm", ["a", "b"]).set_index("at equal")
+    assert result.loc["rollout tokens", "difference"] == pytest.approx(0.15, abs=0.01)
+    assert result.loc["rollout tokens", "budget"] == pytest.approx(1500)
+    assert result.loc["training seconds", "difference"] == pytest.approx(0.6 - (0.3 + 0.1 / 3), abs=0.01)
+    assert result.loc["training seconds", "budget"] == pytest.approx(10)
+    assert (result.verdict == "resolved").all() and (result.seeds == 4).all()
+
+
+def test_arms_of_equal_cost_get_no_equal_cost_row():
+    table, history = _sweep(np.random.default_rng(1))
+    history.loc[history.run.str.startswith("a"), "num_tokens"] = history.num_tokens * 200 / 150
+    history["step_time"] = 1.0
+    assert equal_cost_contrasts(table, history, "arm", ["a", "b"]).empty

@@ -1,0 +1,81 @@
+"""Seeds until resolved: the plan's alpha shares, and the sequential stop on simulated sweeps."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.contrast import paired
+from analysis.sequential import SPENDING, Plan, sequential
+from tests.test_contrast import WORLDS, _simulated_sweeps, _true_difference
+
+
+def test_the_nominal_levels_spend_alpha_as_planned_and_the_plan_is_checked():
+    """One look is a plain test at alpha; more looks each test below alpha, the first at the spending
+    function's share exactly, later ones above their share (the looks are correlated), and the
+    simulated chance of ever crossing is alpha."""
+    assert Plan(4, 4, 1).looks() == [4] and Plan(4, 4, 1).nominal(0) == pytest.approx(0.05, rel=1e-3)
+    assert Plan(3, 10, 4).looks() == [3, 7, 10]
+    for spending in SPENDING:
+        plan = Plan(first_seeds=3, max_seeds=12, batch=3, spending=spending)
+        levels = [plan.nominal(k) for k in range(4)]
+        assert levels[0] == pytest.approx(plan.spent(3), rel=0.02) and all(0 < x < 0.05 for x in levels)
+        shares = np.diff([0, *(plan.spent(n) for n in plan.looks())])
+        assert all(level > share for level, share in zip(levels[1:], shares[1:]))
+        z = np.abs(np.cumsum(np.random.default_rng(9).standard_normal((200_000, 4)), 1)) / np.sqrt([1, 2, 3, 4])
+        crossed = (z >= stats.norm.isf(np.array(levels) / 2)).any(1).mean()
+        assert crossed == pytest.approx(0.05, abs=0.002), crossed
+    assert Plan(3, 12, 3, spending="obrien_fleming").nominal(0) < 1e-3 < Plan(3, 12, 3, spending="pocock").nominal(0)
+    with pytest.raises(ValueError, match="spending='bonferroni'"):
+        Plan(3, 12, 3, spending="bonferroni")
+    with pytest.raises(ValueError, match="first 1"):
+        Plan(1, 12, 3)
+
+
+def _contrasts(a, b):
+    """contrasts_at over one simulated sweep: the first `seeds` seeds of arms a and b."""
+    def at(seeds, confidence):
+        return pd.DataFrame([{"contrast": "b - a", **paired(a[:seeds], b[:seeds], confidence)}])
+    return at
+
+
+SIMS = 1000  # null sweeps; sweeps with an effect: half as many
+
+
+@pytest.mark.slow  # 2 x 1500 simulated sequential sweeps: about 30 s
+@pytest.mark.parametrize("world", sorted(WORLDS))
+def test_adding_seeds_until_resolved_rarely_resolves_no_effect_and_its_interval_covers(world):
+    """Looks at 3, 6, 9 and 12 seeds. With no effect, a sequential sweep ends with a false verdict at
+    most 5% of the time (give or take the simulation's error), where testing every look at 5% does
+    not. With an effect, the interval reported at the look that settled it covers the truth, and the
+    plan resolves more sweeps than 3 seeds alone would."""
+    rng, spread, plan = np.random.default_rng(3), WORLDS[world], Plan(first_seeds=3, max_seeds=12, batch=3)
+    a, b = _simulated_sweeps(SIMS, 12, 0.0, rng, **spread)
+    stops = [sequential(plan, _contrasts(x, y)).iloc[0] for x, y in zip(a, b)]
+    false = np.mean([s.verdict == "resolved" for s in stops])
+    assert false <= 0.05 + 1.96 * math.sqrt(0.05 * 0.95 / SIMS), false
+    naive = np.mean([any(paired(x[:n], y[:n], power=False)["p"] < 0.05 for n in plan.looks()) for x, y in zip(a, b)])
+    assert naive > 0.065, naive  # the peeking it guards against
+    truth = _true_difference(0.4, rng, **spread)
+    a, b = _simulated_sweeps(SIMS // 2, 12, 0.4, rng, **spread)
+    stops = pd.DataFrame([sequential(plan, _contrasts(x, y)).iloc[0] for x, y in zip(a, b)])
+    covered = ((stops.low <= truth) & (truth <= stops.high)).mean()
+    assert covered >= 0.93, covered
+    fixed = np.mean([paired(x[:3], y[:3], power=False)["p"] < 0.05 for x, y in zip(a, b)])
+    assert (stops.verdict == "resolved").mean() > fixed
+    assert set(stops.seeds_added_to) <= {3, 6, 9, 12}
+
+
+def test_the_sweep_grows_only_while_a_contrast_is_open():
+    """Seeds are added look by look, and not once every contrast is settled."""
+    rng = np.random.default_rng(0)
+    big = np.zeros((12, 50)), np.ones((12, 50)) * 0.5 + rng.normal(0, 0.01, (12, 50))
+    added = []
+    result = sequential(Plan(3, 12, 3), _contrasts(*big), added.append)
+    assert added == [] and result.verdict.iloc[0] == "resolved" and result.look.iloc[0] == 1
+    a, b = _simulated_sweeps(1, 12, 0.0, rng)
+    result = sequential(Plan(3, 12, 3), _contrasts(a[0], b[0]), added.append)
+    assert added == [6, 9, 12][:result.look.iloc[0] - 1]
+    assert result.level.iloc[0] == Plan(3, 12, 3).nominal(result.look.iloc[0] - 1)
