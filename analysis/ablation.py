@@ -17,6 +17,7 @@ from harness.resume import FREE_ON_RESUME
 METRIC = "eval/gold_pass@1"
 # Seeds are replicates; names differ by name only; a value free on resume changes no number.
 NOT_SWEPT = ("seed", "run_name", *FREE_ON_RESUME)
+COST_RATIO = 1.2  # arms whose costs differ by less are of equal cost: the contrast at equal steps stands
 NULL = "null"  # the label of a value that is null or missing (grpo.epsilon_high: null), as the YAML says it
 
 
@@ -241,7 +242,7 @@ def with_train_seconds(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def costs_differ(runs: pd.DataFrame, history: pd.DataFrame, by: str, stage: str = "grpo",
-                 ratio: float = 1.2) -> bool:
+                 ratio: float = COST_RATIO) -> bool:
     """Whether the values of `by` differ in training time by more than `ratio` (mean over the
     finished seeds: a pruned run's shorter time is not a cheaper setting)."""
     timed = with_train_seconds(history[(history.stage == stage) & history.run.isin(finished_runs(runs, stage))])

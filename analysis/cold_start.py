@@ -117,13 +117,16 @@ def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps:
     stages = stages[stages.stage == "grpo"].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
     first = history[(history.stage == "grpo") & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
     steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)
-    found = eval_concentrations(runs, history)
-    concentration = found[(found.stage == "grpo") & (found.step == 0)].set_index("run").concentration
-    rows = [{"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": int(mine.K.iloc[0]),
-             "heldout_start": start[METRIC].get(run, math.nan), **pooled(mine, confidence),
-             "theory_mixture": float(mixture_live_probability(pooled(mine, confidence)["pass_rate"],
-                                                              concentration.get(run, math.nan), int(mine.K.iloc[0]))),
-             "per_step": (mine.live / mine.groups).tolist()} for run, mine in steps.groupby("run")]
+    concentration = eval_concentrations(runs, history[(history.stage == "grpo") & (history.step == 0)])
+    concentration = concentration.set_index("run").concentration
+    rows = []
+    for run, mine in steps.groupby("run"):
+        measured, K = pooled(mine, confidence), int(mine.K.iloc[0])
+        rows.append({"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": K,
+                     "heldout_start": start[METRIC].get(run, math.nan), **measured,
+                     "theory_mixture": float(mixture_live_probability(measured["pass_rate"],
+                                                                      concentration.get(run, math.nan), K)),
+                     "per_step": (mine.live / mine.groups).tolist()})
     return pd.DataFrame(rows, columns=["run", "seed", EXAMPLES, "K", "heldout_start", "pass_rate", "live", "groups",
                                        "live_frac", "low", "high", "theory", "theory_mixture", "per_step"])
 

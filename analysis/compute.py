@@ -1,8 +1,8 @@
 """Contrasts at equal compute: where two arms differ in cost (dynamic sampling resamples, a larger K
 rolls out more), the paired difference at equal steps can be bought by the compute alone.
 
-For each contrast whose arms' costs differ by more than `RATIO` in a seed, the costlier run is read at
-the cheaper run's final cost, in rollout tokens (`num_tokens`, what generation costs) or in training
+For each contrast whose arms' mean costs differ by more than `COST_RATIO`, every shared seed's
+costlier run is read at the cheaper run's final cost, in rollout tokens (`num_tokens`, what generation costs) or in training
 seconds (rollout and update, evaluations left out): each held-out prompt's result interpolated
 linearly between the two evaluations around that cost (the start's evaluation is cost 0). Then the
 same paired contrast as at equal steps (analysis.contrast), with its own Holm family. A cost beyond
@@ -15,13 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.ablation import METRIC, with_train_seconds
+from analysis.ablation import COST_RATIO, METRIC, with_train_seconds
 from analysis.contrast import arm_pairs, label, paired_difference, shared_seeds, verdicts
 
 COSTS = {"rollout tokens": "num_tokens", "training seconds": "train_seconds"}
-RATIO = 1.2  # costs closer than this are equal enough: the contrast at equal steps stands
-DESCRIPTION = (f"\nThe same contrasts at equal compute, where the arms' costs differ by more than {RATIO}x in a "
-               "seed: the costlier run read at the cheaper one's final rollout tokens or training seconds (`budget`, "
+DESCRIPTION = (f"\nThe same contrasts at equal compute, where the arms' mean costs differ by more than {COST_RATIO}x: "
+               "in each seed, the costlier run read at the cheaper one's final rollout tokens or training seconds (`budget`, "
                "mean over seeds), each held-out prompt interpolated between the evaluations around it; Holm's "
                "correction per cost:\n")
 
@@ -34,7 +33,8 @@ def cost_curves(history: pd.DataFrame, stage: str = "grpo", metric: str = METRIC
     if column not in steps or not set(COSTS.values()) <= set(steps):
         return pd.DataFrame(columns=["run", "step", *COSTS.values(), "per_prompt"])
     spent = steps[["run", "step", *COSTS.values()]].sort_values(["run", "step"])
-    spent[list(COSTS.values())] = spent.groupby("run")[list(COSTS.values())].ffill().fillna(0)  # the start: 0
+    spent[list(COSTS.values())] = spent.groupby("run")[list(COSTS.values())].ffill()
+    spent.loc[spent.step == 0, list(COSTS.values())] = 0.0  # the start's evaluation; a cost never logged stays NaN
     evals = steps.loc[steps[column].map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool), ["run", "step", column]]
     return evals.rename(columns={column: "per_prompt"}).merge(spent, on=["run", "step"])
 
@@ -44,7 +44,9 @@ def at_cost(curve: pd.DataFrame, cost: str, budget: float) -> np.ndarray | None:
     where the budget falls before its first evaluation after the start, or past its last."""
     curve = curve.sort_values(cost)
     spent, results = curve[cost].to_numpy(dtype=float), np.asarray(curve.per_prompt.tolist(), dtype=float)
-    if len(spent) < 2 or not spent[1] <= budget <= spent[-1]:
+    if budget == spent[-1]:  # the cheaper run itself: its final results
+        return results[-1]
+    if len(spent) < 2 or not spent[1] <= budget < spent[-1]:
         return None
     after = int(np.searchsorted(spent, budget))
     if spent[after] == budget:
@@ -54,21 +56,20 @@ def at_cost(curve: pd.DataFrame, cost: str, budget: float) -> np.ndarray | None:
 
 
 def seed_differences(a: pd.DataFrame, b: pd.DataFrame, curves: pd.DataFrame, cost: str) -> tuple[list, list]:
-    """b - a per prompt, seed by seed, the costlier run read at the cheaper one's final cost; and that
-    budget per seed. Seeds whose costs are alike or whose read falls outside the curve are left out."""
+    """b - a per prompt, seed by seed (runs matched row by row), the costlier run of each seed read at
+    the cheaper one's final cost; and that budget per seed. A seed with a cost not logged, or a read
+    outside the costlier run's curve, is left out. None when the arms' mean costs are alike."""
+    pairs = [(curves[curves.run == x], curves[curves.run == y]) for x, y in zip(a.run, b.run)]
+    finals = np.array([(ca[cost].max(), cb[cost].max()) for ca, cb in pairs], dtype=float).reshape(-1, 2)
+    valid = np.isfinite(finals).all(1) & (finals > 0).all(1)
+    means = finals[valid].mean(0) if valid.any() else None
+    if means is None or means.max() < COST_RATIO * means.min():
+        return [], []
     differences, budgets = [], []
-    for (_, run_a), (_, run_b) in zip(a.iterrows(), b.iterrows()):
-        curve_a, curve_b = curves[curves.run == run_a.run], curves[curves.run == run_b.run]
-        if curve_a.empty or curve_b.empty:
-            continue
-        final_a, final_b = curve_a[cost].max(), curve_b[cost].max()
-        if max(final_a, final_b) < RATIO * min(final_a, final_b):
-            continue
-        budget = min(final_a, final_b)
-        read_a = at_cost(curve_a, cost, budget) if final_a > budget else np.asarray(curve_a.sort_values(cost).per_prompt.iloc[-1])
-        read_b = at_cost(curve_b, cost, budget) if final_b > budget else np.asarray(curve_b.sort_values(cost).per_prompt.iloc[-1])
-        if read_a is not None and read_b is not None and len(read_a) == len(read_b):
-            differences.append(np.asarray(read_b, dtype=float) - np.asarray(read_a, dtype=float))
+    for (curve_a, curve_b), budget in zip(pairs, finals.min(1)):
+        reads = [at_cost(curve, cost, budget) for curve in (curve_a, curve_b)] if budget > 0 else [None]
+        if all(r is not None and len(r) == len(reads[0]) for r in reads):
+            differences.append(reads[1] - reads[0])
             budgets.append(budget)
     return differences, budgets
 

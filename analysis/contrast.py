@@ -152,7 +152,7 @@ def shared_seeds(base: pd.DataFrame, other: pd.DataFrame) -> tuple[pd.DataFrame,
     (of more): then only an unpaired test applies."""
     base, other = base.drop_duplicates("seed").set_index("seed"), other.drop_duplicates("seed").set_index("seed")
     shared = sorted(set(base.index) & set(other.index))
-    if len(shared) > 1 or len(base) == len(other) == 1:  # one shared seed of several: Welch says more
+    if len(shared) > 1 or (len(shared) == 1 and len(base) == len(other) == 1):  # one of several: Welch says more
         return base.loc[shared], other.loc[shared]
     return None
 

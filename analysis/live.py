@@ -8,6 +8,7 @@ held-out prompts' spread), and the inverse question: which K keeps a fraction f 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import matplotlib.pyplot as plt
@@ -43,6 +44,11 @@ def prompt_concentration(successes, samples: int) -> float:
     per prompt cannot give each p_i, but they give the spread of p; two barely do, one does not: NaN),
     and a + b returned (large: every prompt near the mean; small: prompts near 0 or 1). inf where every
     prompt always failed or always passed (no spread to fit)."""
+    return _concentration(tuple(int(k) for k in np.asarray(successes)), samples)
+
+
+@functools.lru_cache(maxsize=4096)  # a report's figures and a notebook's cells fit the same evaluations again
+def _concentration(successes: tuple[int, ...], samples: int) -> float:
     successes = np.asarray(successes)
     if samples < 2:  # one sample per prompt gives the mean pass rate only, not its spread
         return math.nan

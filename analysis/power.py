@@ -8,7 +8,9 @@ the smallest difference N seeds would resolve with 80% probability at alpha 0.05
 the seeds that would resolve the difference the pilot observed and each `--effect`. `inf`: no number
 of seeds would, the held-out prompts' part of the error alone being too wide (evaluate on more
 prompts). The spread is measured on the pilot's few seeds, so these are planning numbers, not
-promises; the seed counts assume the held-out set stays the same, as eval.seed keeps it.
+promises; the seed counts assume the held-out set stays the same, as eval.seed keeps it, and a
+fixed-sample test: a sweep that adds seeds until resolved (sweeps.resolve) tests each look at a
+lower level, and needs somewhat more.
 """
 
 from __future__ import annotations

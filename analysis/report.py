@@ -76,9 +76,10 @@ def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
         return sections + ["## Arms and contrasts\n", "No GRPO run finished, so no arm has a final value to "
                            "summarise or contrast; the last evaluations of the runs are listed above.\n"]
     if not keys:  # one arm: a level, nothing to contrast
+        one = pd.DataFrame([ablation.arm_summary(table, "final")])
         return sections + ["## The one arm\n", "This sweep varied nothing but the seed: one arm, so no contrast. "
                            "Its held-out gold pass@1, mean and 95% interval over seeds and held-out prompts:\n",
-                           _table(one := pd.DataFrame([ablation.arm_summary(table, "final")])), *few_seeds(one)]
+                           _table(one), *few_seeds(one)]
     for key in keys:
         others = [k for k in keys if k != key]
         ablation_png = _save(ablation.plot_ablation(table, key, hue=others), out / f"ablation_{key}.png")

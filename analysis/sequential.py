@@ -14,9 +14,11 @@ alpha/(m - 1), ...), the group-sequential Holm of Maurer & Bretz 2013. A contras
 resolved; the sweep stops adding seeds once none is open.
 
 The held-out prompts are the same at every seed (eval.seed), which makes the looks more alike than the
-canonical law assumes: that only makes the design conservative. And their part of the error does
-not shrink as seeds are added, so a contrast that no number of seeds can resolve (`seeds_to_resolve`
-inf) is settled as not resolved rather than waited for.
+canonical law assumes: that only makes the design conservative. Their part of the error does not
+shrink as seeds are added, so a contrast the prompts hide stays open to the last look (more held-out
+prompts, not seeds, would resolve it: analysis.power says which). The first look should be planned
+before its verdicts are read: starting to add seeds because a fixed-sample report looked close is a
+look the design does not count.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Plan:
     batch: int
     alpha: float = ALPHA
     spending: str = DEFAULT_SPENDING
+    contrasts: tuple[str, ...] = ()  # the family, named at the first call (empty: every contrast)
 
     def __post_init__(self):
         if self.spending not in SPENDING:
@@ -77,7 +80,7 @@ class Plan:
         return nominal_levels(looks, tuple(self.spent(n, alpha) for n in looks))[look]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "contrasts": list(self.contrasts)}
 
 
 @functools.lru_cache(maxsize=256)
@@ -99,42 +102,44 @@ def nominal_levels(looks: tuple[int, ...], spent: tuple[float, ...]) -> tuple[fl
     return tuple(levels)
 
 
-def step_down(p_values: pd.Series, plan: Plan, look: int) -> pd.Series:
-    """Holm's step-down at one look: the smallest of m open p-values against the look's level for
-    alpha/m, the next against alpha/(m - 1), ..., stopping at the first that fails. NaN: no test."""
+def step_down(p_values: pd.Series, plan: Plan, look: int, family: int) -> tuple[pd.Series, pd.Series]:
+    """Holm's step-down at one look over the contrasts not yet resolved (`family` of them: one with no
+    p-value this look still counts, its alpha is not passed on): the smallest p-value against the
+    look's level for alpha/m, the next against alpha/(m - 1), ..., stopping at the first that fails.
+    Returns which resolved, and the level each was held to."""
     tested = p_values.dropna().sort_values()
     resolved = pd.Series(False, index=p_values.index)
+    held_to = pd.Series(plan.nominal(look, plan.alpha / family), index=p_values.index)
     for j, (name, p) in enumerate(tested.items()):
-        if p > plan.nominal(look, plan.alpha / (len(tested) - j)):
+        held_to[name] = plan.nominal(look, plan.alpha / (family - j))
+        if p > held_to[name]:
             break
         resolved[name] = True
-    return resolved
+    return resolved, held_to
 
 
 def sequential(plan: Plan, contrasts_at: Callable[[int, float], pd.DataFrame],
                add_seeds: Callable[[int], None] = lambda seeds: None) -> pd.DataFrame:
     """Look at each of the plan's seed counts in turn: `add_seeds(seeds)` brings the sweep to that
     many seeds, `contrasts_at(seeds, confidence)` gives the contrasts on them (a `contrast` label,
-    `p`, `seeds`, the interval at that confidence, `seeds_to_resolve`). Stops once no contrast is
-    open, or none that seeds can resolve, or at the last look. Returns each contrast's row at the look
-    that settled it, with `look` (1-based), `level` (the nominal level for the whole family's alpha,
-    which its interval is at), `seeds_added_to` and a `verdict`."""
+    `p`, `seeds`, the interval at that confidence). Stops once every contrast is resolved, or at the
+    last look. Returns each contrast's row at the look that settled it, with `look` (1-based),
+    `level` (the nominal level at the family's alpha: the interval's), `holm_level` (the level its
+    p-value was held to), `seeds_added_to` and a `verdict`."""
     settled, looks = {}, plan.looks()
     for look, seeds in enumerate(looks):
         if look:
             add_seeds(seeds)
-        level = plan.nominal(look, plan.alpha)
+        level, last = plan.nominal(look, plan.alpha), look == len(looks) - 1
         rows = contrasts_at(seeds, 1 - level).set_index("contrast", drop=False)
         open_rows = rows[~rows.index.isin(list(settled))]
         one_seed = open_rows.seeds < 2  # the held-out prompts' error alone: no verdict (contrast.verdicts)
-        resolved = step_down(open_rows.p.astype(float).where(~one_seed), plan, look)
-        # Settled: resolved, or past what seeds can do (the prompts' part alone), or out of seeds.
-        done = resolved | (open_rows.seeds_to_resolve == math.inf) | (look == len(looks) - 1)
-        for name, row in open_rows[done].iterrows():
+        resolved, held_to = step_down(open_rows.p.astype(float).where(~one_seed), plan, look, len(open_rows))
+        for name, row in open_rows[resolved | last].iterrows():
             verdict = ("resolved" if resolved[name] else "one seed: none" if one_seed[name]
                        else "not resolved" if not math.isnan(row.p) else "no spread")
             settled[name] = {**row.to_dict(), "verdict": verdict, "look": look + 1, "level": level,
-                             "seeds_added_to": seeds}
+                             "holm_level": held_to[name], "seeds_added_to": seeds}
         if len(settled) == len(rows):
             break
     return pd.DataFrame(list(settled.values()))
@@ -142,18 +147,20 @@ def sequential(plan: Plan, contrasts_at: Callable[[int, float], pd.DataFrame],
 
 def describe(result: pd.DataFrame, plan: Plan) -> str:
     """The sequential verdicts as Markdown: what each contrast took, and how to read the table."""
-    shown = result[["contrast", "difference", "low", "high", "p", "level", "seeds", "seeds_added_to", "look",
-                    "per_seed", "verdict"]]
+    if result.empty:
+        return "## Seeds until resolved\n\nNo contrast: no two arms share a finished seed.\n"
+    shown = result[["contrast", "difference", "low", "high", "p", "holm_level", "level", "seeds", "seeds_added_to",
+                    "look", "per_seed", "verdict"]]
     return (f"## Seeds until resolved\n\nA group-sequential plan fixed at the first look: {plan.first_seeds} "
             f"seeds, then {plan.batch} more per look up to {plan.max_seeds} (looks at {plan.looks()}), alpha "
-            f"{plan.alpha} spent by {plan.spending.replace('_', '-')}'s function. Each contrast's row is the look "
-            "that settled it: resolved there (Holm's step-down against the look's nominal levels), or not "
-            "resolved at the last look, or settled early where no number of seeds could resolve it (the "
-            "held-out prompts' part of its error alone is too wide). `level` is the nominal level for the "
-            "family's alpha at that look, and the interval is at 1 - level: a repeated confidence interval, "
-            "valid however many looks were taken. `seeds` are those finished in both arms; `seeds_added_to` "
-            "the seeds the sweep had then. The fixed-sample contrasts elsewhere in the report ignore the "
-            "looks: where they disagree, these hold.\n\n"
+            f"{plan.alpha} spent by {plan.spending.replace('_', '-')}'s function over the contrasts "
+            f"{', '.join(plan.contrasts) if plan.contrasts else 'of every swept key'}. Each contrast's row is "
+            "the look that settled it: resolved there (Holm's step-down against the look's nominal levels: "
+            "`holm_level` is the one its p-value was held to), or not resolved at the last look. The interval "
+            "is at 1 - `level` (the nominal level for the family's alpha): a repeated confidence interval for "
+            "that contrast, valid however many looks were taken. `seeds` are those finished in both arms; "
+            "`seeds_added_to` the seeds the sweep had then. The fixed-sample contrasts elsewhere in the report "
+            "ignore the looks: where they disagree, these hold.\n\n"
             + shown.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 

@@ -50,3 +50,14 @@ def test_arms_of_equal_cost_get_no_equal_cost_row():
     history.loc[history.run.str.startswith("a"), "num_tokens"] = history.num_tokens * 200 / 150
     history["step_time"] = 1.0
     assert equal_cost_contrasts(table, history, "arm", ["a", "b"]).empty
+
+
+def test_a_cost_never_logged_gives_no_equal_cost_row_and_the_costlier_arm_may_change_by_seed():
+    table, history = _sweep(np.random.default_rng(2))
+    assert equal_cost_contrasts(table, history.assign(num_tokens=np.nan, step_time=np.nan), "arm", ["a", "b"]).empty
+    swapped = history.copy()  # in seed 0 a is the costlier (2100 tokens): read at b0's final 2000
+    swapped.loc[swapped.run == "a0", "num_tokens"] = swapped.num_tokens * 1.4
+    result = equal_cost_contrasts(table, swapped, "arm", ["a", "b"]).set_index("at equal").loc["rollout tokens"]
+    a0 = cost_curves(swapped).query("run == 'a0'")
+    assert at_cost(a0, "num_tokens", 2000) is not None and result.seeds == 4
+    assert result.per_seed[0] == pytest.approx(np.mean(table.final_per_prompt[1]) - np.mean(at_cost(a0, "num_tokens", 2000)), abs=1e-4)

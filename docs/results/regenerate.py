@@ -3,7 +3,8 @@
     python docs/results/regenerate.py ENTRY [key=value ...]
 
 Runs the entry's preset command (a Hydra multirun, two joblib jobs of one torch thread each: the
-numbers do not depend on the launcher) into outputs/gallery/ENTRY, then its report into
+numbers do not depend on the launcher) into outputs/gallery/ENTRY, adds seeds where the entry has a
+plan for it (sweeps.resolve, its contrasts named in RESOLVE before the sweep ran), then its report into
 docs/results/ENTRY/, beside provenance.json: the exact commands, the commit (and whether the tree
 had uncommitted changes), the machine, the date and the sweep's wall-clock. Extra key=value
 overrides go to the sweep and are recorded with it. The entry's README.md (what was measured and
@@ -32,6 +33,11 @@ ENTRIES = {  # entry -> the preset overrides of its one command
     "letter_counting": ["experiment=letter_counting_smollm2", "sweep=cold_start_smollm2"],
 }
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
+# entry -> its seeds-until-resolved plan (sweeps.resolve), named before the sweep ran: the claims it tests
+RESOLVE = {
+    "dapo": ["--max-seeds", "6", "--batch", "2", "--contrast", "2 + clip-higher - 1 naive GRPO",
+             "--contrast", "4 + dynamic sampling - 3 + token-level loss", "--contrast", "4 + dynamic sampling - 1 naive GRPO"],
+}
 
 
 def _git(*args: str) -> str:
@@ -46,12 +52,16 @@ def regenerate(entry: str, overrides: list[str]) -> dict:
               str(out.relative_to(ROOT))]
     # What made it, read before the run: the report it writes lands in the tree.
     commit, uncommitted = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain"))
+    resolve = [sys.executable, "-m", "sweeps.resolve", str(sweep_dir.relative_to(ROOT)), *RESOLVE.get(entry, [])]
     start = time.perf_counter()
     subprocess.run(train, cwd=ROOT, check=True)
+    if entry in RESOLVE:  # more seeds while the named contrasts are open, within the plan's budget
+        subprocess.run(resolve, cwd=ROOT, check=True)
     seconds = time.perf_counter() - start
     subprocess.run(report, cwd=ROOT, check=True)
     provenance = {
         "command": " ".join(["python", *train[1:]]), "report_command": " ".join(["python", *report[1:]]),
+        **({"resolve_command": subprocess.list2cmdline(["python", *resolve[1:]])} if entry in RESOLVE else {}),
         "commit": commit, "uncommitted_changes": uncommitted,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
