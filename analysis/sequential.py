@@ -7,7 +7,7 @@ batch, a spending function f) and is a group-sequential design (Lan & DeMets 198
 information fraction t = seeds / max_seeds, the chance of having resolved a null contrast is f(t),
 and f(1) = alpha. Each look's nominal level (the p-value a contrast must beat there) comes from the
 looks' joint law under no effect, the canonical one of a mean over seeds (Jennison & Turnbull 2000,
-ch. 7), found by simulating it with a fixed seed; the look's interval is the repeated confidence
+ch. 7) with each look's test a t-test on its seeds, found by simulating it with a fixed seed; the look's interval is the repeated confidence
 interval at that level, which covers at every look at once with probability 1 - alpha. Several
 contrasts: Holm's step-down with each hypothesis's boundaries recomputed at its local alpha (alpha/m,
 alpha/(m - 1), ...), the group-sequential Holm of Maurer & Bretz 2013. A contrast resolved stays
@@ -86,19 +86,24 @@ class Plan:
 @functools.lru_cache(maxsize=256)
 def nominal_levels(looks: tuple[int, ...], spent: tuple[float, ...]) -> tuple[float, ...]:
     """Each look's nominal two-sided level such that, under no effect, the chance of a first crossing
-    by look k is spent[k]: the looks' z-statistics simulated as a running mean of independent seeds'
-    standard normal differences (a fixed seed, so every call agrees)."""
-    seeds = np.asarray(looks, dtype=float)
-    steps = np.random.default_rng(0).standard_normal((PATHS, len(seeds))) * np.sqrt(np.diff(seeds, prepend=0.0))
-    z, alive, levels = np.abs(np.cumsum(steps, axis=1)) / np.sqrt(seeds), np.ones(PATHS, dtype=bool), []
+    by look k is spent[k]. The looks' tests simulated as what they are on the seeds: a one-sample t-test
+    on the first n_k of a run of independent seeds' normal differences, n_k - 1 degrees of freedom (its
+    estimated spread is shared between looks too, which the z's canonical law leaves out: that law let
+    5.7% of simulated null sweeps resolve). A fixed seed, so every call agrees."""
+    seeds = np.asarray(looks)
+    draws = np.random.default_rng(0).standard_normal((PATHS, seeds[-1]))
+    sums, squares = np.cumsum(draws, axis=1)[:, seeds - 1], np.cumsum(draws ** 2, axis=1)[:, seeds - 1]
+    variance = np.maximum(squares - sums ** 2 / seeds, 1e-300) / (seeds - 1)
+    p = 2 * stats.t.sf(np.abs(sums / seeds) / np.sqrt(variance / seeds), seeds - 1)
+    alive, levels = np.ones(PATHS, dtype=bool), []
     for k, cumulative in enumerate(spent):
-        if k == 0:  # one look is one normal: exact
-            bound = stats.norm.isf(cumulative / 2)
+        if k == 0:  # one look is one t-test: exact
+            level = cumulative
         else:
             crossing = int(round(cumulative * PATHS)) - int((~alive).sum())  # first crossings this look may add
-            bound = np.sort(z[alive, k])[::-1][crossing - 1] if crossing > 0 else math.inf
-        alive &= z[:, k] < bound
-        levels.append(float(2 * stats.norm.sf(bound)))
+            level = float(np.sort(p[alive, k])[crossing - 1]) if crossing > 0 else 0.0
+        alive &= p[:, k] > level
+        levels.append(float(level))
     return tuple(levels)
 
 

@@ -14,8 +14,8 @@ from tests.test_contrast import WORLDS, _simulated_sweeps, _true_difference
 
 def test_the_nominal_levels_spend_alpha_as_planned_and_the_plan_is_checked():
     """One look is a plain test at alpha; more looks each test below alpha, the first at the spending
-    function's share exactly, later ones above their share (the looks are correlated), and the
-    simulated chance of ever crossing is alpha."""
+    function's share exactly, later ones above their share (the looks are correlated), and in fresh
+    simulated null sweeps the chance that a look's t-test on its seeds ever crosses is alpha."""
     assert Plan(4, 4, 1).looks() == [4] and Plan(4, 4, 1).nominal(0) == pytest.approx(0.05, rel=1e-3)
     assert Plan(3, 10, 4).looks() == [3, 7, 10]
     for spending in SPENDING:
@@ -24,8 +24,9 @@ def test_the_nominal_levels_spend_alpha_as_planned_and_the_plan_is_checked():
         assert levels[0] == pytest.approx(plan.spent(3), rel=0.02) and all(0 < x < 0.05 for x in levels)
         shares = np.diff([0, *(plan.spent(n) for n in plan.looks())])
         assert all(level > share for level, share in zip(levels[1:], shares[1:]))
-        z = np.abs(np.cumsum(np.random.default_rng(9).standard_normal((200_000, 4)), 1)) / np.sqrt([1, 2, 3, 4])
-        crossed = (z >= stats.norm.isf(np.array(levels) / 2)).any(1).mean()
+        seeds = np.random.default_rng(9).standard_normal((200_000, 12))  # fresh null sweeps: t-tests at each look
+        p = np.stack([stats.ttest_1samp(seeds[:, :n], 0, axis=1).pvalue for n in plan.looks()], axis=1)
+        crossed = (p <= np.array(levels)).any(1).mean()
         assert crossed == pytest.approx(0.05, abs=0.002), crossed
     assert Plan(3, 12, 3, spending="obrien_fleming").nominal(0) < 1e-3 < Plan(3, 12, 3, spending="pocock").nominal(0)
     with pytest.raises(ValueError, match="spending='bonferroni'"):

@@ -38,9 +38,8 @@ def test_sweep_presets_sweep_their_knob_over_seeds(preset):
 
 
 ABLATIONS = {  # each arm's change from the one before; the first's from the defaults
-    "dapo": [("naive", {"loss_type": "grpo", "num_iterations": 2}), ("clip_higher", {"epsilon_high": 0.28}),
-             ("token_level", {"loss_type": "dapo"}), ("dynamic_sampling", {"dynamic_sampling": True}),
-             ("overlong", {"soft_overlong_cache": 4})],
+    "dapo": [("naive", {"loss_type": "grpo", "num_iterations": 4}), ("clip_higher", {"epsilon_high": 0.28}),
+             ("token_level", {"loss_type": "dapo"}), ("dynamic_sampling", {"dynamic_sampling": True})],
     "rollout_budget": [("k2", {"num_generations": 2, "prompts_per_step": 64}),
                        ("k4", {"num_generations": 4, "prompts_per_step": 32}),
                        ("k8", {"num_generations": 8, "prompts_per_step": 16}),
@@ -61,11 +60,14 @@ def test_an_ablation_preset_sweeps_its_named_arms_each_changing_only_what_it_say
         config = dataclasses.asdict(cfg)
         # every group, not only grpo: an arm changes what it says and nothing else
         assert _changed(before, config) == {f"grpo.{k}": v for k, v in change.items()} | {"arm": cfg.arm}, arm
-        assert cfg.grpo.num_iterations == (2 if ablation == "dapo" else 1)
+        assert cfg.grpo.num_iterations == (4 if ablation == "dapo" else 1)
         if ablation == "rollout_budget":
             assert cfg.grpo.num_generations * cfg.grpo.prompts_per_step == 128
         before, labels = config, [*labels, cfg.arm]
     assert labels == sorted(labels)  # the report's order is the preset's
+    if ablation == "dapo":  # overlong shaping: an arm the built-in task's preset leaves out, one step past its last
+        overlong = dataclasses.asdict(compose("+ablation/dapo=overlong"))
+        assert _changed(before, overlong) == {"grpo.soft_overlong_cache": 4, "arm": "5 + overlong shaping"}
 
 
 def _changed(before: dict, after: dict, prefix: str = "") -> dict:
