@@ -3,10 +3,11 @@
     python -m sweeps.resolve SWEEP_DIR --max-seeds 12 [--batch 3] [--contrast LABEL ...]
                              [--spending obrien_fleming|pocock]
 
-The contrasts are the report's (each arm against the first and the one before it, per swept key;
-`--contrast` keeps those named, as the report labels them). Each batch reruns the sweep's own command
-for the next seeds (the arms' cold starts come from the stage cache as usual) into SWEEP_DIR, beside
-the runs already there. The looks are a group-sequential design fixed at the first call
+The contrasts are the report's (each arm against the first and the one before it, per swept key),
+one family; `--contrast` keeps those named ("b - a", prefixed "key=value: " where other keys were
+swept; an unknown label is refused with the list). Each batch reruns the sweep's own command for the
+next seeds into SWEEP_DIR/seeds<..>_<job>, beside the runs already there; a run whose settings are no
+arm's of the plan (a preset edited since) is refused, never pooled. The looks are a group-sequential design fixed at the first call
 (analysis.sequential), so the verdicts hold however many seeds it took: stopping when a contrast
 resolves does not inflate the false verdicts. The plan and the original command are kept in
 SWEEP_DIR/resolve.json; calling again (after a kill, say) resumes it, and refuses a different plan.
