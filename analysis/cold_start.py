@@ -18,8 +18,15 @@ import pandas as pd
 
 from analysis.ablation import METRIC, one_per_seed, pass_rate_interval, per_run, scale_axis, summarise, swept
 from analysis.contrast import arm_contrasts, paired_difference, run_differences, verdicts
-from analysis.live import (LIVE, PASS_RATE, binary_reward_stages, eval_concentrations, live_counts,
-                           mixture_live_probability, pooled)
+from analysis.live import (
+    LIVE,
+    PASS_RATE,
+    binary_reward_stages,
+    eval_concentrations,
+    live_counts,
+    mixture_live_probability,
+    pooled,
+)
 from harness.theory import live_probability
 
 EXAMPLES = "cold_start_examples"  # sft.cold_start_size, or 0 for a run with no SFT stage (pure RL)

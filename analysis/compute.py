@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis.ablation import COST_RATIO, METRIC, with_train_seconds
 from analysis.contrast import arm_pairs, label, paired_difference, shared_seeds, verdicts
+from analysis.load import has_per_prompt
 
 COSTS = {"rollout tokens": "num_tokens", "training seconds": "train_seconds"}
 DESCRIPTION = (f"\nThe same contrasts at equal compute, where the arms' mean costs differ by more than {COST_RATIO}x: "
@@ -35,7 +36,7 @@ def cost_curves(history: pd.DataFrame, stage: str = "grpo", metric: str = METRIC
     spent = steps[["run", "step", *COSTS.values()]].sort_values(["run", "step"])
     spent[list(COSTS.values())] = spent.groupby("run")[list(COSTS.values())].ffill()
     spent.loc[spent.step == 0, list(COSTS.values())] = 0.0  # the start's evaluation; a cost never logged stays NaN
-    evals = steps.loc[steps[column].map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool), ["run", "step", column]]
+    evals = steps.loc[has_per_prompt(steps[column]), ["run", "step", column]]
     return evals.rename(columns={column: "per_prompt"}).merge(spent, on=["run", "step"])
 
 

@@ -204,7 +204,8 @@ def label(fixed: dict, contrast: str) -> str:
 
 
 def sweep_contrasts(table: pd.DataFrame, keys: list[str], confidence: float = 0.95) -> pd.DataFrame:
-    """Every swept key's contrasts as one family, each labelled by `label`."""
+    """Every swept key's contrasts, each labelled by `label`. Their `p_holm` and `verdict` are each
+    key's family's (arm_contrasts); sweeps.resolve tests the rows it keeps as one family."""
     parts = []
     for key in keys:
         others = [k for k in keys if k != key]

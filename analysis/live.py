@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from analysis.load import has_per_prompt
 from harness.theory import live_probability
 
 PASS_RATE = "reward"  # the batch's mean training reward: its pass rate when that reward is binary
@@ -123,7 +124,7 @@ def eval_concentrations(runs: pd.DataFrame, history: pd.DataFrame, metric: str =
     if column not in history or "eval.num_samples" not in runs:
         return pd.DataFrame(columns=["run", "stage", "step", "concentration"])
     samples = runs.drop_duplicates("run").set_index("run")["eval.num_samples"]
-    evals = history[history[column].map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool)]
+    evals = history[has_per_prompt(history[column])]
     rows = [{"run": run, "stage": stage, "step": step,
              "concentration": prompt_concentration(np.rint(np.asarray(values) * samples[run]).astype(int), int(samples[run]))}
             for run, stage, step, values in zip(evals.run, evals.stage, evals.step, evals[column]) if run in samples]

@@ -70,6 +70,11 @@ def _scalar(value):
 PER_PROMPT = "/per_prompt"  # a list in the run store (each held-out prompt's result); W&B keeps its histogram
 
 
+def has_per_prompt(values: pd.Series) -> pd.Series:
+    """Which entries of a per-prompt column hold results (a non-empty list; NaN where none were logged)."""
+    return values.map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool)
+
+
 def _history_row(step: int, item: dict) -> dict:
     row = {"step": int(step)}
     for key, value in item.items():

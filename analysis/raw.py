@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import ID_COLUMNS, PER_PROMPT, Sweep
+from analysis.load import ID_COLUMNS, PER_PROMPT, Sweep, has_per_prompt
 
 
 def per_prompt(history: pd.DataFrame) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def per_prompt(history: pd.DataFrame) -> pd.DataFrame:
     if not columns:  # W&B alone keeps a histogram of them, an old run store none
         return pd.DataFrame(columns=["run", "stage", "step", "metric", "prompt", "value"])
     long = history.melt(id_vars=["run", "stage", "step"], value_vars=columns, var_name="metric")
-    long = long[long.value.map(lambda v: isinstance(v, list) and len(v) > 0).astype(bool)]
+    long = long[has_per_prompt(long.value)]
     long = long.assign(metric=long.metric.str.removesuffix(PER_PROMPT),
                        prompt=long.value.map(lambda v: list(range(len(v))))).explode(["value", "prompt"])
     return long[["run", "stage", "step", "metric", "prompt", "value"]].sort_values(
