@@ -37,6 +37,7 @@ PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
 RESOLVE = {
     "dapo": ["--max-seeds", "6", "--batch", "2", "--contrast", "2 + clip-higher - 1 naive GRPO",
              "--contrast", "4 + dynamic sampling - 3 + token-level loss", "--contrast", "4 + dynamic sampling - 1 naive GRPO"],
+    "cold_start": ["--max-seeds", "6", "--batch", "3", "--contrast", "6 n=1000 - 1 none", "--contrast", "5 n=300 - 1 none"],
 }
 
 
