@@ -134,6 +134,8 @@ def _check_task(cfg: Config) -> Task:
         max_constraints = t.num_items * (t.num_items - 1) // 2
         if t.num_constraints > max_constraints:
             raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
+        if t.proxy_rules is not None and t.proxy_rules > t.num_constraints:
+            raise ConfigError("task.proxy_rules", t.proxy_rules, f"must be at most task.num_constraints={t.num_constraints}")
     shortest_answer = {"ordering": t.num_items, "countdown": 2 * t.num_numbers - 1}.get(t.name, 0)
     if cfg.rollout.max_completion_length <= shortest_answer:
         raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,

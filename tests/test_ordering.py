@@ -33,6 +33,14 @@ def test_proxy_counts_violations_and_missing_items(task):
     assert task.proxy(PROBLEM, "d a c") == pytest.approx(1 - 0.5 * 1 / 4)  # b missing, nothing violated
 
 
+def test_a_partial_proxy_checks_only_its_first_k_rules():
+    """k of m rules: a violation of an unchecked rule costs nothing, and the proxies grade towards gold as k grows."""
+    partial = [OrderingTask(4, 3, 8, missing_penalty=0.5, proxy_rules=k) for k in (1, 2, 3)]
+    assert [t.proxy(PROBLEM, "b a c d") for t in partial] == [0.0, 0.0, 0.0]  # the first rule is broken
+    assert [t.proxy(PROBLEM, "a d c b") for t in partial] == pytest.approx([1.0, 1.0, 1 - 1 / 3])  # only d<a broken
+    assert all(t.gold(PROBLEM, "a d c b") == 0.0 for t in partial)
+
+
 def test_proxy_is_hackable_by_dropping_items():
     """With no penalty for missing items, one item alone scores a perfect proxy and zero gold."""
     hackable = OrderingTask(num_items=4, num_constraints=3, item_pool=8, missing_penalty=0.0)

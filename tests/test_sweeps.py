@@ -26,7 +26,7 @@ from tests.postgres import postgres_server, server_bin
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
-PRESETS = ["num_generations", "beta", "epsilon", "num_iterations", "cold_start_size", "loss_type"]
+PRESETS = ["num_generations", "beta", "epsilon", "num_iterations", "cold_start_size", "loss_type", "proxy_rules"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

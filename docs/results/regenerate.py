@@ -26,9 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ENTRIES = {  # entry -> the preset overrides of its one command
     "dapo": ["sweep=dapo"],
-    "rollout_budget": ["sweep=rollout_budget"],
-    "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=beta"],
+    "rollout_budget": ["experiment=grpo_from_base", "sweep=rollout_budget"],
+    "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=proxy_rules"],
     "overoptimisation_learned": ["experiment=overoptimisation", "sweep=learned_proxy"],
+    "rollout_budget": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 K=16 x 8 prompts - 1 K=2 x 64 prompts"],
+    "overoptimisation_proxy": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 - 1"],
     "cold_start": ["experiment=cold_start_vs_rl", "sweep=cold_start"],
     "letter_counting": ["experiment=letter_counting_smollm2", "sweep=cold_start_smollm2"],
 }
@@ -37,6 +39,8 @@ PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1"]
 RESOLVE = {
     "dapo": ["--max-seeds", "6", "--batch", "2", "--contrast", "2 + clip-higher - 1 naive GRPO",
              "--contrast", "4 + dynamic sampling - 3 + token-level loss", "--contrast", "4 + dynamic sampling - 1 naive GRPO"],
+    "rollout_budget": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 K=16 x 8 prompts - 1 K=2 x 64 prompts"],
+    "overoptimisation_proxy": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 - 1"],
     "cold_start": ["--max-seeds", "6", "--batch", "3", "--contrast", "6 n=1000 - 1 none", "--contrast", "5 n=300 - 1 none"],
 }
 
