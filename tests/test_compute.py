@@ -61,3 +61,22 @@ def test_a_cost_never_logged_gives_no_equal_cost_row_and_the_costlier_arm_may_ch
     a0 = cost_curves(swapped).query("run == 'a0'")
     assert at_cost(a0, "num_tokens", 2000) is not None and result.seeds == 4
     assert result.per_seed[0] == pytest.approx(np.mean(table.final_per_prompt[1]) - np.mean(at_cost(a0, "num_tokens", 2000)), abs=1e-4)
+
+
+def test_gold_is_read_where_the_run_that_moved_further_first_reached_the_others_final_d():
+    """b moves further (d 1, 2, then back to 1.5) and its gold falls; a ends at d = 1. At equal d, b is
+    read where it first got to d = 1 (its step 5, gold 0.4), not at the end (0.0) nor at its later 1.5."""
+    rng, history, table = np.random.default_rng(1), [], []
+    for seed in range(4):
+        offset = rng.normal(0, 0.05, 40)
+        for arm, points in (("a", [(0, 0, 0.2), (5, 0.25, 0.25), (10, 1.0, 0.3)]),
+                            ("b", [(0, 0, 0.2), (5, 1.0, 0.4), (10, 4.0, 0.1), (15, 2.25, 0.0)])):
+            for step, kl, level in points:
+                results = level + offset + rng.normal(0, 0.02, 40)
+                history.append({"run": f"{arm}{seed}", "stage": "grpo", "step": step, "eval/kl_to_initial": kl,
+                                PER_PROMPT: list(results)})
+            table.append({"run": f"{arm}{seed}", "seed": seed, "arm": arm, "final_per_prompt": list(results)})
+    result = equal_cost_contrasts(pd.DataFrame(table), pd.DataFrame(history), "arm", ["a", "b"])
+    assert result["at equal"].tolist() == ["d = sqrt(KL)"]  # no cost was logged: no row at equal compute
+    assert result.budget.iloc[0] == pytest.approx(1.0)
+    assert result.difference.iloc[0] == pytest.approx(0.1, abs=0.02) and result.verdict.iloc[0] == "resolved"

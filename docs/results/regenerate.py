@@ -29,8 +29,6 @@ ENTRIES = {  # entry -> the preset overrides of its one command
     "rollout_budget": ["experiment=grpo_from_base", "sweep=rollout_budget"],
     "overoptimisation_proxy": ["experiment=overoptimisation", "sweep=proxy_rules"],
     "overoptimisation_learned": ["experiment=overoptimisation", "sweep=learned_proxy"],
-    "rollout_budget": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 K=16 x 8 prompts - 1 K=2 x 64 prompts"],
-    "overoptimisation_proxy": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 - 1"],
     "cold_start": ["experiment=cold_start_vs_rl", "sweep=cold_start"],
     "letter_counting": ["experiment=letter_counting_smollm2", "sweep=cold_start_smollm2"],
 }
