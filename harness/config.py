@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from harness.objective import LOSS_TYPES, SCALINGS
 from harness.settings import setting
 from harness.tasks.config import TASK_REWARDS, TaskConfig
 
@@ -92,10 +93,10 @@ class GRPOConfig:
     epsilon_high: Optional[float] = setting(None, "the clip's upper side (DAPO's clip-higher); None: epsilon")
     num_iterations: int = setting(1, "mu, updates per batch; with 1 every ratio is 1 and clipping never acts",
                                   low=1)
-    loss_type: str = setting("dapo", "how token losses are aggregated", choices=("grpo", "bnpo", "dr_grpo", "dapo"))
+    loss_type: str = setting("dapo", "how token losses are aggregated", choices=tuple(LOSS_TYPES))
     importance_sampling_level: str = setting("token", "sequence: GSPO's one ratio per completion",
                                              choices=("token", "sequence"))
-    scale_rewards: str = setting("group", "the std that divides advantages", choices=("group", "batch", "none"))
+    scale_rewards: str = setting("group", "the std that divides advantages", choices=tuple(SCALINGS))
     advantage_std_floor: float = setting(1e-3, "a std below this counts as this: float noise gets no full-size "
                                                "advantage; 0: TRL's (R - mean) / (std + 1e-4) exactly", low=0)
     mask_truncated_completions: bool = setting(False, "completions cut at the length limit get no loss")

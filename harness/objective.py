@@ -11,11 +11,18 @@ s_i = exp(mean_t log r_it). The loss returned is -J, so that an optimiser minimi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 STD_FLOOR = 1e-4  # added to the std, as TRL does, so a zero-variance group gives A = 0
+
+# scale_rewards -> the std advantages are divided by, from (rewards [N], grouped [N / K, K]); None: not scaled
+SCALINGS: dict[str, Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+    "group": lambda rewards, grouped: grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1),
+    "batch": lambda rewards, grouped: rewards.std().expand_as(rewards),
+    "none": None,
+}
 
 
 def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str,
@@ -27,17 +34,13 @@ def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_reward
     correction. With std_floor = 0 this is TRL's formula; a floor keeps a group whose rewards
     differ only by float noise from being scaled up into a full-size advantage.
     """
+    if scale_rewards not in SCALINGS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}: one of {', '.join(SCALINGS)}")
     grouped = rewards.view(-1, num_generations)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
-    if scale_rewards == "none":
+    if SCALINGS[scale_rewards] is None:
         return centred
-    if scale_rewards == "group":
-        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
-    elif scale_rewards == "batch":
-        std = rewards.std().expand_as(rewards)
-    else:
-        raise ValueError(f"scale_rewards={scale_rewards!r}")
-    return centred / (std.clamp(min=std_floor) + STD_FLOOR)
+    return centred / (SCALINGS[scale_rewards](rewards, grouped).clamp(min=std_floor) + STD_FLOOR)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -96,17 +99,7 @@ def grpo_loss(
         per_token = per_token + beta * per_token_kl
         kl = _masked_mean(per_token_kl, mask)
 
-    tokens = mask.sum().clamp(min=1.0)
-    if loss_type == "grpo":
-        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
-    elif loss_type == "bnpo":
-        loss = (per_token * mask).sum() / tokens
-    elif loss_type == "dr_grpo":
-        loss = (per_token * mask).sum() / (logp.size(0) * max_completion_length)
-    elif loss_type == "dapo":
-        loss = (per_token * mask).sum() / (tokens if num_items_in_batch is None else num_items_in_batch)
-    else:
-        raise ValueError(f"loss_type={loss_type!r}")
+    loss = loss_aggregation(loss_type).loss(per_token * mask, mask, max_completion_length, num_items_in_batch)
 
     with torch.no_grad():
         low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype)
@@ -118,16 +111,58 @@ def grpo_loss(
         )
 
 
-def micro_batch_share(loss_type: str, mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
-    """The weight of a micro-batch's own loss (mask: its rows) in the loss of the whole batch
-    (batch_mask), so that micro-batches of any sizes add up to one full-batch loss: grpo and
-    dr_grpo average over sequences (its share of rows), bnpo over tokens (its share of tokens);
-    dapo's loss is already divided by the whole batch's tokens."""
-    if loss_type == "dapo":
-        return 1.0
-    if loss_type == "bnpo":
-        return mask.sum().item() / max(batch_mask.sum().item(), 1)
+@dataclass(frozen=True)
+class Aggregation:
+    """A loss_type: how masked token losses [B, T] become one loss (given the mask, max_completion_length
+    and num_items_in_batch), and a micro-batch's weight in the whole batch's loss (its mask, the batch's),
+    so that micro-batches of any sizes add up to one full-batch loss."""
+
+    loss: Callable[[torch.Tensor, torch.Tensor, Optional[int], Optional[float]], torch.Tensor]
+    share: Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def _row_share(mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
     return mask.size(0) / batch_mask.size(0)
+
+
+def _token_share(mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
+    return mask.sum().item() / max(batch_mask.sum().item(), 1)
+
+
+def _sequence_mean(losses, mask, max_completion_length, num_items_in_batch):
+    return (losses.sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+
+
+def _token_mean(losses, mask, max_completion_length, num_items_in_batch):
+    return losses.sum() / mask.sum().clamp(min=1.0)
+
+
+def _fixed_length(losses, mask, max_completion_length, num_items_in_batch):
+    return losses.sum() / (losses.size(0) * max_completion_length)
+
+
+def _batch_token_mean(losses, mask, max_completion_length, num_items_in_batch):
+    """Divided by the whole generation batch's tokens: each micro-batch's loss is already its share."""
+    return losses.sum() / (mask.sum().clamp(min=1.0) if num_items_in_batch is None else num_items_in_batch)
+
+
+LOSS_TYPES = {  # a new loss type is one entry here and its function
+    "grpo": Aggregation(_sequence_mean, _row_share),
+    "bnpo": Aggregation(_token_mean, _token_share),
+    "dr_grpo": Aggregation(_fixed_length, _row_share),
+    "dapo": Aggregation(_batch_token_mean, lambda mask, batch_mask: 1.0),
+}
+
+
+def loss_aggregation(loss_type: str) -> Aggregation:
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}: one of {', '.join(LOSS_TYPES)}")
+    return LOSS_TYPES[loss_type]
+
+
+def micro_batch_share(loss_type: str, mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
+    """The weight of a micro-batch's own loss (mask: its rows) in the loss of the whole batch (batch_mask)."""
+    return loss_aggregation(loss_type).share(mask, batch_mask)
 
 
 def _clipped_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from trl.rewards import get_soft_overlong_punishment
 from harness.config import ModelConfig
 from harness.grpo import policy_update
 from harness.models import build_tiny_model, build_tokenizer
-from harness.objective import STD_FLOOR, compute_advantages
+from harness.objective import STD_FLOOR, compute_advantages, micro_batch_share
 from harness.rollout.base import Rollout, completion_mask
 from harness.sampling import soft_overlong_punishment
 
@@ -94,6 +94,14 @@ def test_uneven_micro_batches_give_the_full_batch_gradient(loss_type):
     assert full.abs().max() > 1e-3  # a gradient worth comparing
     torch.testing.assert_close(sliced, full, atol=1e-6, rtol=0)
     assert sliced_loss == pytest.approx(full_loss, abs=1e-6)
+
+
+def test_an_unknown_loss_type_or_scaling_is_refused_not_given_a_default():
+    mask = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="loss_type='token_sum'"):
+        micro_batch_share("token_sum", mask, mask)
+    with pytest.raises(ValueError, match="scale_rewards='max'"):
+        compute_advantages(torch.ones(4), 2, "max")
 
 
 def test_bf16_autocast_update_matches_float32_within_bfloat16_precision():
