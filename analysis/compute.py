@@ -27,9 +27,11 @@ COSTS = {"rollout tokens": "num_tokens", "training seconds": "train_seconds"}  #
 KL, DISTANCE = "eval/kl_to_initial", "d"  # d = sqrt(KL to the stage's start), at each evaluation
 AXES = {**COSTS, "d = sqrt(KL)": DISTANCE}
 DESCRIPTION = (f"\nThe same contrasts at equal compute and at equal distance, where the arms' means differ by more than "
-               f"{COST_RATIO}x: in each seed, the run that went further read where the other ended, in rollout tokens, "
-               "training seconds or d = sqrt(KL to the start) (`budget`, mean over seeds), each held-out prompt "
-               "interpolated between the evaluations where it first got there; Holm's correction per axis:\n")
+               f"{COST_RATIO}x: in each seed, both runs read where they first reached the nearer one's end, in rollout "
+               "tokens, training seconds or d = sqrt(KL to the start) (`budget`, mean over seeds; d only for runs that "
+               "start from one policy), each held-out prompt interpolated between the evaluations around it; `seeds` "
+               "counts the seeds that could be read. Holm's correction per axis, none across axes or looks: descriptive, "
+               "beside the contrasts above:\n")
 
 
 def cost_curves(history: pd.DataFrame, stage: str = "grpo", metric: str = METRIC) -> pd.DataFrame:
@@ -46,21 +48,20 @@ def cost_curves(history: pd.DataFrame, stage: str = "grpo", metric: str = METRIC
     spent.loc[spent.step == 0, list(COSTS.values())] = 0.0  # the start's evaluation; a cost never logged stays NaN
     evals = steps.loc[has_per_prompt(steps[column]), ["run", "step", column, KL]]
     evals[DISTANCE] = np.sqrt(evals.pop(KL).astype(float).clip(lower=0))  # an estimate a hair below 0 is 0
+    evals.loc[evals.step == 0, DISTANCE] = 0.0
     return evals.rename(columns={column: "per_prompt"}).merge(spent, on=["run", "step"]).sort_values(["run", "step"])
 
 
 def at_cost(curve: pd.DataFrame, cost: str, budget: float) -> np.ndarray | None:
     """One run's per-prompt results where its `cost` first reached `budget` (costs only grow; d may
-    fall back), interpolated between the evaluations around it; its final results at its own final
-    value; None where the budget falls before its first evaluation after the start, or is never reached."""
-    curve = curve.sort_values("step")
+    fall back, and both runs of a contrast are read at their first passage), interpolated between
+    the evaluations around it; None where the budget falls before its first evaluation after the
+    start, or is never reached. Evaluations without a value are skipped."""
+    curve = curve.dropna(subset=[cost]).sort_values("step")
     spent, results = curve[cost].to_numpy(dtype=float), np.asarray(curve.per_prompt.tolist(), dtype=float)
-    if budget == spent[-1]:  # the run that went less far itself: its final results
-        return results[-1]
-    reached = np.flatnonzero(spent[1:] >= budget) + 1
-    if len(spent) < 2 or budget < spent[1] or not len(reached):
+    if len(spent) < 2 or budget < spent[1] or not (spent[1:] >= budget).any():
         return None
-    after = int(reached[0])
+    after = int(np.flatnonzero(spent[1:] >= budget)[0]) + 1
     weight = (budget - spent[after - 1]) / (spent[after] - spent[after - 1])
     return (1 - weight) * results[after - 1] + weight * results[after]
 
@@ -68,6 +69,12 @@ def at_cost(curve: pd.DataFrame, cost: str, budget: float) -> np.ndarray | None:
 def _final(curve: pd.DataFrame, axis: str) -> float:
     """Where a run ended on `axis` (its curve is in step order): d may end below its furthest."""
     return curve[axis].iloc[-1] if len(curve) else np.nan
+
+
+def _same_start(curve_a: pd.DataFrame, curve_b: pd.DataFrame) -> bool:
+    """Whether two runs start from one policy (the same start evaluation): d is from each run's own start."""
+    starts = [curve.loc[curve.step == 0, "per_prompt"] for curve in (curve_a, curve_b)]
+    return all(len(start) for start in starts) and np.array_equal(*(np.asarray(start.iloc[0]) for start in starts))
 
 
 def seed_differences(a: pd.DataFrame, b: pd.DataFrame, curves: pd.DataFrame, cost: str) -> tuple[list, list]:
@@ -82,7 +89,8 @@ def seed_differences(a: pd.DataFrame, b: pd.DataFrame, curves: pd.DataFrame, cos
         return [], []
     differences, budgets = [], []
     for (curve_a, curve_b), budget in zip(pairs, finals.min(1)):
-        reads = [at_cost(curve, cost, budget) for curve in (curve_a, curve_b)] if budget > 0 else [None]
+        comparable = budget > 0 and (cost != DISTANCE or _same_start(curve_a, curve_b))
+        reads = [at_cost(curve, cost, budget) for curve in (curve_a, curve_b)] if comparable else [None]
         if all(r is not None and len(r) == len(reads[0]) for r in reads):
             differences.append(reads[1] - reads[0])
             budgets.append(budget)

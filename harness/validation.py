@@ -136,6 +136,9 @@ def _check_task(cfg: Config) -> Task:
             raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
         if t.proxy_rules is not None and t.proxy_rules > t.num_constraints:
             raise ConfigError("task.proxy_rules", t.proxy_rules, f"must be at most task.num_constraints={t.num_constraints}")
+    if t.proxy_rules is not None and (t.name != "ordering" or t.proxy is not None):
+        raise ConfigError("task.proxy_rules", t.proxy_rules, "task.proxy replaces the proxy it grades" if t.name ==
+                          "ordering" else f"only the ordering task's own proxy has rules to check, not {t.name}'s")
     shortest_answer = {"ordering": t.num_items, "countdown": 2 * t.num_numbers - 1}.get(t.name, 0)
     if cfg.rollout.max_completion_length <= shortest_answer:
         raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,

@@ -68,15 +68,28 @@ def test_gold_is_read_where_the_run_that_moved_further_first_reached_the_others_
     read where it first got to d = 1 (its step 5, gold 0.4), not at the end (0.0) nor at its later 1.5."""
     rng, history, table = np.random.default_rng(1), [], []
     for seed in range(4):
-        offset = rng.normal(0, 0.05, 40)
+        offset, start = rng.normal(0, 0.05, 40), 0.2 + rng.normal(0, 0.05, 40)  # both arms start from one policy
         for arm, points in (("a", [(0, 0, 0.2), (5, 0.25, 0.25), (10, 1.0, 0.3)]),
                             ("b", [(0, 0, 0.2), (5, 1.0, 0.4), (10, 4.0, 0.1), (15, 2.25, 0.0)])):
             for step, kl, level in points:
-                results = level + offset + rng.normal(0, 0.02, 40)
+                results = start if step == 0 else level + offset + rng.normal(0, 0.02, 40)
                 history.append({"run": f"{arm}{seed}", "stage": "grpo", "step": step, "eval/kl_to_initial": kl,
                                 PER_PROMPT: list(results)})
             table.append({"run": f"{arm}{seed}", "seed": seed, "arm": arm, "final_per_prompt": list(results)})
-    result = equal_cost_contrasts(pd.DataFrame(table), pd.DataFrame(history), "arm", ["a", "b"])
+    table, history = pd.DataFrame(table), pd.DataFrame(history)
+    result = equal_cost_contrasts(table, history, "arm", ["a", "b"])
     assert result["at equal"].tolist() == ["d = sqrt(KL)"]  # no cost was logged: no row at equal compute
     assert result.budget.iloc[0] == pytest.approx(1.0)
     assert result.difference.iloc[0] == pytest.approx(0.1, abs=0.02) and result.verdict.iloc[0] == "resolved"
+    b_starts = history.run.str.startswith("b") & (history.step == 0)  # b from another policy: d is from another start
+    history.loc[b_starts, PER_PROMPT] = history.loc[b_starts, PER_PROMPT].map(lambda p: [x + 0.1 for x in p])
+    assert equal_cost_contrasts(table, history, "arm", ["a", "b"]).empty
+
+
+def test_a_read_between_evaluations_after_a_dip_skips_a_missing_value():
+    curve = pd.DataFrame({"step": [0, 5, 10, 15, 20], "d": [0, 0.5, np.nan, 0.2, 2.0],
+                          "per_prompt": [[0.0], [1.0], [9.0], [2.0], [4.0]]})
+    assert at_cost(curve, "d", 1.1) == pytest.approx([2.0 + 2.0 * 0.5])  # first past 1.1 between d 0.2 and 2.0
+    assert at_cost(curve, "d", 0.4) is None  # before the first evaluation after the start
+    assert at_cost(curve, "d", 2.5) is None  # never reached
+    assert at_cost(curve.iloc[:0], "d", 1.0) is None

@@ -37,6 +37,7 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("task.num_constraints=40", "task.num_constraints=40"),
     ("task.item_pool=3", "task.item_pool=3"),
     ("task.proxy_rules=5", "task.proxy_rules=5"),  # more rules than the task's 4
+    ("task=countdown task.proxy_rules=2", "task.proxy_rules=2"),  # a proxy without rules
     ("rollout.max_completion_length=3", "rollout.max_completion_length=3"),
     ("rollout.temperature=0", "rollout.temperature=0"),
     ("rollout.top_p=1.5", "rollout.top_p=1.5"),

@@ -33,12 +33,19 @@ def test_proxy_counts_violations_and_missing_items(task):
     assert task.proxy(PROBLEM, "d a c") == pytest.approx(1 - 0.5 * 1 / 4)  # b missing, nothing violated
 
 
-def test_a_partial_proxy_checks_only_its_first_k_rules():
-    """k of m rules: a violation of an unchecked rule costs nothing, and the proxies grade towards gold as k grows."""
-    partial = [OrderingTask(4, 3, 8, missing_penalty=0.5, proxy_rules=k) for k in (1, 2, 3)]
-    assert [t.proxy(PROBLEM, "b a c d") for t in partial] == [0.0, 0.0, 0.0]  # the first rule is broken
-    assert [t.proxy(PROBLEM, "a d c b") for t in partial] == pytest.approx([1.0, 1.0, 1 - 1 / 3])  # only d<a broken
-    assert all(t.gold(PROBLEM, "a d c b") == 0.0 for t in partial)
+def test_a_partial_proxy_checks_k_rules_each_weighing_one_mth():
+    """k of m rules, the same k for a problem in every process (whatever their order in the prompt): a
+    violation of an unchecked rule costs nothing, a checked one 1/m whatever k."""
+    partial = {k: OrderingTask(4, 3, 8, missing_penalty=0.5, proxy_rules=k) for k in (1, 2, 3)}
+    shuffled = OrderingProblem(PROBLEM.items, PROBLEM.constraints[::-1])
+    for k, task in partial.items():
+        checked = task.checked_rules(PROBLEM)
+        assert len(checked) == k and set(checked) == set(task.checked_rules(shuffled))
+        for rule in PROBLEM.constraints:  # each rule alone broken: the answer that keeps every other
+            answer = {("a", "b"): "d c b a", ("c", "b"): "d a b c", ("d", "a"): "a d c b"}[rule]
+            broken = {r for r in PROBLEM.constraints if task.gold(OrderingProblem(PROBLEM.items, (r,)), answer) == 0}
+            assert broken == {rule} and task.gold(PROBLEM, answer) == 0.0
+            assert task.proxy(PROBLEM, answer) == pytest.approx(1 - 1 / 3 if rule in checked else 1.0)
 
 
 def test_proxy_is_hackable_by_dropping_items():
