@@ -66,6 +66,7 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     assert all(v != before[k] for k, v in keys(compose).items())
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(compose, model_cache, tmp_path):
     runs = {}
     for name, overrides in (("off", ["cache.stages=false"]), ("first", []), ("again", [])):
@@ -92,6 +93,7 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
     assert sorted(p.parent.parent.name for p in entries) == ["explore", "grpo", "grpo_start", "seed", "sft"]
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_trials_that_differ_in_grpo_settings_share_the_grpo_stages_first_evaluation(
         compose, model_cache, tmp_path, monkeypatch):
     """The evaluation at GRPO's step 0 and the best-of-n samples depend on the cold start, not on
@@ -121,6 +123,7 @@ def test_trials_that_differ_in_grpo_settings_share_the_grpo_stages_first_evaluat
     assert json.loads(entry.read_text())["run_dir"] == str(tmp_path / "first")
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_stored_grpo_stage_reports_its_evaluations_to_the_sweeper_and_stops_where_a_computed_one_is(
         compose, model_cache, tmp_path):
     overrides = [*SMOKE, "pipeline.stages=[grpo]", "grpo.steps=4", "eval.eval_every=1",
@@ -149,6 +152,7 @@ def test_a_stored_grpo_stage_reports_its_evaluations_to_the_sweeper_and_stops_wh
     assert not (reused / "checkpoint").exists() and not (computed / "checkpoint").exists()
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_an_entry_that_fails_its_checksum_is_computed_again(compose, model_cache, tmp_path, caplog):
     overrides = [*SMOKE, "pipeline.stages=[sft,grpo]", "sft.source=solver", "grpo.steps=1",
                  f"model.cache_dir={model_cache}", f"cache.dir={tmp_path / 'stages'}"]
@@ -164,6 +168,7 @@ def test_an_entry_that_fails_its_checksum_is_computed_again(compose, model_cache
     assert cache.Entry(entry.parent).manifest() is not None  # stored again, whole
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_stage_that_fails_leaves_no_entry(compose, model_cache, tmp_path, monkeypatch):
     def broken(*_, **__):
         raise RuntimeError("killed mid-stage")
@@ -180,6 +185,7 @@ def test_a_stage_that_fails_leaves_no_entry(compose, model_cache, tmp_path, monk
     assert len(list((tmp_path / "stages" / "sft").glob("*/manifest.json"))) == 1
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_cache_that_cannot_be_written_costs_no_run_its_result(compose, model_cache, tmp_path, monkeypatch, caplog):
     def full_disk(*_, **__):
         raise OSError(28, "No space left on device")

@@ -81,6 +81,7 @@ def test_reference_model_is_loaded_only_when_beta_is_positive(compose, model_cac
     assert "eval/kl_to_initial" not in run.evals.columns
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_several_updates_per_batch_in_micro_batches_move_the_ratio(compose, model_cache, tmp_path):
     """num_iterations > 1: pi_old is frozen at rollout time, so later passes see ratios != 1."""
     cfg = compose("experiment=smoke", "pipeline.stages=[grpo]", "grpo.num_iterations=3", "grpo.micro_batch_size=8",
@@ -92,6 +93,7 @@ def test_several_updates_per_batch_in_micro_batches_move_the_ratio(compose, mode
     assert metrics.loss.notna().all() and metrics.grad_norm.notna().all()
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_dynamic_sampling_trains_on_fewer_dead_groups(compose, model_cache, tmp_path):
     """GRPO straight on the base with K = 4: at its pass rate (~0.08) most groups are dead."""
     dead, rounds = {}, {}
@@ -108,6 +110,7 @@ def test_dynamic_sampling_trains_on_fewer_dead_groups(compose, model_cache, tmp_
     assert rounds[False] == 1 and rounds[True] > 1
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_how_often_and_how_much_we_evaluate_changes_nothing_that_trains(compose, model_cache, tmp_path):
     """Evaluation samples from its own seeded stream: training's random state never sees it."""
     trained = {}
@@ -142,6 +145,7 @@ def _untimed_rows(path) -> list[dict]:
             for row in map(json.loads, path.read_text().splitlines())]
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_sweep_over_grpo_leaves_every_stage_before_grpo_identical(compose, model_cache, tmp_path):
     """Two trials of a sweep over grpo.* share one explorer, seed set and cold start, bit for bit."""
     for arm in ("a", "b"):

@@ -85,6 +85,7 @@ def dataset_task(folder: Path, gold: str) -> list[str]:
 
 
 @pytest.mark.parametrize("dataset", ["letter_counting", "basic_arithmetic", "spell_backward"])
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_reasoning_gym_dataset_runs_the_recipe_on_the_tiny_model_reading_bytes(compose, tmp_path, dataset):
     cfg = compose("task=reasoning_gym", f"task.dataset={dataset}", *TINY, "cache.stages=false")
     pipeline = Pipeline(cfg, tmp_path)
@@ -99,6 +100,7 @@ def test_a_reasoning_gym_dataset_runs_the_recipe_on_the_tiny_model_reading_bytes
     assert recorded["task"]["dataset"] == dataset and recorded["task_sources"]["reasoning_gym"]
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_rewards_that_hang_kill_their_worker_or_raise_are_counted_and_the_run_finishes(compose, user_folder,
                                                                                        tmp_path):
     cfg = compose(*dataset_task(user_folder, "trapped"), *TINY, "cache.stages=false")
@@ -110,6 +112,7 @@ def test_rewards_that_hang_kill_their_worker_or_raise_are_counted_and_the_run_fi
     assert summary["grpo"]["eval/rewards/timeouts"] == 2
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_reward_that_fails_on_everything_a_model_writes_stops_the_run_in_one_line(user_folder, tmp_path,
                                                                                    model_cache):
     command = [sys.executable, "-m", "harness.train", f"hydra.run.dir={tmp_path / 'run'}",
@@ -122,6 +125,7 @@ def test_a_reward_that_fails_on_everything_a_model_writes_stops_the_run_in_one_l
     assert last.endswith("KeyError: 'a column it forgot'")
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_editing_the_reward_or_the_data_recomputes_what_reads_it_and_nothing_else(compose, user_folder, tmp_path,
                                                                                  model_cache):
     def run(name: str) -> dict:

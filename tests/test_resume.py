@@ -222,6 +222,7 @@ def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path
     assert not (tmp_path / "sft" / "checkpoint").exists() and not (tmp_path / "grpo").exists()
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_a_superseded_job_stops_at_its_evaluation_without_closing_the_stage_its_retry_resumes(
         compose, model_cache, tmp_path):
     """Its trial was failed and retried while it trained: it writes no stage summary and no status,

@@ -68,6 +68,7 @@ def pool():
         yield workers
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_the_reward_model_learns_to_tell_gold_correct_from_wrong_completions(policy):
     path, _, tokenizer = policy
     data = _right_and_wrong(24)

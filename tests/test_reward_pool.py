@@ -104,6 +104,7 @@ def test_spinning_cpu_is_counted_not_hung(pool):
     assert seconds < 10
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_cpu_limit_kills_a_spin_the_alarm_cannot_stop():
     with RewardPool(workers=1, timeout=1.0, memory_gb=1.0, build_timeout=5.0) as patient:  # pool cuts at 8 s
         patient.score(PLAIN, *batch(["warm up"]))

@@ -80,6 +80,7 @@ def _changed(before: dict, after: dict, prefix: str = "") -> dict:
     return out
 
 
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_grid_with_failing_jobs_finishes_the_others_and_records_why(model_cache, tmp_path):
     # seed_set.max_rounds=1 verifies about 20 examples: 4 is enough, 40 is not (a runtime failure),
     # 500 exceeds seed_set.size (a config error).
@@ -110,6 +111,7 @@ def optuna_sweep(model_cache, sweep_dir, *overrides: str, timeout: int = 600):
 
 
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_optuna_sweep_prunes_bad_trials_early_and_links_each_trial_to_its_runs(model_cache, tmp_path, pruner):
     """lr 3e-2 wrecks the tiny base within a step or two; the pruner stops those trials."""
     steps = 4
@@ -328,6 +330,7 @@ def test_two_workers_share_one_study_on_postgresql(model_cache, postgres_url, tm
     ("grid", ["eval/gold_pass@1", "cost/grpo/rollout_tokens"]),  # a Pareto front over every point of a grid
     ("gp", ["eval/gold_pass@1"]),
 ])
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
 def test_other_samplers_and_several_objectives(model_cache, tmp_path, sampler, objectives):
     directions = ["maximize", "minimize"][: len(objectives)]
     command = [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", "experiment=smoke",
