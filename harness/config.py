@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from harness.objective import LOSS_TYPES, SCALINGS
+from harness.losses import LOSS_TYPES, SCALINGS
 from harness.settings import setting
 from harness.tasks.config import TASK_REWARDS, TaskConfig
 

@@ -11,18 +11,14 @@ s_i = exp(mean_t log r_it). The loss returned is -J, so that an optimiser minimi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
+from harness.losses import SCALINGS, loss_aggregation
+
 STD_FLOOR = 1e-4  # added to the std, as TRL does, so a zero-variance group gives A = 0
 
-# scale_rewards -> the std advantages are divided by, from (rewards [N], grouped [N / K, K]); None: not scaled
-SCALINGS: dict[str, Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
-    "group": lambda rewards, grouped: grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1),
-    "batch": lambda rewards, grouped: rewards.std().expand_as(rewards),
-    "none": None,
-}
 
 
 def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str,
@@ -109,55 +105,6 @@ def grpo_loss(
             clip_low=_clipped_fraction(low, mask), clip_high=_clipped_fraction(high, mask),
             clip_region=_clipped_fraction(torch.maximum(low, high), mask),
         )
-
-
-@dataclass(frozen=True)
-class Aggregation:
-    """A loss_type: how masked token losses [B, T] become one loss (given the mask, max_completion_length
-    and num_items_in_batch), and a micro-batch's weight in the whole batch's loss (its mask, the batch's),
-    so that micro-batches of any sizes add up to one full-batch loss."""
-
-    loss: Callable[[torch.Tensor, torch.Tensor, Optional[int], Optional[float]], torch.Tensor]
-    share: Callable[[torch.Tensor, torch.Tensor], float]
-
-
-def _row_share(mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
-    return mask.size(0) / batch_mask.size(0)
-
-
-def _token_share(mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
-    return mask.sum().item() / max(batch_mask.sum().item(), 1)
-
-
-def _sequence_mean(losses, mask, max_completion_length, num_items_in_batch):
-    return (losses.sum(1) / mask.sum(1).clamp(min=1.0)).mean()
-
-
-def _token_mean(losses, mask, max_completion_length, num_items_in_batch):
-    return losses.sum() / mask.sum().clamp(min=1.0)
-
-
-def _fixed_length(losses, mask, max_completion_length, num_items_in_batch):
-    return losses.sum() / (losses.size(0) * max_completion_length)
-
-
-def _batch_token_mean(losses, mask, max_completion_length, num_items_in_batch):
-    """Divided by the whole generation batch's tokens: each micro-batch's loss is already its share."""
-    return losses.sum() / (mask.sum().clamp(min=1.0) if num_items_in_batch is None else num_items_in_batch)
-
-
-LOSS_TYPES = {  # a new loss type is one entry here and its function
-    "grpo": Aggregation(_sequence_mean, _row_share),
-    "bnpo": Aggregation(_token_mean, _token_share),
-    "dr_grpo": Aggregation(_fixed_length, _row_share),
-    "dapo": Aggregation(_batch_token_mean, lambda mask, batch_mask: 1.0),
-}
-
-
-def loss_aggregation(loss_type: str) -> Aggregation:
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r}: one of {', '.join(LOSS_TYPES)}")
-    return LOSS_TYPES[loss_type]
 
 
 def micro_batch_share(loss_type: str, mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
