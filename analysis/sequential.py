@@ -124,14 +124,15 @@ def step_down(p_values: pd.Series, plan: Plan, look: int, family: int) -> tuple[
 
 
 def sequential(plan: Plan, contrasts_at: Callable[[int, float], pd.DataFrame],
-               add_seeds: Callable[[int], None] = lambda seeds: None) -> pd.DataFrame:
+               add_seeds: Callable[[int], None] = lambda seeds: None, stop_at: int | None = None) -> pd.DataFrame:
     """Look at each of the plan's seed counts in turn: `add_seeds(seeds)` brings the sweep to that
     many seeds, `contrasts_at(seeds, confidence)` gives the contrasts on them (a `contrast` label,
     `p`, `seeds`, the interval at that confidence). Stops once every contrast is resolved, or at the
-    last look. Returns each contrast's row at the look that settled it, with `look` (1-based),
+    last look, or at look `stop_at` (1-based: the looks after it forgone, which costs power and never
+    the error rate). Returns each contrast's row at the look that settled it, with `look` (1-based),
     `level` (the nominal level at the family's alpha: the interval's), `holm_level` (the level its
     p-value was held to), `seeds_added_to` and a `verdict`."""
-    settled, looks = {}, plan.looks()
+    settled, looks = {}, plan.looks()[:stop_at]
     for look, seeds in enumerate(looks):
         if look:
             add_seeds(seeds)
@@ -150,7 +151,7 @@ def sequential(plan: Plan, contrasts_at: Callable[[int, float], pd.DataFrame],
     return pd.DataFrame(list(settled.values()))
 
 
-def describe(result: pd.DataFrame, plan: Plan) -> str:
+def describe(result: pd.DataFrame, plan: Plan, stopped_at: int | None = None) -> str:
     """The sequential verdicts as Markdown: what each contrast took, and how to read the table."""
     if result.empty:
         return "## Seeds until resolved\n\nNo contrast: no two arms share a finished seed.\n"
@@ -165,7 +166,10 @@ def describe(result: pd.DataFrame, plan: Plan) -> str:
             "is at 1 - `level` (the nominal level for the family's alpha): a repeated confidence interval for "
             "that contrast, valid however many looks were taken. `seeds` are those finished in both arms; "
             "`seeds_added_to` the seeds the sweep had then. The fixed-sample contrasts elsewhere in the report "
-            "ignore the looks: where they disagree, these hold.\n\n"
+            "ignore the looks: where they disagree, these hold."
+            + (f" **The plan was stopped at look {stopped_at} of {len(plan.looks())}** (sweeps.resolve --stop): the "
+               "looks after it were not taken, so a contrast not resolved there is not resolved at this budget, and "
+               "the verdicts keep their error rate." if stopped_at else "") + "\n\n"
             + shown.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
@@ -177,4 +181,4 @@ def section(sweep_dir) -> list[str]:
     kept = json.loads(path.read_text())
     if "result" not in kept:
         return ["## Seeds until resolved\n\nsweeps.resolve was started on this sweep and has not finished a look.\n"]
-    return [describe(pd.DataFrame(kept["result"]), Plan(**kept["plan"]))]
+    return [describe(pd.DataFrame(kept["result"]), Plan(**kept["plan"]), kept.get("stopped_at"))]

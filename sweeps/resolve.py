@@ -100,7 +100,7 @@ def current_finals(sweep_dir: Path, kept: dict) -> pd.DataFrame:
 
 
 def resolve(sweep_dir: Path, max_seeds: int | None = None, batch: int | None = None, spending: str | None = None,
-            named: list[str] = ()) -> pd.DataFrame:
+            named: list[str] = (), stop: bool = False) -> pd.DataFrame:
     table, keys = contrast.sweep_finals(sweep_dir)
     known = contrast.sweep_contrasts(table, keys).contrast.tolist() if len(table) and keys else []
     if not known:
@@ -117,15 +117,21 @@ def resolve(sweep_dir: Path, max_seeds: int | None = None, batch: int | None = N
         rows = contrast.sweep_contrasts(current[current.seed.isin(kept["seeds"][:seeds])], keys, confidence)
         return rows[rows.contrast.isin(plan.contrasts)] if plan.contrasts else rows
 
-    def add_seeds(seeds: int) -> None:
+    def complete() -> set[int]:
         current = current_finals(sweep_dir, kept)
-        complete = {seed for seed, runs in current.groupby("seed") if arm_settings(runs) == set(kept["arms"])}
+        return {seed for seed, runs in current.groupby("seed") if arm_settings(runs) == set(kept["arms"])}
+
+    def add_seeds(seeds: int) -> None:
         # A seed short of an arm (a failed or killed job) is run again in every arm: the grid's command.
-        missing = [s for s in kept["seeds"][:seeds] if s not in complete]
+        missing = [s for s in kept["seeds"][:seeds] if s not in complete()]
         if missing:
             launch(sweep_dir, kept["command"], missing)
 
-    result = sequential.sequential(plan, contrasts_at, add_seeds)
+    if stop:  # the budget ends here: the last look that the seeds finished in every arm support, none added
+        done = complete()
+        leading = next((i for i, seed in enumerate(kept["seeds"]) if seed not in done), len(kept["seeds"]))
+        kept["stopped_at"] = sum(seeds <= leading for seeds in plan.looks())
+    result = sequential.sequential(plan, contrasts_at, add_seeds, kept.get("stopped_at"))
     kept["result"] = result.drop(columns=["p_holm"], errors="ignore").to_dict(orient="records")
     (sweep_dir / PLAN_FILE).write_text(json.dumps(kept, indent=2, default=lambda number: number.item()) + "\n")
     return result
@@ -138,10 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, help="seeds added per look (default: the seeds the sweep has)")
     parser.add_argument("--spending", choices=sorted(sequential.SPENDING), help="how alpha is spent over the looks")
     parser.add_argument("--contrast", action="append", default=[], help="a contrast's label, as the report gives it")
+    parser.add_argument("--stop", action="store_true", help="end the plan at the last look its finished seeds "
+                                                           "support, adding none (when the budget runs out)")
     args = parser.parse_args(argv)
     if not (args.sweep_dir / PLAN_FILE).exists() and args.max_seeds is None:
         parser.error("--max-seeds is needed at the first call: the plan is fixed then")
-    print(resolve(args.sweep_dir, args.max_seeds, args.batch, args.spending, args.contrast).to_string(index=False))
+    print(resolve(args.sweep_dir, args.max_seeds, args.batch, args.spending, args.contrast, args.stop)
+          .to_string(index=False))
 
 
 if __name__ == "__main__":

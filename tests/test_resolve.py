@@ -45,6 +45,12 @@ def test_resolve_adds_a_seed_to_every_arm_and_records_what_each_contrast_took(sm
     assert refused.returncode != 0 and refused.stderr.strip().splitlines()[-1].endswith("no two arms share a finished seed: nothing to contrast")
     assert not (lonely / "resolve.json").exists()
 
+    stopped = shutil.copytree(sweep, tmp_path / "stopped")  # the budget ends at the first look: no seed is added
+    assert _resolve(stopped, "--max-seeds", "3", "--batch", "1", "--stop").returncode == 0
+    kept = json.loads((stopped / "resolve.json").read_text())
+    assert kept["stopped_at"] == 1 and [row["look"] for row in kept["result"]] == [1]
+    assert not list(stopped.glob("seeds*"))
+
     result = _resolve(sweep, "--max-seeds", "3", "--batch", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     plan = json.loads((sweep / "resolve.json").read_text())

@@ -46,6 +46,18 @@ def _contrasts(a, *others):
 SIMS = 600  # null sweeps; sweeps with an effect: half as many
 
 
+def test_a_plan_stopped_early_settles_every_open_contrast_at_that_look_and_adds_no_seed():
+    plan, asked = Plan(first_seeds=3, max_seeds=9, batch=3, contrasts=("b - a", "c - a")), []
+
+    def contrasts_at(seeds, confidence):
+        return pd.DataFrame({"contrast": ["b - a", "c - a"], "p": [1e-6, 0.2], "seeds": [seeds] * 2})
+
+    result = sequential(plan, contrasts_at, asked.append, stop_at=1).set_index("contrast")
+    assert not asked and result.look.tolist() == [1, 1] and result.verdict.tolist() == ["resolved", "not resolved"]
+    assert result.level.iloc[0] == pytest.approx(plan.nominal(0))  # the first look's level, not a plain 0.05
+    assert len(sequential(plan, contrasts_at, asked.append)) == 2 and asked == [6, 9]  # unstopped: every look
+
+
 @pytest.mark.slow  # 900 simulated sequential sweeps: about 25 s
 @pytest.mark.parametrize("world", sorted(WORLDS))
 def test_adding_seeds_until_resolved_rarely_resolves_no_effect_and_its_interval_covers(world):
