@@ -59,9 +59,10 @@ def at_cost(curve: pd.DataFrame, cost: str, budget: float) -> np.ndarray | None:
     start, or is never reached. Evaluations without a value are skipped."""
     curve = curve.dropna(subset=[cost]).sort_values("step")
     spent, results = curve[cost].to_numpy(dtype=float), np.asarray(curve.per_prompt.tolist(), dtype=float)
-    if len(spent) < 2 or budget < spent[1] or not (spent[1:] >= budget).any():
+    reached = np.flatnonzero(spent[1:] >= budget) + 1  # evaluations after the start that got there
+    if len(spent) < 2 or budget < spent[1] or not len(reached):
         return None
-    after = int(np.flatnonzero(spent[1:] >= budget)[0]) + 1
+    after = int(reached[0])
     weight = (budget - spent[after - 1]) / (spent[after] - spent[after - 1])
     return (1 - weight) * results[after - 1] + weight * results[after]
 

@@ -20,7 +20,6 @@ from harness.losses import SCALINGS, loss_aggregation
 STD_FLOOR = 1e-4  # added to the std, as TRL does, so a zero-variance group gives A = 0
 
 
-
 def compute_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str,
                        std_floor: float = 0.0) -> torch.Tensor:
     """A_i = (R_i - mean of its group) / (max(std, std_floor) + 1e-4); std of the group, of the

@@ -131,6 +131,8 @@ def resolve(sweep_dir: Path, max_seeds: int | None = None, batch: int | None = N
         done = complete()
         leading = next((i for i, seed in enumerate(kept["seeds"]) if seed not in done), len(kept["seeds"]))
         kept["stopped_at"] = sum(seeds <= leading for seeds in plan.looks())
+        if not kept["stopped_at"]:
+            raise SystemExit(f"{sweep_dir}: --stop: the first look's {plan.first_seeds} seeds are not finished in every arm")
     result = sequential.sequential(plan, contrasts_at, add_seeds, kept.get("stopped_at"))
     kept["result"] = result.drop(columns=["p_holm"], errors="ignore").to_dict(orient="records")
     (sweep_dir / PLAN_FILE).write_text(json.dumps(kept, indent=2, default=lambda number: number.item()) + "\n")

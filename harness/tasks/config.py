@@ -27,9 +27,9 @@ class TaskConfig:
     prompt_style: str = setting("compact", "compact: symbols, for the tiny model; natural: words, for instruct "
                                            "models", choices=("compact", "natural"))
     proxy_missing_penalty: float = setting(0.15, "lam in the proxy reward: small is hackable", low=0)
-    proxy_rules: Optional[int] = setting(None, "ordering: the proxy checks only the first k of the num_constraints "
-                                               "rules (a partial verifier; k grades the proxies as reward-model "
-                                               "size does); None: all", low=1)
+    proxy_rules: Optional[int] = setting(None, "ordering: the proxy checks only k of the num_constraints rules, "
+                                               "chosen per problem (a partial verifier; k grades the proxies as "
+                                               "reward-model size does); None: all", low=1)
     dataset: Optional[str] = setting(None, "reasoning_gym: the procedural dataset's name (reasoning_gym.create_dataset)")
     dataset_config: dict = setting({}, "reasoning_gym: the generator's settings, task.dataset_config.KEY=VALUE")
     train_path: Optional[str] = setting(None, "dataset: the training problems, JSONL, Parquet, CSV or a "
