@@ -30,7 +30,7 @@ ID_COLUMNS = ["run", "stage", "group", "wandb_id", "status"]
 HISTORY_INDEX = ["run", "stage", "step"]
 LOCAL_HISTORY_FILES = ("metrics.jsonl", "eval.jsonl")
 # Config keys with no group, hence no dot.
-TOP_LEVEL_CONFIG = ("seed", "device", "threads", "arm", "run_name", "output_dir")
+TOP_LEVEL_CONFIG = ("seed", "start_seed", "device", "threads", "arm", "run_name", "output_dir")
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
 
 

@@ -3,7 +3,8 @@
 A stage's output (its checkpoint or seed set, its logged metrics and evaluations, its summary) is
 stored under a key that hashes exactly what determines it:
 
-  - the config values the stage reads (STAGE_READS), with the seed and the device;
+  - the config values the stage reads (STAGE_READS), with the stage's seed (harness.config.stage_seed) and
+    the device;
   - the key of the stage it starts from (the explorer for the seed stage, the seed set for SFT, the
     cold start for the reward model and GRPO, and for GRPO on task.reward=learned the reward model too);
   - the code that produces it: every source file of the `harness` package, and the versions of
@@ -42,7 +43,7 @@ from typing import Iterator, Optional
 import torch
 import transformers
 
-from harness.config import as_tree
+from harness.config import as_tree, stage_seed
 from harness.sources import cache_root, fingerprint, installed_version, task_sources
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
     tree = _read(cfg)
     values = {name: functools.reduce(getattr, name.split("."), cfg) if name in NOT_READ  # named by the stage
                     else functools.reduce(dict.__getitem__, name.split("."), tree) for name in STAGE_READS[stage]}
+    if "seed" in values:  # the seed the stage runs with (start_seed's for the stages GRPO starts from)
+        values["seed"] = stage_seed(cfg, stage)
     source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
     inputs = {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
     sources = task_sources(cfg.task)

@@ -222,7 +222,10 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
-    seed: int = setting(0, "the run's seed (every stage's sampling and training)")
+    seed: int = setting(0, "the run's seed (every stage's sampling and training, unless start_seed is set)")
+    start_seed: Optional[int] = setting(None, "the seed of every stage before the final GRPO (its cold start, and "
+                                              "task.reward=learned's reward model); None: the run's seed. Fixed, "
+                                              "it gives several seeds' GRPO one start and one reward model")
     resume: bool = setting(False, "go on with the interrupted run in output_dir (or hydra.run.dir), from its last "
                                   "checkpoint")
     device: str = setting("cpu", "cpu | cuda (a GPU no other job holds: harness.gpus) | cuda:N")
@@ -277,5 +280,12 @@ def describe() -> str:
     return "\n".join(f"{key} = {default(f)!r}  # {f.metadata['help']}" for key, f in settings())
 
 
+def stage_seed(cfg, stage: str) -> int:
+    """The seed a stage samples and trains with: the run's for the final GRPO stage, start_seed (if set)
+    for the stages it starts from and for its start's evaluation (the cache's grpo_start entry)."""
+    return cfg.seed if stage == "grpo" or cfg.start_seed is None else cfg.start_seed
+
+
 if __name__ == "__main__":
     print(describe())
+

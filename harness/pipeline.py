@@ -34,7 +34,7 @@ from optuna import TrialPruned
 
 from harness.cache import Entry, StageCache, base_key, stage_inputs, stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
-from harness.config import STAGE_ORDER, STAGES, Config, GRPOConfig
+from harness.config import STAGE_ORDER, STAGES, Config, GRPOConfig, stage_seed
 from harness.evaluate import Evaluator
 from harness.faults import TrialSuperseded
 from harness.grpo import Evaluation, train_grpo
@@ -87,10 +87,11 @@ class Pipeline:
         self.heldout = heldout_problems(self.task, cfg.eval.num_prompts, cfg.eval.seed)
         heldout_keys = kept_out(self.task, self.heldout)
         # One stream of training problems per stage, each with its own seed.
-        self.streams = {stage: ProblemStream(self.task, cfg.seed * len(STAGES) + i, heldout_keys)
+        self.streams = {stage: ProblemStream(self.task, stage_seed(cfg, stage) * len(STAGES) + i, heldout_keys)
                         for i, stage in enumerate(STAGES)}
         # The reward model's: a seed no recipe stage's (an int) can equal, and theirs as they were before it.
-        self.streams["reward_model"] = ProblemStream(self.task, f"reward_model/{cfg.seed}", heldout_keys)
+        self.streams["reward_model"] = ProblemStream(self.task, f"reward_model/{stage_seed(cfg, 'reward_model')}",
+                                                     heldout_keys)
         self.base = base_model(cfg.model, self.task)
         self.cache = StageCache(cfg.cache.stages, cfg.cache.dir, cfg.cache.max_size_gb)
         self.pool = RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb)
@@ -130,7 +131,7 @@ class Pipeline:
     def seed_set(self, explorer: Path) -> None:
         tracker = self._begin("seed")
         model, tokenizer = self._load(explorer)
-        engine = make_engine(self.cfg.rollout, model, tokenizer, self.cfg.seed)
+        engine = make_engine(self.cfg.rollout, model, tokenizer, stage_seed(self.cfg, "seed"))
         with closing_on_failure(tracker, engine):
             rows = rejection_sample(engine, self.reward, self.streams["seed"], cfg=self.cfg.seed_set,
                                     rollout_cfg=self.cfg.rollout, tracker=tracker)
@@ -142,7 +143,7 @@ class Pipeline:
         cfg = self.cfg
         tracker = self._begin("sft")
         model, tokenizer = self._load(base)
-        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
+        engine = make_engine(cfg.rollout, model, tokenizer, stage_seed(cfg, "sft"))
         evaluator = self._evaluator(self._frozen_copy(model), self.reward)
         with closing_on_failure(tracker, engine):
             examples = self._cold_start_examples(seed)
@@ -150,7 +151,7 @@ class Pipeline:
             self._record_base(initial)
             tracker.log_eval(0, initial)
             finetune(model, tokenizer, examples, steps=cfg.sft.num_steps, batch_size=cfg.sft.batch_size,
-                     learning_rate=cfg.sft.learning_rate, seed=cfg.seed, log=tracker.log, desc="sft")
+                     learning_rate=cfg.sft.learning_rate, seed=stage_seed(cfg, "sft"), log=tracker.log, desc="sft")
             engine.sync_weights()
             result = evaluator(model, engine)
         tracker.log_eval(cfg.sft.num_steps, result)
@@ -159,15 +160,15 @@ class Pipeline:
         self._record("sft", result)
 
     def reward_model(self, policy: Path) -> None:
-        cfg = self.cfg
+        cfg, seed = self.cfg, stage_seed(self.cfg, "reward_model")
         tracker = self._begin("reward_model")
         model, tokenizer = self._load(policy)
-        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
+        engine = make_engine(cfg.rollout, model, tokenizer, seed)
         with closing_on_failure(tracker, engine):
             train, heldout = labelled_samples(engine, self.reward, self.streams["reward_model"], self.heldout,
                                               cfg.reward_model, cfg.rollout)
-            classifier = classifier_from_policy(policy, tokenizer, cfg.model.dtype, cfg.device, cfg.seed)
-            train_reward_model(classifier, tokenizer, train, cfg.reward_model, seed=cfg.seed, log=tracker.log)
+            classifier = classifier_from_policy(policy, tokenizer, cfg.model.dtype, cfg.device, seed)
+            train_reward_model(classifier, tokenizer, train, cfg.reward_model, seed=seed, log=tracker.log)
             result = judge(LearnedProxy(classifier, tokenizer), train, heldout)
         tracker.log_eval(cfg.reward_model.steps, result)
         self._save(classifier, tokenizer, tracker.dir)
@@ -286,7 +287,7 @@ class Pipeline:
             frozen = self._frozen_copy(model if resumed is None else self._load(start)[0])
         if resumed is not None:
             log.info("resume: the %s stage goes on after step %d", stage, resumed.step)
-        engine = make_engine(cfg.rollout, model, tokenizer, cfg.seed)
+        engine = make_engine(cfg.rollout, model, tokenizer, stage_seed(cfg, stage))
         evaluator = self._evaluator(frozen, reward)
 
         def evaluate() -> dict:
@@ -333,7 +334,7 @@ class Pipeline:
 
     def _cold_start_examples(self, seed: Path | None) -> list[tuple[str, str]]:
         cfg = self.cfg.sft
-        rng = random.Random(self.cfg.seed)
+        rng = random.Random(stage_seed(self.cfg, "sft"))
         if cfg.source == "solver":
             return [(p.prompt, self.task.solve(p, rng)) for p in self.streams["sft"].take(cfg.cold_start_size)]
         rows = load_seed(seed)
@@ -349,7 +350,7 @@ class Pipeline:
 
     def _begin(self, stage: str, resume_step=None) -> StageTracker:
         """Seed the stage's sampling and start its tracked run (or go on with it after resume_step)."""
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(stage_seed(self.cfg, stage))
         return StageTracker(self.run_dir / stage, stage=stage, run_name=self.run_name, config=recorded_config(self.cfg),
                             tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir, resume_step=resume_step)
 

@@ -47,6 +47,13 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     assert keys(compose, "eval.best_of_n=4")["grpo_start"] != before["grpo_start"]
     seeded = keys(compose, "seed=1")
     assert all(seeded[stage] != before[stage] for stage in cache.STAGE_READS)
+    shared_start = keys(compose, "seed=1", "start_seed=0")  # another GRPO seed from seed 0's start
+    assert all(shared_start[stage] == before[stage] for stage in (*COLD_START, "grpo_start"))
+    assert shared_start["grpo"] not in (before["grpo"], seeded["grpo"])
+    assert keys(compose, "start_seed=1")["sft"] == seeded["sft"]
+    learned = keys(compose, "task.reward=learned", "start_seed=0")  # the reward model is the start's too
+    assert keys(compose, "task.reward=learned", "start_seed=0", "seed=1")["reward_model"] == learned["reward_model"]
+    assert keys(compose, "task.reward=learned", "seed=1")["reward_model"] != learned["reward_model"]
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
     assert all(threads[stage] != before[stage] for stage in cache.STAGE_READS)
     assert keys(compose, "model.cache_dir=/elsewhere") == before  # where bases are kept, not what they are
@@ -91,6 +98,22 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
             (runs["off"] / "summary.json").read_text())
     entries = (tmp_path / "stages").glob("*/*/manifest.json")
     assert sorted(p.parent.parent.name for p in entries) == ["explore", "grpo", "grpo_start", "seed", "sft"]
+
+
+@pytest.mark.slow  # an end-to-end run: out of the fast subset
+def test_runs_with_one_start_seed_compute_one_cold_start_and_their_own_grpo(compose, model_cache, tmp_path):
+    """start_seed=0 under seed=1 computes (cache off) the cold start that seed 0 does, bit for bit, and a
+    GRPO stage of its own."""
+    runs = {}
+    for name, overrides in (("seed0", ["seed=0"]), ("seed1", ["seed=1", "start_seed=0"])):
+        Pipeline(compose(*SMOKE, "pipeline.stages=[sft,grpo]", "sft.source=solver", "grpo.steps=2",
+                         f"model.cache_dir={model_cache}", "cache.stages=false", *overrides), tmp_path / name).run()
+        runs[name] = {stage: load_file(tmp_path / name / stage / "checkpoint" / "model.safetensors")
+                      for stage in ("sft", "grpo")}
+    cold, other = runs["seed0"]["sft"], runs["seed1"]["sft"]
+    assert all(cold[k].equal(other[k]) for k in cold)
+    assert untimed(tmp_path / "seed1" / "grpo" / "eval.jsonl")[0] == untimed(tmp_path / "seed0" / "grpo" / "eval.jsonl")[0]
+    assert not all(runs["seed0"]["grpo"][k].equal(runs["seed1"]["grpo"][k]) for k in cold)
 
 
 @pytest.mark.slow  # an end-to-end run: out of the fast subset

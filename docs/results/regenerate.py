@@ -39,6 +39,8 @@ RESOLVE = {
              "--contrast", "4 + dynamic sampling - 3 + token-level loss", "--contrast", "4 + dynamic sampling - 1 naive GRPO"],
     "rollout_budget": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 K=16 x 8 prompts - 1 K=2 x 64 prompts"],
     "overoptimisation_proxy": ["--max-seeds", "6", "--batch", "3", "--contrast", "4 - 1"],
+    "overoptimisation_learned": ["--max-seeds", "6", "--batch", "3", "--contrast", "grpo.beta=0: 20000 - 2000",
+                                 "--contrast", "reward_model.train_size=20000: 0.04 - 0"],
     "cold_start": ["--max-seeds", "6", "--batch", "3", "--contrast", "6 n=1000 - 1 none", "--contrast", "5 n=300 - 1 none"],
 }
 
