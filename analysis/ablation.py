@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import special, stats
 
 from analysis.load import config_columns
-from harness.config import STAGE_ORDER
+from harness.stages import STAGE_ORDER
 from harness.resume import FREE_ON_RESUME
 
 METRIC = "eval/gold_pass@1"
@@ -94,12 +94,21 @@ def finished_runs(runs: pd.DataFrame, stage: str = "grpo") -> set[str]:
     return set(runs.run[(runs.stage == stage) & (runs.status == "finished")])
 
 
+def stage_rank(stage: str, status: str) -> tuple[bool, float]:
+    """Where a stage comes in its run: a stage that did not finish is the one that stopped it; among
+    finished ones, the default recipe's order, with another recipe's instances (pipeline=r1's) between
+    the cold start and the final GRPO stage."""
+    place = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else STAGE_ORDER.index("grpo") - 0.5
+    return status != "finished", place
+
+
 def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
     """The runs left out of per_run: each one's furthest stage (`stage` itself when it began, else
     the stage that stopped it) with its status, and the last step at which `metric` was evaluated
     there and its value, beside their swept settings."""
     left = runs[~runs.run.isin(finished_runs(runs, stage))]
-    furthest = left.assign(order=left.stage.map(STAGE_ORDER.index)).sort_values("order").groupby("run").tail(1)
+    furthest = left.assign(order=[stage_rank(stage, status) for stage, status in zip(left.stage, left.status)])
+    furthest = furthest.sort_values("order", kind="stable").groupby("run").tail(1)
     evals = history.merge(furthest[["run", "stage"]], on=["run", "stage"]).dropna(subset=[metric])
     last = evals.sort_values("step").groupby("run").last()[["step", metric]].reset_index()
     keys = [k for k in swept(runs) if k in left]

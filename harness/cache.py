@@ -3,8 +3,7 @@
 A stage's output (its checkpoint or seed set, its logged metrics and evaluations, its summary) is
 stored under a key that hashes exactly what determines it:
 
-  - the config values the stage reads (STAGE_READS), with the stage's seed (harness.config.stage_seed) and
-    the device;
+  - the config values the stage reads (harness.stages.stage_reads), with the stage's seed and the device;
   - the key of the stage it starts from (the explorer for the seed stage, the seed set for SFT, the
     cold start for the reward model and GRPO, and for GRPO on task.reward=learned the reward model too);
   - the code that produces it: every source file of the `harness` package, and the versions of
@@ -43,26 +42,12 @@ from typing import Iterator, Optional
 import torch
 import transformers
 
-from harness.config import as_tree, stage_seed
+from harness.config import as_tree
+from harness.stages import START, START_READS, stage_reads, stage_seed
 from harness.sources import cache_root, fingerprint, installed_version, task_sources
 
 log = logging.getLogger(__name__)
 
-# Config groups (or single keys) each cached stage reads: a change to any of them is a new entry.
-STAGE_READS = {
-    "explore": ("model", "task", "task.partial_credit", "rollout", "explore", "eval", "seed", "device", "threads"),
-    # the held-out set (eval.*) is what its problem stream skips
-    "seed": ("task", "rollout", "seed_set", "eval.num_prompts", "eval.seed", "seed", "device", "threads"),
-    "sft": ("model", "task", "rollout", "sft", "eval", "seed", "device", "threads"),
-    # task.reward=learned only; it samples held-out problems (eval.*) to judge itself, and its stream skips them
-    "reward_model": ("model", "task", "rollout", "reward_model", "eval.num_prompts", "eval.seed", "seed", "device",
-                     "threads"),
-    "grpo": ("model", "task", "task.reward", "task.partial_credit", "rollout", "grpo", "eval", "seed", "device",
-             "threads"),
-    # not a stage: the GRPO stage's first evaluation and best-of-n samples, the same for any grpo.* (its
-    # start key names the cold start, and with task.reward=learned the reward model)
-    "grpo_start": ("model", "task", "rollout", "eval", "seed", "device", "threads"),
-}
 # Keys a group read whole leaves out: where the base models are kept, and a seed set's path (the
 # start key names the set by its content); how many processes score (not what they score); and the
 # GRPO stage's reward and whether it trains on partial credit, which the stages that train name themselves.
@@ -121,16 +106,17 @@ def base_key(cfg) -> str:
 
 
 def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
-    """Everything that determines a stage's output, as one JSON-able dict."""
-    tree = _read(cfg)
+    """Everything that determines a stage instance's output (or the START entry's), as one JSON-able dict:
+    the config it reads (harness.stages.stage_reads) with its seed, and the key of what it starts from."""
+    tree, reads = _read(cfg), START_READS if stage == START else stage_reads(cfg, stage)
     values = {name: functools.reduce(getattr, name.split("."), cfg) if name in NOT_READ  # named by the stage
-                    else functools.reduce(dict.__getitem__, name.split("."), tree) for name in STAGE_READS[stage]}
-    if "seed" in values:  # the seed the stage runs with (start_seed's for the stages GRPO starts from)
-        values["seed"] = stage_seed(cfg, stage)
-    source = fingerprint(cfg.model) if "model" in STAGE_READS[stage] else None
-    inputs = {"stage": stage, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
+                    else functools.reduce(dict.__getitem__, name.split("."), tree) for name in reads}
+    values["seed"] = stage_seed(cfg, stage)  # start_seed's for the stages before the final one
+    kind = START if stage == START else cfg.pipeline.graph[stage].type
+    source = fingerprint(cfg.model) if "model" in reads else None
+    inputs = {"stage": kind, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
     sources = task_sources(cfg.task)
-    if sources and "task" in STAGE_READS[stage]:  # none for a built-in task, which its config names whole
+    if sources and "task" in reads:  # none for a built-in task, which its config names whole
         inputs["task_sources"] = sources
     return inputs
 

@@ -15,18 +15,16 @@ import json
 import math
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from harness.losses import LOSS_TYPES, SCALINGS
 from harness.settings import setting
+from harness.stages import DEFAULT_STAGES, StageSpec, default_graph
 from harness.tasks.config import TASK_REWARDS, TaskConfig
 
-STAGES = ("explore", "seed", "sft", "grpo")  # the recipe's, which pipeline.stages picks from
-# Every stage a run may go through, in order: the reward model's is implied by task.reward=learned.
-STAGE_ORDER = ("explore", "seed", "sft", "reward_model", "grpo")
 
 
 @dataclass
@@ -139,7 +137,12 @@ class RewardModelConfig:
 
 @dataclass
 class PipelineConfig:
-    stages: list[str] = setting(list(STAGES), "the recipe's stages in order; drop one to skip it", choices=STAGES)
+    """The recipe (harness.stages): its stage instances, and the ones a run goes through."""
+
+    stages: list[str] = setting(list(DEFAULT_STAGES), "the instances of pipeline.graph a run goes through, in "
+                                                      "order; drop one to skip it")
+    graph: Dict[str, StageSpec] = field(default_factory=default_graph, metadata=setting(
+        None, "each stage instance: its type, its config group, and the instances it starts from").metadata)
 
 
 @dataclass
@@ -278,12 +281,6 @@ def describe() -> str:
     def default(f: Field):
         return f.default_factory() if f.default is MISSING else f.default
     return "\n".join(f"{key} = {default(f)!r}  # {f.metadata['help']}" for key, f in settings())
-
-
-def stage_seed(cfg, stage: str) -> int:
-    """The seed a stage samples and trains with: the run's for the final GRPO stage, start_seed (if set)
-    for the stages it starts from and for its start's evaluation (the cache's grpo_start entry)."""
-    return cfg.seed if stage == "grpo" or cfg.start_seed is None else cfg.start_seed
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ class TrialSuperseded(RuntimeError):
     nor write to the run directory its retry resumes (not even a stage's closing summary)."""
 
 
+class TrialStopped(Exception):
+    """Raised by a sweeper's evaluation hook (the final stage's on_eval) to stop its trial there: its
+    pruner's verdict. The run ends `pruned`; harness knows no sweeper's library."""
+
+
 def require_finite(value: torch.Tensor, what: str) -> None:
     if not torch.isfinite(value):
         raise NonFiniteLoss(f"{what} is {value.item()}")

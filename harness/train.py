@@ -129,10 +129,9 @@ def run(config: Config, run_dir: Path) -> dict:
 
 def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     import torch
-    from optuna import TrialPruned
     from transformers.utils import logging as hf_logging
 
-    from harness.faults import NonFiniteLoss, TrialSuperseded
+    from harness.faults import NonFiniteLoss, TrialStopped, TrialSuperseded
     from harness.pipeline import Pipeline, SeedTooSmall  # heavy imports only once the config is sound
     from harness.rewards.pool import RewardFailed
 
@@ -143,7 +142,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     try:
         pipeline = Pipeline(config, run_dir, on_eval=on_eval)
         summary = pipeline.run()
-    except TrialPruned as error:  # raised by pipeline.run: `pipeline` is there
+    except TrialStopped as error:  # raised by pipeline.run: `pipeline` is there
         log.info("%s", error)
         return finish(run_dir, "pruned", reason=str(error), **pipeline.cost)
     except TrialSuperseded:

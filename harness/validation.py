@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.config import Config, GRPOConfig, settings
 from harness.rewards.functions import check_reward, reward_spec
 from harness.sources import in_hub_cache, package_dir
+from harness.stages import check_graph, resolve, trains_on
 from harness.tasks import Task, UnknownTask, heldout_problems, task_class
 from harness.tasks.base import Demonstrations, FormatOnly, Vocabulary
 from harness.tasks.dataset import check_dataset_files
@@ -53,6 +54,8 @@ def validate(cfg: Config) -> None:
     """Check every value that could fail later; raise ConfigError on the first bad one."""
     for key, f in settings():
         check_bounds(key, reduce(getattr, key.split("."), cfg), f.metadata)
+    if (fault := check_graph(cfg)) is not None:
+        raise ConfigError(*fault)
     _check_model(cfg)
     task = _check_task(cfg)
     heldout = _check_heldout(cfg, task)
@@ -156,13 +159,14 @@ def _refuse_value_error(key: str, value, check, *args) -> None:
 def _check_capabilities(cfg: Config, task: Task, problem) -> None:
     """Each stage in the recipe finds what it needs in the task, and the task can give it for `problem` (a
     reasoning-gym dataset without reference answers has the methods, and no answers to give)."""
-    stages, t = cfg.pipeline.stages, cfg.task
-    if "sft" in stages and cfg.sft.source == "solver":
-        if not isinstance(task, Demonstrations):
-            raise ConfigError("sft.source", "solver", f"task {t.name} has no demonstrations (no solve method)")
-        _refuse_value_error("sft.source", "solver", task.solve, problem, random.Random(0))
-    if any(stage in stages and getattr(cfg, group).reward == "proxy"
-           for group, stage in (("task", "grpo"), ("explore", "explore"))) and reward_spec(t, "proxy") is None:
+    t, graph = cfg.task, cfg.pipeline.graph
+    for group in {graph[name].config for name in cfg.pipeline.stages if graph[name].type == "sft"}:
+        if getattr(cfg, group).source == "solver":
+            if not isinstance(task, Demonstrations):
+                raise ConfigError(f"{group}.source", "solver", f"task {t.name} has no demonstrations (no solve method)")
+            _refuse_value_error(f"{group}.source", "solver", task.solve, problem, random.Random(0))
+    if any(graph[name].type == "grpo" and trains_on(cfg, name) == "proxy" for name in cfg.pipeline.stages) \
+            and reward_spec(t, "proxy") is None:
         raise ConfigError("task.proxy", None, f"task {t.name} has no proxy of its own, and a stage trains on one")
     if is_tiny(cfg):
         if not isinstance(task, FormatOnly):
@@ -236,12 +240,17 @@ def _check_grpo(group: str, g: GRPOConfig, max_completion_length: int) -> None:
 
 
 def _check_recipe(cfg: Config) -> None:
-    """The cold start has its examples: a seed stage that makes enough, or a seed set from before."""
-    s, p = cfg.sft, cfg.pipeline
-    if "sft" not in p.stages or s.source != "seed":
-        return
-    if "seed" not in p.stages and s.seed_path is None:
-        raise ConfigError("sft.seed_path", None, "must be set when the seed stage is skipped and sft.source=seed")
-    if "seed" in p.stages and s.cold_start_size > cfg.seed_set.size:
-        raise ConfigError("sft.cold_start_size", s.cold_start_size,
-                          f"exceeds the seed set (seed_set.size={cfg.seed_set.size})")
+    """Each cold start has its examples: seed stages that make enough, or a seed set from before."""
+    graph = cfg.pipeline.graph
+    for name in cfg.pipeline.stages:
+        spec, s = graph[name], getattr(cfg, graph[name].config)
+        if spec.type != "sft" or s.source != "seed":
+            continue
+        made = [graph[d].config for d in spec.data if resolve(cfg, d) is not None]
+        if not made and s.seed_path is None:
+            raise ConfigError(f"{spec.config}.seed_path", None,
+                              f"must be set when the seed stage is skipped and {spec.config}.source=seed")
+        if made and s.cold_start_size > sum(getattr(cfg, group).size for group in made):
+            sizes = " + ".join(f"{group}.size={getattr(cfg, group).size}" for group in made)
+            raise ConfigError(f"{spec.config}.cold_start_size", s.cold_start_size,
+                              f"exceeds the seed set{'s' if len(made) > 1 else ''} ({sizes})")

@@ -21,9 +21,14 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from harness.faults import TrialSuperseded
+from harness.faults import TrialStopped, TrialSuperseded
 
 log = logging.getLogger(__name__)
+
+
+class TrialPruned(TrialStopped, optuna.TrialPruned):
+    """Optuna's pruning, as harness stops a trial (the run's status says "stopped (TrialPruned)")."""
+
 SCHEMA_ATTEMPTS = 5
 JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
 
@@ -163,7 +168,7 @@ class TrialReporter:
         [objective] = self.objectives
         self.trial.report(metrics[objective], step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} with {objective}={metrics[objective]:.4f}")
+            raise TrialPruned(f"pruned at step {step} with {objective}={metrics[objective]:.4f}")
 
     def _over(self) -> bool:
         """Whether the trial is finished; a failed read (the database briefly away) is logged and

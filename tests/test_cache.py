@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -12,10 +13,13 @@ from safetensors.torch import load_file
 
 from harness import cache, pipeline
 from harness.pipeline import Pipeline
+from harness.runner import StageRunner
+from harness.stages import DEFAULT_STAGES, START, default_graph
 from harness.tracking import read_jsonl
 
 SMOKE = ["experiment=smoke", "grpo.steps=2", "checkpoint.keep=all", "tracking=disabled"]
 COLD_START = ("explore", "seed", "sft")
+STAGES = (*default_graph(), START)
 WALL_CLOCK = ("step_time", "timing/", "tokens_per_second")
 
 
@@ -24,9 +28,8 @@ def untimed(path) -> list[dict]:
 
 
 def keys(compose, *overrides) -> dict:
-    pipe = Pipeline.__new__(Pipeline)  # the keys need only the config: no model is built
-    pipe.cfg = compose(*SMOKE, *overrides)
-    return {stage: cache.stage_key(pipe._key_inputs(stage)) for stage in cache.STAGE_READS}
+    runner = StageRunner(compose(*SMOKE, *overrides), Path("unused"))  # the keys need only the config
+    return {stage: cache.stage_key(runner.key_inputs(stage)) for stage in STAGES}
 
 
 def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monkeypatch):
@@ -46,7 +49,7 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     assert sft["grpo_start"] != before["grpo_start"]
     assert keys(compose, "eval.best_of_n=4")["grpo_start"] != before["grpo_start"]
     seeded = keys(compose, "seed=1")
-    assert all(seeded[stage] != before[stage] for stage in cache.STAGE_READS)
+    assert all(seeded[stage] != before[stage] for stage in STAGES)
     shared_start = keys(compose, "seed=1", "start_seed=0")  # another GRPO seed from seed 0's start
     assert all(shared_start[stage] == before[stage] for stage in (*COLD_START, "grpo_start"))
     assert shared_start["grpo"] not in (before["grpo"], seeded["grpo"])
@@ -55,7 +58,7 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     assert keys(compose, "task.reward=learned", "start_seed=0", "seed=1")["reward_model"] == learned["reward_model"]
     assert keys(compose, "task.reward=learned", "seed=1")["reward_model"] != learned["reward_model"]
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
-    assert all(threads[stage] != before[stage] for stage in cache.STAGE_READS)
+    assert all(threads[stage] != before[stage] for stage in STAGES)
     assert keys(compose, "model.cache_dir=/elsewhere") == before  # where bases are kept, not what they are
     # what trains nothing: where and how much is logged, how large the cache may grow
     assert keys(compose, "tracking.log_completions_every=1", "cache.max_size_gb=1") == before
@@ -81,13 +84,13 @@ def test_a_run_reusing_its_stages_gives_the_numbers_of_a_run_computing_them(comp
         cfg.run_name = name
         Pipeline(cfg, tmp_path / name).run()
         runs[name] = tmp_path / name
-    for stage in pipeline.STAGES:
+    for stage in DEFAULT_STAGES:
         made = json.loads((runs["first"] / stage / "summary.json").read_text())
         reused = json.loads((runs["again"] / stage / "summary.json").read_text())
         assert "reused_from" not in made and reused.pop("reused_from") == str(runs["first"])
         assert reused == made  # every value the computing run summed up, sft/examples included
     for run in ("first", "again"):
-        for stage in pipeline.STAGES:
+        for stage in DEFAULT_STAGES:
             for log in ("metrics.jsonl", "eval.jsonl"):
                 assert untimed(runs[run] / stage / log) == untimed(runs["off"] / stage / log), (run, stage, log)
         final = load_file(runs[run] / "grpo" / "checkpoint" / "model.safetensors")

@@ -43,6 +43,15 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("rollout.top_p=1.5", "rollout.top_p=1.5"),
     ("rollout.engine=trt", "rollout.engine='trt'"),
     ("pipeline.stages=[sft,rlhf]", "pipeline.stages='rlhf'"),
+    ("pipeline.graph.grpo.type=ppo", "pipeline.graph.grpo.type='ppo': must be one of grpo, seed, sft, reward_model"),
+    ("pipeline.graph.grpo.config=sft", "pipeline.graph.grpo.config='sft': must name a config group of a grpo stage"),
+    ("pipeline.graph.grpo.start=critic", "pipeline.graph.grpo.start='critic'"),
+    ("pipeline.graph.sft.start=grpo", "pipeline.graph.sft.start='grpo': starts a cycle"),
+    ("pipeline.graph.sft.data=[grpo]", "pipeline.graph.sft.data=['grpo']"),
+    ("pipeline.stages=[sft,grpo] sft.source=solver pipeline.graph.sft.start=grpo", "pipeline.graph.sft.start='grpo'"),
+    ("pipeline=r1 pipeline.stages=[explore,seed,sft,mine,rl,sft_final,grpo]",
+     "pipeline.stages=['explore', 'seed', 'sft', 'mine', 'rl', 'sft_final', 'grpo']: mine starts from rl"),
+    ("task.reward=learned pipeline.graph.grpo.reward_model=null", "pipeline.graph.grpo.reward_model=None"),
     ("model.path=/no/such/model", "model.path='/no/such/model'"),
     ("model.num_heads=5", "model.num_heads=5"),
     ("tracking.mode=cloud", "tracking.mode='cloud'"),
@@ -182,8 +191,9 @@ def test_every_key_has_its_help_and_python_m_harness_config_lists_them(compose):
 
 
 def _leaf_paths(tree: dict, path=()):
-    for key, value in tree.items():
-        yield from _leaf_paths(value, (*path, key)) if isinstance(value, dict) and value else [(*path, key)]
+    for key, value in tree.items():  # pipeline.graph is one key: a dict of stage instances
+        nested = isinstance(value, dict) and value and (*path, key) != ("pipeline", "graph")
+        yield from _leaf_paths(value, (*path, key)) if nested else [(*path, key)]
 
 
 def _just_outside(bounds, value):
@@ -214,3 +224,11 @@ def test_every_declared_bound_is_enforced_and_names_its_key(key, field):
     setattr(node, name, _just_outside(field.metadata, value))
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}="):
         validate(config)
+
+
+def test_the_trainer_imports_no_sweeper_library():
+    """harness stops a trial where the sweeper's hook raises (harness.faults.TrialStopped): optuna is sweeps' own."""
+    code = ("import sys, harness.train, harness.pipeline, harness.runner, harness.stages; "
+            "assert 'optuna' not in sys.modules, 'optuna was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -17,8 +17,10 @@ from analysis.load import from_local, from_wandb_offline
 from harness import sft
 from harness.checkpoint import prune_finished
 from harness.faults import NonFiniteLoss, TrialSuperseded
+from harness.models import base_model
 from harness.pipeline import Pipeline
 from harness.resume import check_resumable
+from harness.tasks import make_task
 from harness.tracking import read_jsonl
 from harness.validation import ConfigError
 
@@ -65,13 +67,13 @@ def test_same_config_and_seed_give_identical_metrics_twice_in_a_row(train, unint
     assert len(logged(tmp_path, "grpo", "metrics.jsonl")) == 10
 
 
-def run_and_kill(overrides: list[str], run_dir, model_cache, after_step: int) -> int:
-    """Start `python -m harness.train OVERRIDES` and SIGKILL it once `run_dir` holds a GRPO resume
-    state of `after_step` or later and has logged a step past it; the step of the state it left."""
+def run_and_kill(overrides: list[str], run_dir, model_cache, after_step: int, stage: str = "grpo") -> int:
+    """Start `python -m harness.train OVERRIDES` and SIGKILL it once `run_dir` holds a resume state of
+    the GRPO stage `stage` of `after_step` or later and has logged a step past it; the step of the state it left."""
     command = [sys.executable, "-m", "harness.train", *overrides]
     env = {**os.environ, "COLDCLIMB_CACHE": str(model_cache)}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    pointer, metrics = run_dir / "grpo" / "resume" / "latest.json", run_dir / "grpo" / "metrics.jsonl"
+    pointer, metrics = run_dir / stage / "resume" / "latest.json", run_dir / stage / "metrics.jsonl"
 
     def saved_and_beyond() -> bool:
         if not pointer.exists():
@@ -108,6 +110,32 @@ def test_a_run_killed_mid_stage_resumes_and_ends_as_if_never_stopped(train, mode
     local, offline = from_local(run_dir).history, from_wandb_offline(run_dir).history
     columns = ["run", "stage", "step", "reward", "eval/gold_pass@1", "train/loss"]
     pd.testing.assert_frame_equal(local[columns], offline[columns], check_dtype=False)
+
+
+@pytest.mark.slow
+def test_r1s_recipe_resumes_after_a_kill_in_its_first_rl_stage_and_a_second_run_reuses_every_stage(
+        train, model_cache, tmp_path):
+    """pipeline=r1: cold start, RL, rejection sampling from the RL policy, SFT of the base on both seed
+    sets, final RL. Killed in the first RL stage, resumed to the end; run again, every stage is the cache's."""
+    run_dir, r1 = tmp_path / "run", ["experiment=smoke", "pipeline=r1", "checkpoint.every=2", "tracking=disabled",
+                                     f"cache.dir={tmp_path / 'stages'}"]
+    resumed_from = run_and_kill([f"hydra.run.dir={run_dir}", *r1], run_dir, model_cache, after_step=2, stage="rl")
+    assert not (run_dir / "rl" / "summary.json").exists() and (run_dir / "sft" / "checkpoint").is_dir()
+    result = train(tmp_path / "hydra", *r1, f"output_dir={run_dir}", "resume=true")
+    assert f"the rl stage goes on after step {resumed_from}" in result.stdout + result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(summary) == ["base", "explore", "seed", "sft", "rl", "mine", "sft_final", "grpo"]
+    # the final RL starts from the second SFT, which drew its examples from the seed set mined from the first RL
+    assert read_jsonl(run_dir / "grpo" / "eval.jsonl")[0]["eval/gold_pass@1"] == summary["sft_final"]["eval/gold_pass@1"]
+    [mined] = (tmp_path / "stages" / "mine").glob("*/manifest.json")
+    [final_sft] = (tmp_path / "stages" / "sft_final").glob("*/manifest.json")
+    assert mined.parent.name in json.loads(final_sft.read_text())["inputs"]["start"]
+    assert json.loads((run_dir / "sft_final" / "summary.json").read_text())["sft/examples"] == 16
+
+    train(tmp_path / "again", *r1)
+    status = json.loads((tmp_path / "again" / "status.json").read_text())
+    assert all(status[f"cost/{stage}/reused"] for stage in list(summary)[1:])
+    assert json.loads((tmp_path / "again" / "summary.json").read_text()) == summary
 
 
 @pytest.mark.slow
@@ -212,9 +240,10 @@ def test_a_nan_in_sft_closes_the_stage_saying_why(compose, model_cache, tmp_path
         batch = real(*args, **kwargs)
         return {**batch, "labels": torch.full_like(batch["labels"], sft.IGNORE)}
 
-    monkeypatch.setattr(sft, "encode_examples", nothing_to_learn)
     cfg = compose("experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "tracking=disabled",
                   "cache.stages=false", f"model.cache_dir={model_cache}")  # a cached SFT would hide the fault
+    base_model(cfg.model, make_task(cfg.task))  # the tiny base pre-trained first, with nothing patched
+    monkeypatch.setattr(sft, "encode_examples", nothing_to_learn)
     with pytest.raises(NonFiniteLoss, match="^the sft loss is nan$"):
         Pipeline(cfg, tmp_path).run()
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())

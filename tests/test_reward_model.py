@@ -5,6 +5,7 @@ cold start, N and seed, and cached."""
 import json
 import math
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from harness.config import EvalConfig, GRPOConfig, ModelConfig, RewardModelConfi
 from harness.evaluate import Evaluator
 from harness.models import build_tiny_model, build_tokenizer, save_policy
 from harness.pipeline import Pipeline
+from harness.runner import StageRunner
 from harness.reward_model import (
     Labelled,
     LearnedProxy,
@@ -179,9 +181,8 @@ def test_a_bad_reward_model_setting_is_named_in_one_line(compose, override, name
 
 
 def keys(compose, *overrides) -> dict:
-    pipe = Pipeline.__new__(Pipeline)  # the keys need only the config: no model is built
-    pipe.cfg = compose("pipeline.stages=[sft,grpo]", "sft.source=solver", *overrides)
-    return {stage: cache.stage_key(pipe._key_inputs(stage)) for stage in ("sft", "reward_model", "grpo", "grpo_start")}
+    runner = StageRunner(compose("pipeline.stages=[sft,grpo]", "sft.source=solver", *overrides), Path("unused"))
+    return {stage: cache.stage_key(runner.key_inputs(stage)) for stage in ("sft", "reward_model", "grpo", "grpo_start")}
 
 
 def test_the_reward_models_key_follows_its_settings_the_cold_start_and_the_seed_and_grpo_follows_it(compose):
@@ -216,7 +217,7 @@ def test_a_learned_run_trains_grpo_on_its_cached_reward_model(compose, tmp_path)
     run = tmp_path / "learned"
     cfg = compose(*TINY_RUN, f"cache.dir={tmp_path / 'stages'}")
     pipe = Pipeline(cfg, run)
-    assert pipe.stages == ["reward_model", "grpo"]
+    assert pipe.order == ["reward_model", "grpo"]
     summary = pipe.run()
     judged = read_json(run / "reward_model" / "summary.json")
     assert judged["status"] == "finished" and judged["reward_model/train/size"] == 12
