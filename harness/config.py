@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from harness.losses import LOSS_TYPES, SCALINGS
+from harness.registry import ENGINES
 from harness.settings import setting
 from harness.stages import DEFAULT_STAGES, StageSpec, default_graph
 from harness.tasks.config import TASK_REWARDS, TaskConfig
@@ -50,7 +51,7 @@ class ModelConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = setting("hf", "hf (transformers' generate) or vllm", choices=("hf", "vllm"))
+    engine: str = setting("hf", "hf (transformers' generate) or vllm", choices=tuple(ENGINES))
     temperature: float = setting(1.0, "sampling temperature", positive=True)
     top_p: float = setting(1.0, "nucleus sampling", unit=True)
     max_completion_length: int = setting(12, "tokens per completion at most", low=1)

@@ -1,6 +1,7 @@
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.config import RolloutConfig
+from harness.registry import ENGINES, load
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.rollout.hf import HFEngine
 
@@ -9,8 +10,5 @@ __all__ = ["HFEngine", "Rollout", "RolloutEngine", "SamplingParams", "make_engin
 
 def make_engine(rollout_cfg: RolloutConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 seed: int) -> RolloutEngine:
-    if rollout_cfg.engine == "vllm":
-        from harness.rollout.vllm_engine import VLLMEngine  # vllm is an optional extra
-
-        return VLLMEngine(model, tokenizer, rollout_cfg, seed)
-    return HFEngine(model, tokenizer)
+    """The engine rollout.engine names (harness.registry.ENGINES), for this policy."""
+    return load(ENGINES[rollout_cfg.engine]).for_run(model, tokenizer, rollout_cfg, seed)

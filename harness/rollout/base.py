@@ -56,6 +56,10 @@ class SamplingParams:
 class RolloutEngine(Protocol):
     pad_token_id: int
 
+    @classmethod
+    def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "RolloutEngine":
+        """The engine for a stage's policy, as harness.rollout.make_engine builds it."""
+
     def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout: ...
 
     def sync_weights(self) -> None:

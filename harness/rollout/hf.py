@@ -27,6 +27,10 @@ def model_defaults_ignored(model):
 
 
 class HFEngine:
+    @classmethod
+    def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "HFEngine":
+        return cls(model, tokenizer)  # it samples from torch's generators, which the stage seeds
+
     def __init__(self, model, tokenizer, batch_size: int = 512):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 

@@ -45,6 +45,10 @@ def _reload_on_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
 
 
 class VLLMEngine:
+    @classmethod
+    def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "VLLMEngine":
+        return cls(model, tokenizer, rollout_cfg, seed)
+
     def __init__(self, model, tokenizer, rollout_cfg, seed: int = 0):
         _engine_environment()
         import vllm  # an optional extra: imported only when this engine is chosen
