@@ -15,7 +15,7 @@ from harness.config import GRPOConfig, RolloutConfig
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
-from harness.objective import compute_advantages, grpo_loss, micro_batch_share
+from harness.objective import LossSpec, compute_advantages, grpo_loss, micro_batch_share
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.rewards.reward import Reward, failure_metrics
 from harness.sampling import sample_groups
@@ -111,7 +111,7 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
                   rollout_cfg: RolloutConfig) -> dict:
     """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics,
     averaged over tokens and passes."""
-    temperature = rollout_cfg.temperature
+    temperature, spec = rollout_cfg.temperature, LossSpec.of(cfg, rollout_cfg.max_completion_length)
     rows = len(rollout.texts)
     micro = cfg.micro_batch_size or rows
     slices = [slice(s, s + micro) for s in range(0, rows, micro)]
@@ -140,13 +140,8 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
             logp, entropy = scored(policy, part)
             if iteration == 0:
                 first_pass_logp.append(logp.detach())
-            out = grpo_loss(
-                logp, logp.detach() if old_logp is None else old_logp[i], advantages[part], mask[part],
-                loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
-                ref_logp=None if ref_logp is None else ref_logp[i],
-                max_completion_length=rollout_cfg.max_completion_length, num_items_in_batch=tokens,
-                importance_sampling_level=cfg.importance_sampling_level,
-            )
+            out = grpo_loss(logp, logp.detach() if old_logp is None else old_logp[i], advantages[part], mask[part],
+                            spec, ref_logp=None if ref_logp is None else ref_logp[i], num_items_in_batch=tokens)
             require_finite(out.loss, "the GRPO loss")
             # Micro-batches of unequal size (dynamic sampling keeps any number of live groups)
             # each weigh what their rows or tokens weigh in the whole batch.

@@ -53,21 +53,26 @@ class LossOutput:
     clip_region: torch.Tensor  # either
 
 
-def grpo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    loss_type: str,
-    epsilon: float,
-    epsilon_high: Optional[float] = None,
-    beta: float = 0.0,
-    ref_logp: Optional[torch.Tensor] = None,
-    max_completion_length: Optional[int] = None,
-    num_items_in_batch: Optional[float] = None,
-    importance_sampling_level: str = "token",
-) -> LossOutput:
+@dataclass(frozen=True)
+class LossSpec:
+    """What the loss reads of a stage's GRPOConfig (LossSpec.of), in place of a dozen keyword arguments."""
+
+    loss_type: str
+    epsilon: float
+    epsilon_high: Optional[float] = None  # None: epsilon
+    beta: float = 0.0
+    importance_sampling_level: str = "token"
+    max_completion_length: Optional[int] = None  # dr_grpo's constant denominator
+
+    @classmethod
+    def of(cls, cfg, max_completion_length: int) -> "LossSpec":
+        return cls(cfg.loss_type, cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.importance_sampling_level,
+                   max_completion_length)
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              spec: LossSpec, *, ref_logp: Optional[torch.Tensor] = None,
+              num_items_in_batch: Optional[float] = None) -> LossOutput:
     """The clipped GRPO surrogate, aggregated as `loss_type` says.
 
     logp, old_logp, ref_logp, mask: [B, T] over completion tokens; advantages: [B].
@@ -77,24 +82,26 @@ def grpo_loss(
     - dapo:    token sum / num_items_in_batch, the completion tokens of the whole generation
                batch, so that micro-batches add up to one token mean
     """
-    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    epsilon = spec.epsilon
+    epsilon_high = epsilon if spec.epsilon_high is None else spec.epsilon_high
     mask = mask.to(logp.dtype)
     log_ratio = logp - old_logp
-    if importance_sampling_level == "sequence":  # [B, 1]: one ratio per completion, broadcast over its tokens
+    if spec.importance_sampling_level == "sequence":  # [B, 1]: one ratio per completion, broadcast over its tokens
         log_ratio = ((log_ratio * mask).sum(1) / mask.sum(1).clamp(min=1.0)).unsqueeze(1)
-    elif importance_sampling_level != "token":
-        raise ValueError(f"importance_sampling_level={importance_sampling_level!r}")
+    elif spec.importance_sampling_level != "token":
+        raise ValueError(f"importance_sampling_level={spec.importance_sampling_level!r}")
     ratio = torch.exp(log_ratio)
     adv = advantages.unsqueeze(1)
     surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * adv)
     per_token = -surrogate
     kl = None
-    if beta != 0.0:
+    if spec.beta != 0.0:
         per_token_kl = kl_k3(logp, ref_logp)
-        per_token = per_token + beta * per_token_kl
+        per_token = per_token + spec.beta * per_token_kl
         kl = _masked_mean(per_token_kl, mask)
 
-    loss = loss_aggregation(loss_type).loss(per_token * mask, mask, max_completion_length, num_items_in_batch)
+    loss = loss_aggregation(spec.loss_type).loss(per_token * mask, mask, spec.max_completion_length,
+                                                 num_items_in_batch)
 
     with torch.no_grad():
         low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from harness.objective import STD_FLOOR, compute_advantages, grpo_loss, kl_k3
+from harness.objective import STD_FLOOR, LossSpec, compute_advantages, grpo_loss, kl_k3
 
 
 def test_advantage_is_reward_minus_group_mean():
@@ -59,31 +59,31 @@ TOKEN_LOSS = [-math.exp(0.1), -1.2, 0.8]  # -min(r A, clip(r) A) per real token
     ("dapo", sum(TOKEN_LOSS) / 3),
 ])
 def test_each_loss_type_matches_hand_computation(loss_type, expected):
-    out = grpo_loss(LOGP, OLD, ADV, MASK, loss_type=loss_type, epsilon=0.2, max_completion_length=3)
+    out = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type=loss_type, epsilon=0.2, max_completion_length=3))
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_dapo_divides_by_the_whole_generation_batch_tokens():
-    out = grpo_loss(LOGP, OLD, ADV, MASK, loss_type="dapo", epsilon=0.2, num_items_in_batch=6)
+    out = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type="dapo", epsilon=0.2), num_items_in_batch=6)
     assert out.loss.item() == pytest.approx(sum(TOKEN_LOSS) / 6, rel=1e-6)
 
 
 def test_clip_ratios_count_tokens_clipped_low_and_high():
-    out = grpo_loss(LOGP, OLD, ADV, MASK, loss_type="bnpo", epsilon=0.2)
+    out = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type="bnpo", epsilon=0.2))
     assert out.clip_high.item() == pytest.approx(1 / 3)  # e^0.5 with A > 0
     assert out.clip_low.item() == pytest.approx(1 / 3)  # e^-0.5 with A < 0
     assert out.clip_region.item() == pytest.approx(2 / 3)
 
 
 def test_epsilon_high_widens_only_the_upper_clip():
-    out = grpo_loss(LOGP, OLD, ADV, MASK, loss_type="bnpo", epsilon=0.2, epsilon_high=0.7)
+    out = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type="bnpo", epsilon=0.2, epsilon_high=0.7))
     assert out.clip_high.item() == 0  # 1.649 < 1.7: no longer clipped
     assert out.loss.item() == pytest.approx((-math.exp(0.1) - math.exp(0.5) + 0.8) / 3, rel=1e-6)
 
 
 def test_beta_adds_the_k3_penalty_per_token():
     ref = torch.tensor([[-1.2, -0.7, 0.0], [-1.9, 0.0, 0.0]])
-    out = grpo_loss(LOGP, OLD, ADV, MASK, loss_type="bnpo", epsilon=0.2, beta=0.1, ref_logp=ref)
+    out = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type="bnpo", epsilon=0.2, beta=0.1), ref_logp=ref)
     kl = kl_k3(LOGP, ref)
     kl_tokens = [kl[0, 0].item(), kl[0, 1].item(), kl[1, 0].item()]
     assert out.kl.item() == pytest.approx(sum(kl_tokens) / 3, rel=1e-6)
@@ -93,13 +93,13 @@ def test_beta_adds_the_k3_penalty_per_token():
 def test_on_policy_gradient_pushes_up_positive_advantage_tokens():
     """With pi_old = pi (num_iterations = 1) the gradient is -A/|tokens| on each token's logp."""
     logp = LOGP.clone().requires_grad_(True)
-    grpo_loss(logp, logp.detach(), ADV, MASK, loss_type="bnpo", epsilon=0.2).loss.backward()
+    grpo_loss(logp, logp.detach(), ADV, MASK, LossSpec(loss_type="bnpo", epsilon=0.2)).loss.backward()
     torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 3, -1 / 3, 0.0], [1 / 3, 0.0, 0.0]]))
 
 
 def test_padding_does_not_change_the_loss():
-    padded = grpo_loss(LOGP, OLD, ADV, MASK, loss_type="grpo", epsilon=0.2)
+    padded = grpo_loss(LOGP, OLD, ADV, MASK, LossSpec(loss_type="grpo", epsilon=0.2))
     noisy = LOGP.clone()
     noisy[0, 2] = 50.0  # garbage under the mask
-    assert grpo_loss(noisy, OLD, ADV, MASK, loss_type="grpo", epsilon=0.2).loss.item() == pytest.approx(
+    assert grpo_loss(noisy, OLD, ADV, MASK, LossSpec(loss_type="grpo", epsilon=0.2)).loss.item() == pytest.approx(
         padded.loss.item())

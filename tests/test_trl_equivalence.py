@@ -15,7 +15,7 @@ import torch
 from trl.trainer.grpo_trainer import GRPOTrainer
 from trl.trainer.utils import nanstd
 
-from harness.objective import STD_FLOOR, compute_advantages, grpo_loss
+from harness.objective import STD_FLOOR, LossSpec, compute_advantages, grpo_loss
 
 B, T = 6, 5
 TOLERANCE = dict(rtol=0, atol=1e-6)
@@ -74,9 +74,9 @@ def test_loss_and_gradient_equal_trl(loss_type, level, beta, epsilon_high):
     epsilon_high = None if epsilon_high is None else (epsilon_high if level == "token" else 4e-4)
 
     ours_logp = logp.clone().requires_grad_(True)
-    ours = grpo_loss(ours_logp, old, advantages, mask, loss_type=loss_type, epsilon=epsilon,
-                     epsilon_high=epsilon_high, beta=beta, ref_logp=ref, max_completion_length=T,
-                     num_items_in_batch=mask.sum().item(), importance_sampling_level=level)
+    spec = LossSpec(loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
+                    max_completion_length=T, importance_sampling_level=level)
+    ours = grpo_loss(ours_logp, old, advantages, mask, spec, ref_logp=ref, num_items_in_batch=mask.sum().item())
     ours.loss.backward()
 
     trl_logp = logp.clone().requires_grad_(True)
@@ -101,7 +101,7 @@ def test_loss_and_gradient_equal_trl(loss_type, level, beta, epsilon_high):
 def test_the_cases_really_clip():
     """Guard against a vacuous comparison: the batches above put ratios outside the clip range."""
     logp, old, _, mask, advantages = batch(seed=3)
-    out = grpo_loss(logp, old, advantages, mask, loss_type="bnpo", epsilon=0.2)
+    out = grpo_loss(logp, old, advantages, mask, LossSpec(loss_type="bnpo", epsilon=0.2))
     assert 0 < out.clip_region.item() < 1
 
 
