@@ -94,12 +94,15 @@ def finished_runs(runs: pd.DataFrame, stage: str = "grpo") -> set[str]:
     return set(runs.run[(runs.stage == stage) & (runs.status == "finished")])
 
 
-def stage_rank(stage: str, status: str) -> tuple[bool, float]:
+def stage_rank(stage: str, status: str, run_stages) -> tuple[bool, float]:
     """Where a stage comes in its run: a stage that did not finish is the one that stopped it; among
-    finished ones, the default recipe's order, with another recipe's instances (pipeline=r1's) between
-    the cold start and the final GRPO stage."""
-    place = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else STAGE_ORDER.index("grpo") - 0.5
-    return status != "finished", place
+    finished ones, its place in the run's pipeline.stages (a reward model just before the stage after
+    it), else in the default recipe's order."""
+    if isinstance(run_stages, list) and stage in run_stages:
+        return status != "finished", run_stages.index(stage)
+    if isinstance(run_stages, list) and stage == "reward_model":  # implied, right after the cold start it samples
+        return status != "finished", run_stages.index("sft") + 0.5 if "sft" in run_stages else -0.5
+    return status != "finished", STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
 
 
 def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
@@ -107,7 +110,9 @@ def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, 
     the stage that stopped it) with its status, and the last step at which `metric` was evaluated
     there and its value, beside their swept settings."""
     left = runs[~runs.run.isin(finished_runs(runs, stage))]
-    furthest = left.assign(order=[stage_rank(stage, status) for stage, status in zip(left.stage, left.status)])
+    stages = left["pipeline.stages"] if "pipeline.stages" in left else [None] * len(left)
+    furthest = left.assign(order=[stage_rank(stage, status, run_stages)
+                                  for stage, status, run_stages in zip(left.stage, left.status, stages)])
     furthest = furthest.sort_values("order", kind="stable").groupby("run").tail(1)
     evals = history.merge(furthest[["run", "stage"]], on=["run", "stage"]).dropna(subset=[metric])
     last = evals.sort_values("step").groupby("run").last()[["step", metric]].reset_index()

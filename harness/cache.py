@@ -43,7 +43,7 @@ import torch
 import transformers
 
 from harness.config import as_tree
-from harness.stages import START, START_READS, stage_reads, stage_seed
+from harness.stages import START, START_READS, final_stage, stage_reads, stage_seed, stream_seed
 from harness.sources import cache_root, fingerprint, installed_version, task_sources
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _digest(inputs: dict) -> str:
 
 
 def base_key(cfg) -> str:
-    """The key of the base a stage samples when explore is skipped: the model and the task it was made for."""
+    """The key of the base, for a stage that starts from it: the model and the task it was made for."""
     tree = _read(cfg)
     inputs = {"model": tree["model"], "source": fingerprint(cfg.model), "task": tree["task"],
               "code": code_version(cfg.device)}
@@ -113,6 +113,10 @@ def stage_inputs(stage: str, cfg, start_key: Optional[str]) -> dict:
                     else functools.reduce(dict.__getitem__, name.split("."), tree) for name in reads}
     values["seed"] = stage_seed(cfg, stage)  # start_seed's for the stages before the final one
     kind = START if stage == START else cfg.pipeline.graph[stage].type
+    if stage != START:  # the training problems it draws: an instance's own stream, named by the instance
+        values["stream"] = stream_seed(cfg, stage)
+    if kind == "grpo":  # the final one also samples best-of-n at its start (best_of_n.jsonl)
+        values["final"] = stage == final_stage(cfg)
     source = fingerprint(cfg.model) if "model" in reads else None
     inputs = {"stage": kind, "config": values, "source": source, "start": start_key, "code": code_version(cfg.device)}
     sources = task_sources(cfg.task)

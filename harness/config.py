@@ -227,9 +227,9 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = setting(0, "the run's seed (every stage's sampling and training, unless start_seed is set)")
-    start_seed: Optional[int] = setting(None, "the seed of every stage before the final GRPO (its cold start, and "
+    start_seed: Optional[int] = setting(None, "the seed of every stage before the final one (the cold start, and "
                                               "task.reward=learned's reward model); None: the run's seed. Fixed, "
-                                              "it gives several seeds' GRPO one start and one reward model")
+                                              "it gives several seeds' final GRPO one start and one reward model")
     resume: bool = setting(False, "go on with the interrupted run in output_dir (or hydra.run.dir), from its last "
                                   "checkpoint")
     device: str = setting("cpu", "cpu | cuda (a GPU no other job holds: harness.gpus) | cuda:N")
@@ -286,4 +286,3 @@ def describe() -> str:
 
 if __name__ == "__main__":
     print(describe())
-

@@ -72,25 +72,8 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, p
         update_time = time.perf_counter() - start
 
         total_tokens += sampled.rollout.num_tokens
-        step_time = rollout_time + update_time
-        metrics = {
-            **reward_metrics(sampled.gold, sampled.proxy, sampled.reward, K),
-            **dead_group_cost(sampled.reward, sampled.rollout, K),
-            **completion_metrics(sampled.rollout),
-            **failure_metrics(sampled.failures),
-            **update,
-            "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
-            "update/groups": len(to_train.problems),
-            "update/dead_group_frac": 1 - len(to_train.live_indices()) / max(len(to_train.problems), 1),
-            "dynamic_sampling/rounds": rounds,
-            "num_tokens": total_tokens,
-            "step_time": step_time,
-            "timing/rollout": rollout_time,
-            "timing/update": update_time,
-            "timing/rollout_frac": rollout_time / step_time,
-            "tokens_per_second": sampled.rollout.num_tokens / step_time,
-            "learning_rate": cfg.learning_rate,
-        }
+        metrics = {**step_metrics(sampled, to_train, K, rollout_time, update_time), **update,
+                   "dynamic_sampling/rounds": rounds, "num_tokens": total_tokens, "learning_rate": cfg.learning_rate}
         tracker.log(step, metrics)
         if tracker.completions_due(step):
             tracker.log_completions(step, sample_rows(sampled.prompts, sampled.rollout, sampled.gold, sampled.proxy,
@@ -104,6 +87,25 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, p
             checkpoints.save(step, policy, optimizer, total_tokens=total_tokens, last_eval=last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
     return last_eval
+
+
+def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: float) -> dict:
+    """What one step's groups (all `sampled`, and `to_train` of them) and its timings measure."""
+    step_time = rollout_time + update_time
+    return {
+        **reward_metrics(sampled.gold, sampled.proxy, sampled.reward, K),
+        **dead_group_cost(sampled.reward, sampled.rollout, K),
+        **completion_metrics(sampled.rollout),
+        **failure_metrics(sampled.failures),
+        "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
+        "update/groups": len(to_train.problems),
+        "update/dead_group_frac": 1 - len(to_train.live_indices()) / max(len(to_train.problems), 1),
+        "step_time": step_time,
+        "timing/rollout": rollout_time,
+        "timing/update": update_time,
+        "timing/rollout_frac": rollout_time / step_time,
+        "tokens_per_second": sampled.rollout.num_tokens / step_time,
+    }
 
 
 def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rollout: Rollout,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from harness.cache import stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import Config, GRPOConfig
 from harness.evaluate import Evaluator
@@ -35,7 +36,6 @@ from harness.seed_set import load_seed, rejection_sample, save_seed
 from harness.sft import finetune
 from harness.stages import CHECKPOINT, START, STAGE_TYPES, stage_seed, stream_seed, trains_on
 from harness.tasks import ProblemStream, heldout_problems, kept_out, make_task
-from harness.cache import stage_key
 from harness.tracking import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ class Pipeline(StageRunner):
         model, tokenizer = self._load(self.output(self.graph[name].start))
         engine = make_engine(self.cfg.rollout, model, tokenizer, stage_seed(self.cfg, name))
         with closing_on_failure(tracker, engine):
-            rows = rejection_sample(engine, self.reward, self.streams[name], cfg=getattr(self.cfg, self.graph[name].config),
-                                    rollout_cfg=self.cfg.rollout, tracker=tracker)
+            rows = rejection_sample(engine, self.reward, self.streams[name],
+                                    cfg=getattr(self.cfg, self.graph[name].config), rollout_cfg=self.cfg.rollout,
+                                    tracker=tracker)
         save_seed(rows, tracker.dir / STAGE_TYPES["seed"].output)
         tracker.finish({"seed/size": len(rows)})
         self.record(name, {"seed/size": len(rows)})

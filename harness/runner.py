@@ -42,6 +42,8 @@ def closing_on_failure(tracker: StageTracker, engine: RolloutEngine):
 
 
 class StageRunner:
+    base: Path  # the model config's policy, what a stage with no stage before it loads (set by Pipeline)
+
     def __init__(self, cfg: Config, run_dir: Path, on_eval: Optional[Callable[[int, dict], None]] = None):
         """`on_eval(step, metrics)` sees the final stage's evaluations (a sweeper's hook; it may stop the
         stage by raising)."""
@@ -116,15 +118,15 @@ class StageRunner:
 
     def _reuse(self, name: str, entry: Entry, made: dict) -> None:
         """The stage as another run computed it: its files here, its logs sent to W&B, its summary
-        marked `reused_from` that run. The final stage's evaluations go to on_eval as a computed
-        stage's would, and where it stops the trial, the stage ends there as it would."""
+        marked `reused_from` that run. A final GRPO stage's evaluations go to on_eval as a computed
+        one's would, and where it stops the trial, the stage ends there as it would."""
         log.info("stage cache: the %s stage is %s's (%s)", name, made["run_dir"], entry.folder)
         tracker = self.begin(name)
         shutil.rmtree(tracker.dir / "checkpoint", ignore_errors=True)  # an earlier attempt's, with files of its own
         entry.restore(tracker.dir, made)
         if made["base"] is not None:
             self.record_base(made["base"])
-        stopped = self._stopped_at(tracker.dir) if name == self.final else None
+        stopped = self._stopped_at(tracker.dir) if name == self.final and self.graph[name].type == "grpo" else None
         if stopped is not None:
             step, error = stopped
             shutil.rmtree(tracker.dir / "checkpoint")  # a stopped stage saves none
@@ -144,6 +146,8 @@ class StageRunner:
             if row["step"] > 0:  # on_eval sees every evaluation after the start
                 try:
                     self.on_eval(row["step"], row)
+                except TrialSuperseded:
+                    raise  # the directory is its retry's now: nothing is written
                 except Exception as error:  # as it would propagate out of a computed stage
                     return row["step"], error
         return None

@@ -23,7 +23,7 @@ stages before it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 BASE = "base"  # what a stage with no stage before it starts from: the model config's policy
@@ -122,7 +122,8 @@ def final_stage(cfg) -> Optional[str]:
 
 def stage_seed(cfg, name: str) -> int:
     """The seed an instance samples and trains with: the run's for the final stage, start_seed (if set) for
-    the stages before it and for the final GRPO stage's start (grpo_start)."""
+    the stages before it. The final GRPO stage's start (grpo_start) is keyed by start_seed: it is the
+    start's evaluation, which samples from eval.seed's own stream whatever the run's seed."""
     return cfg.seed if cfg.start_seed is None or name == final_stage(cfg) else cfg.start_seed
 
 
@@ -141,43 +142,81 @@ def stage_reads(cfg, name: str) -> tuple[str, ...]:
     return (spec.config, *STAGE_TYPES[spec.type].reads, *(() if own_reward else ("task.reward",)))
 
 
+def loads(cfg, name: str) -> list[str]:
+    """The instances whose outputs `name` loads in this run (resolved: skipped ones stand for their start),
+    the base left out: its start, an sft's seed sets (source=seed), a GRPO stage's learned reward model."""
+    spec = cfg.pipeline.graph[name]
+    wanted = [spec.start]
+    if spec.type == "sft" and getattr(cfg, spec.config).source == "seed":
+        wanted += spec.data
+    if spec.type == "grpo" and trains_on(cfg, name) == "learned":
+        wanted.append(spec.reward_model)
+    return [made for made in (resolve(cfg, other) for other in wanted) if made not in (None, BASE)]
+
+
+def unused(cfg) -> list[str]:
+    """The stages of the run, but its final one, whose output no later stage loads."""
+    order = run_order(cfg)
+    return [name for i, name in enumerate(order[:-1]) if not any(name in loads(cfg, s) for s in order[i + 1:])]
+
+
 def check_graph(cfg) -> Optional[tuple[str, object, str]]:
-    """The first fault of pipeline.graph and pipeline.stages, as (key, value, requirement); None if sound.
-    Each instance's type and group exist and agree, it starts from an instance before it, and the stages
-    run in an order where every start comes first."""
-    from dataclasses import fields
-    graph, stages = cfg.pipeline.graph, list(cfg.pipeline.stages)
-    groups = {f.name: {c.__name__ for c in type(getattr(cfg, f.name)).__mro__} for f in fields(cfg)}
+    """The first fault of pipeline.graph and pipeline.stages, as (key, value, requirement); None if sound:
+    each instance's type and group agree and its edges name instances of the right type, no chain of edges
+    comes back to where it began, and every stage runs after the stages it loads, once."""
+    graph = cfg.pipeline.graph
     for name, spec in graph.items():
-        key = f"pipeline.graph.{name}"
-        if name == BASE:
-            return key, name, f"{BASE!r} names the model config's policy, not a stage"
-        if spec.type not in STAGE_TYPES:
-            return f"{key}.type", spec.type, f"must be one of {', '.join(STAGE_TYPES)}"
-        if STAGE_TYPES[spec.type].group not in groups.get(spec.config, ()):
-            return f"{key}.config", spec.config, f"must name a config group of a {spec.type} stage " \
-                                                 f"({STAGE_TYPES[spec.type].group})"
-        for role, other in (("start", spec.start), *(("data", d) for d in spec.data),
-                            ("reward_model", spec.reward_model)):
-            if other is not None and other != BASE and other not in graph:
-                return f"{key}.{role}", other, f"must be {BASE!r} or an instance of pipeline.graph"
-        if spec.data and spec.type != "sft" or any(graph[d].type != "seed" for d in spec.data):
-            return f"{key}.data", spec.data, "only an sft instance has data, and only seed instances are data"
-        if spec.reward_model is not None and (spec.type != "grpo" or graph[spec.reward_model].type != "reward_model"):
-            return f"{key}.reward_model", spec.reward_model, "a grpo instance's, naming a reward_model instance"
-        if spec.type == "grpo" and spec.reward_model is None and trains_on(cfg, name) == "learned":
-            return f"{key}.reward_model", None, "must name the reward model its learned reward is"
-        seen = {name}
-        while spec.start != BASE and spec.start in graph:  # every chain of starts ends at the base
-            if spec.start in seen:
-                return f"{key}.start", graph[name].start, "starts a cycle: a chain of starts must end at the base"
-            seen.add(spec.start)
-            spec = graph[spec.start]
-    for i, name in enumerate(stages):
+        if (fault := _check_instance(cfg, name, spec)) is not None:
+            return fault
+    for name in graph:
+        if (cycle := _cycle(graph, name, ())) is not None:
+            return f"pipeline.graph.{name}", " -> ".join(cycle), "its edges (start, data, reward_model) form a cycle"
+    for name in cfg.pipeline.stages:
         if name not in graph:
             return "pipeline.stages", name, f"must be one of {', '.join(graph)}"
-        spec = graph[name]
-        later = [s for s in (spec.start, *spec.data) if s in stages[i:]]
-        if later:
-            return "pipeline.stages", stages, f"{name} starts from {later[0]}, which must come before it"
+    order = run_order(cfg)
+    for i, name in enumerate(order):
+        if name in order[:i]:
+            return "pipeline.stages", list(cfg.pipeline.stages), f"{name} would run twice (a reward model a GRPO " \
+                                                                 f"stage trains on runs before it unasked)"
+        for made in loads(cfg, name):
+            if made not in order[:i]:
+                return "pipeline.stages", list(cfg.pipeline.stages), f"{name} loads {made}'s output, which must " \
+                                                                     f"come before it"
+    return None
+
+
+POLICIES = ("grpo", "sft")  # the types whose output is a policy another stage may start from
+
+
+def _check_instance(cfg, name: str, spec: StageSpec) -> Optional[tuple[str, object, str]]:
+    graph, key = cfg.pipeline.graph, f"pipeline.graph.{name}"
+    group = getattr(cfg, spec.config, None) if spec.config in {f.name for f in fields(cfg)} else None
+    if name == BASE:
+        return key, name, f"{BASE!r} names the model config's policy, not a stage"
+    if spec.type not in STAGE_TYPES:
+        return f"{key}.type", spec.type, f"must be one of {', '.join(STAGE_TYPES)}"
+    if STAGE_TYPES[spec.type].group not in {c.__name__ for c in type(group).__mro__}:
+        return f"{key}.config", spec.config, f"must name a config group of a {spec.type} stage " \
+                                             f"({STAGE_TYPES[spec.type].group})"
+    if spec.start != BASE and graph.get(spec.start, StageSpec("", "")).type not in POLICIES:
+        return f"{key}.start", spec.start, f"must be {BASE!r} or a {' or '.join(POLICIES)} instance of pipeline.graph"
+    if (spec.data and spec.type != "sft") or any(graph.get(d, StageSpec("", "")).type != "seed" for d in spec.data):
+        return f"{key}.data", spec.data, "only an sft instance has data: seed instances of pipeline.graph"
+    if spec.reward_model is not None and (spec.type != "grpo" or
+                                          graph.get(spec.reward_model, StageSpec("", "")).type != "reward_model"):
+        return f"{key}.reward_model", spec.reward_model, "a grpo instance's, naming a reward_model instance"
+    if spec.type == "grpo" and spec.reward_model is None and trains_on(cfg, name) == "learned":
+        return f"{key}.reward_model", None, "must name the reward model its learned reward is"
+    return None
+
+
+def _cycle(graph: dict, name: str, path: tuple) -> Optional[tuple]:
+    """A chain of edges from `name` back to a stage on `path`, if there is one."""
+    if name in path:
+        return (*path[path.index(name):], name)
+    spec = graph[name]
+    for other in (spec.start, *spec.data, spec.reward_model):
+        if other is not None and other != BASE and (cycle := _cycle(graph, other, (*path, name))) is not None:
+            return cycle
     return None

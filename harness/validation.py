@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.config import Config, GRPOConfig, settings
 from harness.rewards.functions import check_reward, reward_spec
 from harness.sources import in_hub_cache, package_dir
-from harness.stages import check_graph, resolve, trains_on
+from harness.stages import check_graph, resolve, trains_on, unused
 from harness.tasks import Task, UnknownTask, heldout_problems, task_class
 from harness.tasks.base import Demonstrations, FormatOnly, Vocabulary
 from harness.tasks.dataset import check_dataset_files
@@ -85,6 +85,8 @@ def warnings_for(cfg: Config) -> list[str]:
             f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "
             f"clipping never acts; grpo.epsilon={cfg.grpo.epsilon} and grpo.epsilon_high={cfg.grpo.epsilon_high} "
             f"change nothing (set grpo.num_iterations > 1 to study them)")
+    # a stage it fed was left out (what started from that one starts from that one's start), or sft.source=solver
+    found += [f"pipeline.stages: no later stage loads {name}'s output" for name in unused(cfg)]
     return found
 
 

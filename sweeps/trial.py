@@ -25,12 +25,12 @@ from harness.faults import TrialStopped, TrialSuperseded
 
 log = logging.getLogger(__name__)
 
+SCHEMA_ATTEMPTS = 5
+JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
+
 
 class TrialPruned(TrialStopped, optuna.TrialPruned):
     """Optuna's pruning, as harness stops a trial (the run's status says "stopped (TrialPruned)")."""
-
-SCHEMA_ATTEMPTS = 5
-JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
 
 
 def open_storage(url: str, **rdb_options):

@@ -294,6 +294,17 @@ def test_pruned_and_stopped_runs_have_no_final_value_and_are_listed_apart():
     assert left_out.step.tolist()[:3] == [4, 4, 4] and np.isnan(left_out.step.iloc[3])  # never evaluated
 
 
+def test_a_run_killed_between_stages_is_listed_at_the_last_stage_it_finished_in_its_own_recipe():
+    r1 = ["explore", "seed", "sft", "rl", "mine", "sft_final", "grpo"]  # pipeline=r1's
+    runs = pd.DataFrame([{"run": "a", "stage": stage, "status": "finished", "pipeline.stages": r1}
+                         for stage in ("explore", "seed", "sft", "mine", "rl")])  # as a loader may order them
+    history = pd.DataFrame(columns=["run", "stage", "step", "eval/gold_pass@1"])
+    assert ablation.unfinished(runs, history).stage.tolist() == ["mine"]
+    assert ablation.stage_rank("reward_model", "finished", ["sft", "grpo"]) < ablation.stage_rank(
+        "grpo", "finished", ["sft", "grpo"])
+    assert ablation.stage_rank("sft", "stopped", r1) > ablation.stage_rank("mine", "finished", r1)
+
+
 def test_settings_that_change_no_number_are_not_swept_and_whole_numbers_stay_whole():
     runs, history = _epsilon_sweep()
     runs = runs.assign(resume=[False] * 7 + [True], **{"grpo.num_generations": [4.0, np.nan] * 4})

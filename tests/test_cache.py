@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from safetensors.torch import load_file
 
@@ -15,6 +14,7 @@ from harness import cache, pipeline
 from harness.pipeline import Pipeline
 from harness.runner import StageRunner
 from harness.stages import DEFAULT_STAGES, START, default_graph
+from sweeps.trial import TrialPruned
 from harness.tracking import read_jsonl
 
 SMOKE = ["experiment=smoke", "grpo.steps=2", "checkpoint.keep=all", "tracking=disabled"]
@@ -57,6 +57,10 @@ def test_a_key_changes_with_what_the_stage_reads_and_nothing_else(compose, monke
     learned = keys(compose, "task.reward=learned", "start_seed=0")  # the reward model is the start's too
     assert keys(compose, "task.reward=learned", "start_seed=0", "seed=1")["reward_model"] == learned["reward_model"]
     assert keys(compose, "task.reward=learned", "seed=1")["reward_model"] != learned["reward_model"]
+    # an instance named otherwise draws other problems: r1's second SFT from the solver is not the default's cold start
+    solver = keys(compose, "pipeline.stages=[sft,grpo]", "sft.source=solver")
+    r1_solver = keys(compose, "pipeline=r1", "sft.source=solver", "pipeline.stages=[sft_final,grpo]")
+    assert r1_solver["grpo"] != solver["grpo"]
     threads = keys(compose, "threads=7")  # float sums split otherwise: other numbers
     assert all(threads[stage] != before[stage] for stage in STAGES)
     assert keys(compose, "model.cache_dir=/elsewhere") == before  # where bases are kept, not what they are
@@ -115,7 +119,8 @@ def test_runs_with_one_start_seed_compute_one_cold_start_and_their_own_grpo(comp
                       for stage in ("sft", "grpo")}
     cold, other = runs["seed0"]["sft"], runs["seed1"]["sft"]
     assert all(cold[k].equal(other[k]) for k in cold)
-    assert untimed(tmp_path / "seed1" / "grpo" / "eval.jsonl")[0] == untimed(tmp_path / "seed0" / "grpo" / "eval.jsonl")[0]
+    first_evaluations = [untimed(tmp_path / run / "grpo" / "eval.jsonl")[0] for run in ("seed0", "seed1")]
+    assert first_evaluations[0] == first_evaluations[1]
     assert not all(runs["seed0"]["grpo"][k].equal(runs["seed1"]["grpo"][k]) for k in cold)
 
 
@@ -164,10 +169,10 @@ def test_a_stored_grpo_stage_reports_its_evaluations_to_the_sweeper_and_stops_wh
 
     def prune_at_step_2(step, metrics):
         if step == 2:
-            raise optuna.TrialPruned("pruned at step 2")
+            raise TrialPruned("pruned at step 2")
 
     for run, cache_on in (("pruned-computed", "false"), ("pruned-reused", "true")):
-        with pytest.raises(optuna.TrialPruned):
+        with pytest.raises(TrialPruned):
             Pipeline(compose(*overrides, f"cache.stages={cache_on}"), tmp_path / run, on_eval=prune_at_step_2).run()
     computed, reused = tmp_path / "pruned-computed" / "grpo", tmp_path / "pruned-reused" / "grpo"
     summary = json.loads((reused / "summary.json").read_text())

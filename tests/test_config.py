@@ -46,11 +46,18 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("pipeline.graph.grpo.type=ppo", "pipeline.graph.grpo.type='ppo': must be one of grpo, seed, sft, reward_model"),
     ("pipeline.graph.grpo.config=sft", "pipeline.graph.grpo.config='sft': must name a config group of a grpo stage"),
     ("pipeline.graph.grpo.start=critic", "pipeline.graph.grpo.start='critic'"),
-    ("pipeline.graph.sft.start=grpo", "pipeline.graph.sft.start='grpo': starts a cycle"),
+    ("pipeline.graph.grpo.start=seed", "pipeline.graph.grpo.start='seed': must be 'base' or a grpo or sft instance"),
+    ("pipeline.graph.sft.start=grpo", "pipeline.graph.sft='sft -> grpo -> sft': its edges"),
+    ("pipeline.graph.reward_model.start=grpo", "pipeline.graph.reward_model='reward_model -> grpo -> reward_model'"),
     ("pipeline.graph.sft.data=[grpo]", "pipeline.graph.sft.data=['grpo']"),
-    ("pipeline.stages=[sft,grpo] sft.source=solver pipeline.graph.sft.start=grpo", "pipeline.graph.sft.start='grpo'"),
+    ("pipeline.graph.sft.data=[base]", "pipeline.graph.sft.data=['base']"),
+    ("task.reward=learned pipeline.graph.grpo.reward_model=base", "pipeline.graph.grpo.reward_model='base'"),
     ("pipeline=r1 pipeline.stages=[explore,seed,sft,mine,rl,sft_final,grpo]",
-     "pipeline.stages=['explore', 'seed', 'sft', 'mine', 'rl', 'sft_final', 'grpo']: mine starts from rl"),
+     "pipeline.stages=['explore', 'seed', 'sft', 'mine', 'rl', 'sft_final', 'grpo']: mine loads rl's output"),
+    ("pipeline=r1 pipeline.stages=[mine,sft] sft.source=solver", "pipeline.stages=['mine', 'sft']: mine loads sft's"),
+    ("pipeline.stages=[sft,sft,grpo] sft.source=solver", "pipeline.stages=['sft', 'sft', 'grpo']: sft would run twice"),
+    ("task.reward=learned pipeline.stages=[sft,grpo,reward_model] sft.source=solver",
+     "pipeline.stages=['sft', 'grpo', 'reward_model']: reward_model would run twice"),
     ("task.reward=learned pipeline.graph.grpo.reward_model=null", "pipeline.graph.grpo.reward_model=None"),
     ("model.path=/no/such/model", "model.path='/no/such/model'"),
     ("model.num_heads=5", "model.num_heads=5"),
@@ -224,6 +231,15 @@ def test_every_declared_bound_is_enforced_and_names_its_key(key, field):
     setattr(node, name, _just_outside(field.metadata, value))
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}="):
         validate(config)
+
+
+def test_a_stage_whose_output_no_later_stage_loads_is_warned_of(compose):
+    assert warnings_for(compose("pipeline=r1", "pipeline.stages=[sft,grpo]", "sft.source=solver",
+                                "grpo.num_iterations=2")) == [
+        "pipeline.stages: no later stage loads sft's output"]  # grpo starts from sft_final, skipped: from the base
+    assert "pipeline.stages: no later stage loads mine's output" in warnings_for(compose("pipeline=r1",
+                                                                                       "sft.source=solver"))
+    assert not any("pipeline.stages" in w for w in warnings_for(compose("pipeline=r1")))
 
 
 def test_the_trainer_imports_no_sweeper_library():
