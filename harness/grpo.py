@@ -39,10 +39,8 @@ class Evaluation:
 def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, problems: ProblemStream, *,
                cfg: GRPOConfig, rollout_cfg: RolloutConfig, evaluation: Evaluation, tracker: StageTracker,
                reference: Optional[PreTrainedModel] = None, checkpoints: Optional[StageCheckpoints] = None) -> dict:
-    """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation.
-
-    `reward` measures gold and proxy (both logged) and says which trains.
-    `reference` is the frozen policy of the KL penalty, present only when cfg.beta > 0.
+    """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation. `reward` measures gold
+    and proxy (both logged) and says which trains; `reference` is the KL penalty's (cfg.beta > 0 only).
     `checkpoints` saves the loop's state as it goes; when it holds a resumed state, the loop goes on
     from there, the policy already holding its weights.
     """
@@ -149,15 +147,7 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
             # each weigh what their rows or tokens weigh in the whole batch.
             share = micro_batch_share(cfg.loss_type, mask[part], mask)
             (out.loss * share).backward()
-            weight = mask[part].sum().item() / tokens
-            parts = {"loss": out.loss.item() * share,
-                     "entropy": (entropy * mask[part]).sum().item() / tokens,
-                     "clip_ratio/low_mean": out.clip_low.item() * weight,
-                     "clip_ratio/high_mean": out.clip_high.item() * weight,
-                     "clip_ratio/region_mean": out.clip_region.item() * weight}
-            if out.kl is not None:
-                parts["kl"] = out.kl.item() * weight
-            for key, value in parts.items():
+            for key, value in micro_batch_metrics(out, entropy, mask[part], share, tokens).items():
                 averaged[key] = averaged.get(key, 0.0) + value / cfg.num_iterations
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
         require_finite(grad_norm, "the GRPO gradient norm")
@@ -166,3 +156,17 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     if rollout.engine_logprobs is not None:
         averaged.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
     return {**averaged, "grad_norm": grad_norm.item()}
+
+
+def micro_batch_metrics(out, entropy: torch.Tensor, mask: torch.Tensor, share: float, tokens: int) -> dict:
+    """A micro-batch's part of the update's metrics: its loss as weighted in the batch's, its tokens' part
+    of the entropy, clip fractions and KL (means over the whole batch's `tokens` once summed)."""
+    weight = mask.sum().item() / tokens
+    parts = {"loss": out.loss.item() * share,
+             "entropy": (entropy * mask).sum().item() / tokens,
+             "clip_ratio/low_mean": out.clip_low.item() * weight,
+             "clip_ratio/high_mean": out.clip_high.item() * weight,
+             "clip_ratio/region_mean": out.clip_region.item() * weight}
+    if out.kl is not None:
+        parts["kl"] = out.kl.item() * weight
+    return parts

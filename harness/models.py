@@ -25,7 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from harness.config import ModelConfig
-from harness.sft import finetune
+from harness.sft import Schedule, finetune
 from harness.sources import cache_root, class_source, package_dir
 from harness.tasks import Task
 from harness.tasks.base import Vocabulary
@@ -113,8 +113,8 @@ def tiny_base(model_cfg: ModelConfig, task: Task) -> Path:
         rng = random.Random(model_cfg.pretrain_seed)
         problems = [task.sample(rng) for _ in range(model_cfg.pretrain_steps * model_cfg.pretrain_batch_size)]
         examples = [(p.prompt, task.format_only(p, rng)) for p in problems]
-        finetune(model, tokenizer, examples, steps=model_cfg.pretrain_steps,
-                 batch_size=model_cfg.pretrain_batch_size, learning_rate=model_cfg.pretrain_learning_rate,
+        finetune(model, tokenizer, examples, Schedule(model_cfg.pretrain_steps, model_cfg.pretrain_batch_size,
+                                                      model_cfg.pretrain_learning_rate),
                  seed=model_cfg.pretrain_seed, desc="base pre-training")
         return model, tokenizer
 

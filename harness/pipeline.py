@@ -33,7 +33,7 @@ from harness.rewards.reward import Reward
 from harness.rollout import RolloutEngine, make_engine
 from harness.runner import StageRunner, closing_on_failure
 from harness.seed_set import load_seed, rejection_sample, save_seed
-from harness.sft import finetune
+from harness.sft import Schedule, finetune
 from harness.stages import CHECKPOINT, START, STAGE_TYPES, stage_seed, stream_seed, trains_on
 from harness.tasks import ProblemStream, heldout_problems, kept_out, make_task
 from harness.tracking import read_json, write_json
@@ -99,8 +99,8 @@ class Pipeline(StageRunner):
             initial = evaluator(model, engine)
             self.record_base(initial)
             tracker.log_eval(0, initial)
-            finetune(model, tokenizer, examples, steps=sft_cfg.num_steps, batch_size=sft_cfg.batch_size,
-                     learning_rate=sft_cfg.learning_rate, seed=seed, log=tracker.log, desc=name)
+            finetune(model, tokenizer, examples, Schedule(sft_cfg.num_steps, sft_cfg.batch_size, sft_cfg.learning_rate),
+                     seed=seed, log=tracker.log, desc=name)
             engine.sync_weights()
             result = evaluator(model, engine)
         tracker.log_eval(sft_cfg.num_steps, result)

@@ -25,7 +25,7 @@ from harness.config import RewardModelConfig, RolloutConfig
 from harness.rollout.base import RolloutEngine, SamplingParams
 from harness.metrics import full_marks
 from harness.rewards.reward import Reward
-from harness.sft import encode_examples, finetune
+from harness.sft import Schedule, encode_examples, finetune
 from harness.tasks import Problem, ProblemStream
 
 SCORING_ROWS = 256  # completions per forward pass when scoring
@@ -86,8 +86,8 @@ def encode_labelled(tokenizer, rows: list[tuple[str, str, float]], device: str) 
 def train_reward_model(model, tokenizer, data: Labelled, rm_cfg, *, seed: int, log=None) -> None:
     """Binary cross-entropy on the gold labels: reward_model.steps AdamW steps (SFT's loop, sft.finetune)."""
     rows = [(p.prompt, text, gold) for p, text, gold in zip(data.problems, data.texts, data.gold.tolist())]
-    finetune(model, tokenizer, rows, steps=rm_cfg.steps, batch_size=rm_cfg.batch_size,
-             learning_rate=rm_cfg.learning_rate, seed=seed, log=log, desc="reward model", encode=encode_labelled)
+    finetune(model, tokenizer, rows, Schedule(rm_cfg.steps, rm_cfg.batch_size, rm_cfg.learning_rate), seed=seed,
+             log=log, desc="reward model", encode=encode_labelled)
 
 
 @torch.no_grad()

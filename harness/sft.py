@@ -5,6 +5,7 @@ with another loss, trains the reward model (harness.reward_model)."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -35,22 +36,22 @@ def encode_examples(tokenizer, examples: list[tuple[str, str]], device: str) -> 
     }
 
 
-def finetune(
-    model,
-    tokenizer,
-    examples: list[tuple],
-    *,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    log: Optional[Callable[[int, dict], None]] = None,
-    desc: str = "sft",
-    encode: Optional[Callable[..., dict]] = None,
-) -> None:
-    """`steps` AdamW steps over shuffled epochs of `examples`, cosine schedule with warmup.
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast finetune trains: AdamW steps, examples per step, peak learning rate."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+
+
+def finetune(model, tokenizer, examples: list[tuple], schedule: Schedule, *, seed: int,
+             log: Optional[Callable[[int, dict], None]] = None, desc: str = "sft",
+             encode: Optional[Callable[..., dict]] = None) -> None:
+    """`schedule.steps` AdamW steps over shuffled epochs of `examples`, cosine schedule with warmup.
     `encode(tokenizer, examples, device)` makes the batch whose `model(**batch).loss` is minimised;
     None: `encode_examples`, (prompt, completion) pairs under the completion-only language-model loss."""
+    steps, batch_size, learning_rate = schedule.steps, schedule.batch_size, schedule.learning_rate
     if steps == 0:
         return
     device = next(model.parameters()).device

@@ -108,8 +108,7 @@ def test_cold_start_by_epochs_makes_that_many_passes_over_the_set(compose, monke
         return encode(tok, rows, device)
 
     monkeypatch.setattr(sft, "encode_examples", counting)
-    sft.finetune(model, tokenizer, [("a", "b")] * size, steps=cfg.sft.num_steps, batch_size=64, learning_rate=1e-3,
-                 seed=0)
+    sft.finetune(model, tokenizer, [("a", "b")] * size, sft.Schedule(cfg.sft.num_steps, 64, 1e-3), seed=0)
     assert epochs * size <= len(seen) < epochs * size + 64  # the last batch may run into a next pass
     assert compose().sft.num_steps == 300  # without epochs: sft.steps, the same compute for every size
 
