@@ -10,6 +10,6 @@
 """
 
 from analysis.load import Sweep, from_local, from_wandb_api, from_wandb_offline, load_sweep
-from analysis.runstore import load_run
+from harness.store import load_run
 
 __all__ = ["Sweep", "from_local", "from_wandb_api", "from_wandb_offline", "load_run", "load_sweep"]

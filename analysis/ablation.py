@@ -13,8 +13,8 @@ from scipy import special, stats
 from analysis.load import config_columns
 from harness.stages import STAGE_ORDER
 from harness.resume import FREE_ON_RESUME
+from harness.store import FINAL_STAGE, GOLD, PER_PROMPT
 
-METRIC = "eval/gold_pass@1"
 # Seeds are replicates; names differ by name only; a value free on resume changes no number.
 NOT_SWEPT = ("seed", "run_name", *FREE_ON_RESUME)
 COST_RATIO = 1.2  # arms whose costs differ by less are of equal cost: the contrast at equal steps stands
@@ -69,12 +69,12 @@ def arms(values: pd.Series) -> list:
     return sorted(values.unique())
 
 
-def stage_config(runs: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
+def stage_config(runs: pd.DataFrame, stage: str = FINAL_STAGE) -> pd.DataFrame:
     """Each run's config for `stage` (run and the config columns), a null value as its own arm."""
     return with_null_arms(runs.loc[runs.stage == stage, ["run", *config_columns(runs)]])
 
 
-def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
+def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = GOLD, stage: str = FINAL_STAGE) -> pd.DataFrame:
     """One row per finished run: the stage's final and best value of `metric` (and, where the run
     logged them, the per-prompt results behind each: final_per_prompt, best_per_prompt), beside the
     run's config. A pruned, failed or unfinished run has no final value: see `unfinished`."""
@@ -84,13 +84,13 @@ def per_run(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, sta
     for run, part in evals.groupby("run"):
         final, best = part.iloc[-1], part.loc[part[metric].idxmax()]
         rows.append({"run": run, "final": final[metric], "best": best[metric],
-                     "final_per_prompt": final.get(f"{metric}/per_prompt"),
-                     "best_per_prompt": best.get(f"{metric}/per_prompt")})
+                     "final_per_prompt": final.get(metric + PER_PROMPT),
+                     "best_per_prompt": best.get(metric + PER_PROMPT)})
     values = pd.DataFrame(rows, columns=["run", "final", "best", "final_per_prompt", "best_per_prompt"])
     return values.merge(stage_config(runs, stage), on="run")
 
 
-def finished_runs(runs: pd.DataFrame, stage: str = "grpo") -> set[str]:
+def finished_runs(runs: pd.DataFrame, stage: str = FINAL_STAGE) -> set[str]:
     return set(runs.run[(runs.stage == stage) & (runs.status == "finished")])
 
 
@@ -105,7 +105,7 @@ def stage_rank(stage: str, status: str, run_stages) -> tuple[bool, float]:
     return status != "finished", STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
 
 
-def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC, stage: str = "grpo") -> pd.DataFrame:
+def unfinished(runs: pd.DataFrame, history: pd.DataFrame, metric: str = GOLD, stage: str = FINAL_STAGE) -> pd.DataFrame:
     """The runs left out of per_run: each one's furthest stage (`stage` itself when it began, else
     the stage that stopped it) with its status, and the last step at which `metric` was evaluated
     there and its value, beside their swept settings."""
@@ -223,7 +223,7 @@ def _split(frame: pd.DataFrame, hue: list[str]):
         yield ", ".join(f"{k}={v}" for k, v in zip(hue, values)), part
 
 
-def plot_ablation(table: pd.DataFrame, by: str, metric: str = METRIC, hue: list[str] = (), ax=None):
+def plot_ablation(table: pd.DataFrame, by: str, metric: str = GOLD, hue: list[str] = (), ax=None):
     """Final and best `metric` against the swept value, mean and 95% interval over seeds; one pair
     of lines for each combination of the `hue` keys. Grey dots: single runs."""
     if ax is None:
@@ -255,7 +255,7 @@ def with_train_seconds(history: pd.DataFrame) -> pd.DataFrame:
     return history
 
 
-def costs_differ(runs: pd.DataFrame, history: pd.DataFrame, by: str, stage: str = "grpo",
+def costs_differ(runs: pd.DataFrame, history: pd.DataFrame, by: str, stage: str = FINAL_STAGE,
                  ratio: float = COST_RATIO) -> bool:
     """Whether the values of `by` differ in training time by more than `ratio` (mean over the
     finished seeds: a pruned run's shorter time is not a cheaper setting)."""
@@ -267,8 +267,8 @@ def costs_differ(runs: pd.DataFrame, history: pd.DataFrame, by: str, stage: str 
     return len(by_value) > 1 and by_value.max() > ratio * by_value.min()
 
 
-def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, metric: str = METRIC,
-                         stage: str = "grpo", hue: list[str] = (), x: str = "step", ax=None):
+def plot_learning_curves(runs: pd.DataFrame, history: pd.DataFrame, by: str, metric: str = GOLD,
+                         stage: str = FINAL_STAGE, hue: list[str] = (), x: str = "step", ax=None):
     """`metric` against step (or x="train_seconds"), one colour per swept value (one line style
     per `hue` combination): the mean over the finished seeds bold (a pruned run would leave the
     mean at the steps it reached), each seed faint."""

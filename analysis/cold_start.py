@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.ablation import METRIC, one_per_seed, pass_rate_interval, per_run, scale_axis, summarise, swept
+from analysis.ablation import one_per_seed, pass_rate_interval, per_run, scale_axis, summarise, swept
 from analysis.contrast import arm_contrasts, paired_difference, run_differences, verdicts
 from analysis.live import (
     LIVE,
@@ -28,6 +28,7 @@ from analysis.live import (
     pooled,
 )
 from harness.theory import live_probability
+from harness.store import FINAL_STAGE, GOLD, PER_PROMPT
 
 EXAMPLES = "cold_start_examples"  # sft.cold_start_size, or 0 for a run with no SFT stage (pure RL)
 
@@ -36,7 +37,7 @@ def with_examples(runs: pd.DataFrame) -> pd.DataFrame:
     """The GRPO stage-runs, each with its cold start's size in EXAMPLES. A run with no SFT stage counts
     as pure RL from its model.*: a GRPO run branched off an earlier cold start (model.path=<run>/sft/
     checkpoint) is not one, and does not belong in such a sweep."""
-    grpo, had_sft = runs[runs.stage == "grpo"], set(runs.run[runs.stage == "sft"])
+    grpo, had_sft = runs[runs.stage == FINAL_STAGE], set(runs.run[runs.stage == "sft"])
     sizes = [int(size) if run in had_sft else 0 for run, size in zip(grpo.run, grpo["sft.cold_start_size"])]
     return grpo.assign(**{EXAMPLES: sizes})
 
@@ -47,17 +48,17 @@ def is_cold_start_sweep(runs: pd.DataFrame) -> bool:
 
 def _start(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each run's evaluation at GRPO's step 0: its start (the cold-started policy, or the base)."""
-    rows = history[(history.stage == "grpo") & (history.step == 0)].dropna(subset=[metric])
+    rows = history[(history.stage == FINAL_STAGE) & (history.step == 0)].dropna(subset=[metric])
     return rows.drop_duplicates("run", keep="last").set_index("run")
 
 
-def start_and_end(runs: pd.DataFrame, history: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+def start_and_end(runs: pd.DataFrame, history: pd.DataFrame, metric: str = GOLD) -> pd.DataFrame:
     """Per finished run: seed, EXAMPLES, `metric` at GRPO's start and at its end (and the per-prompt
     results behind each, where logged)."""
-    table = per_run(runs, history, metric, "grpo").merge(with_examples(runs)[["run", EXAMPLES]], on="run")
+    table = per_run(runs, history, metric, FINAL_STAGE).merge(with_examples(runs)[["run", EXAMPLES]], on="run")
     start = _start(history, metric)
     table["start"] = table.run.map(start[metric])
-    per_prompt = f"{metric}/per_prompt"
+    per_prompt = metric + PER_PROMPT
     if per_prompt in start:
         table["start_per_prompt"] = table.run.map(start[per_prompt])
     return table.dropna(subset=["start"])
@@ -95,12 +96,12 @@ def against_none(table: pd.DataFrame, others: list[str] = ()) -> pd.DataFrame:
 
 
 def steps_to_threshold(table: pd.DataFrame, history: pd.DataFrame, threshold: float,
-                       metric: str = METRIC) -> pd.DataFrame:
+                       metric: str = GOLD) -> pd.DataFrame:
     """Per cold-start size, of the finished runs in `table` (`start_and_end`'s): how many reached
     `threshold` on the held-out `metric` during GRPO, and the first evaluated step at which each did
     (`>N`: not by its last evaluation, step N). The median counts a run that never reached it as
     later than any that did."""
-    evals = history[(history.stage == "grpo") & history.run.isin(table.run)].dropna(subset=[metric])
+    evals = history[(history.stage == FINAL_STAGE) & history.run.isin(table.run)].dropna(subset=[metric])
     rows = []
     for examples, part in table.groupby(EXAMPLES):
         steps, labels = [], []
@@ -121,16 +122,16 @@ def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps:
     training pass rate p that decides whether a group is live, the live fraction (Wilson interval over
     its groups) and P_live(p, K); beside each step's live fraction and the held-out pass rate at GRPO's start."""
     stages = binary_reward_stages(runs)
-    stages = stages[stages.stage == "grpo"].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
-    first = history[(history.stage == "grpo") & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
-    steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, METRIC)
-    concentration = eval_concentrations(runs, history[(history.stage == "grpo") & (history.step == 0)])
+    stages = stages[stages.stage == FINAL_STAGE].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
+    first = history[(history.stage == FINAL_STAGE) & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
+    steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, GOLD)
+    concentration = eval_concentrations(runs, history[(history.stage == FINAL_STAGE) & (history.step == 0)])
     concentration = concentration.set_index("run").concentration
     rows = []
     for run, mine in steps.groupby("run"):
         measured, K = pooled(mine, confidence), int(mine.K.iloc[0])
         rows.append({"run": run, "seed": mine.seed.iloc[0], EXAMPLES: mine[EXAMPLES].iloc[0], "K": K,
-                     "heldout_start": start[METRIC].get(run, math.nan), **measured,
+                     "heldout_start": start[GOLD].get(run, math.nan), **measured,
                      "theory_mixture": float(mixture_live_probability(measured["pass_rate"],
                                                                       concentration.get(run, math.nan), K)),
                      "per_step": (mine.live / mine.groups).tolist()})
@@ -156,7 +157,7 @@ def live_at_start(points: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def plot_start_and_end(table: pd.DataFrame, metric: str = METRIC, ax=None):
+def plot_start_and_end(table: pd.DataFrame, metric: str = GOLD, ax=None):
     """Held-out pass rate at GRPO's start and end against the cold start's size (0: none)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))

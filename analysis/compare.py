@@ -22,9 +22,10 @@ import pandas as pd
 
 from analysis import ablation, contrast
 from analysis.load import Sweep, config_columns, load_sweep
+from harness.store import FINAL_STAGE, GOLD
 
 
-def changed_keys(sweeps: dict[str, Sweep], stage: str = "grpo") -> pd.DataFrame:
+def changed_keys(sweeps: dict[str, Sweep], stage: str = FINAL_STAGE) -> pd.DataFrame:
     """Config keys fixed within each sweep whose value differs between them."""
     configs = {name: ablation.stage_config(s.runs, stage) for name, s in sweeps.items()}
     keys = set.intersection(*(set(config_columns(c)) for c in configs.values())) - set(ablation.NOT_SWEPT)
@@ -36,7 +37,7 @@ def changed_keys(sweeps: dict[str, Sweep], stage: str = "grpo") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(sweeps: dict[str, Sweep], metric: str = ablation.METRIC, stage: str = "grpo") -> pd.DataFrame:
+def compare(sweeps: dict[str, Sweep], metric: str = GOLD, stage: str = FINAL_STAGE) -> pd.DataFrame:
     """One row per shared arm: each sweep's mean [low, high] (seeds), and each later sweep's
     difference from the first: interval, paired or not, p, Holm-adjusted p and verdict."""
     tables = {name: ablation.per_run(s.runs, s.history, metric, stage) for name, s in sweeps.items()}
@@ -84,7 +85,7 @@ def _order(label: str) -> tuple:
         return 1, 0.0, label
 
 
-def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
+def write_comparison(paths: list[str], metric: str = GOLD) -> str:
     names = [Path(p).name for p in paths]
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
@@ -104,7 +105,7 @@ def write_comparison(paths: list[str], metric: str = ablation.METRIC) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+", help="two or more sweep directories")
-    parser.add_argument("--metric", default=ablation.METRIC)
+    parser.add_argument("--metric", default=GOLD)
     parser.add_argument("--out", help="write the Markdown here instead of printing it")
     args = parser.parse_args(argv)
     if len(args.sweeps) < 2:

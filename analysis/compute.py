@@ -19,12 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.ablation import COST_RATIO, METRIC, with_train_seconds
+from analysis.ablation import COST_RATIO, with_train_seconds
 from analysis.contrast import arm_pairs, label, paired_difference, shared_seeds, verdicts
 from analysis.load import has_per_prompt
+from harness.store import FINAL_STAGE, GOLD, KL, PER_PROMPT
 
 COSTS = {"rollout tokens": "num_tokens", "training seconds": "train_seconds"}  # spent by each step
-KL, DISTANCE = "eval/kl_to_initial", "d"  # d = sqrt(KL to the stage's start), at each evaluation
+DISTANCE = "d"  # d = sqrt(KL to the stage's start), at each evaluation
 AXES = {**COSTS, "d = sqrt(KL)": DISTANCE}
 DESCRIPTION = (f"\nThe same contrasts at equal compute and at equal distance, where the arms' means differ by more than "
                f"{COST_RATIO}x: in each seed, both runs read where they first reached the nearer one's end, in rollout "
@@ -34,12 +35,12 @@ DESCRIPTION = (f"\nThe same contrasts at equal compute and at equal distance, wh
                "beside the contrasts above:\n")
 
 
-def cost_curves(history: pd.DataFrame, stage: str = "grpo", metric: str = METRIC) -> pd.DataFrame:
+def cost_curves(history: pd.DataFrame, stage: str = FINAL_STAGE, metric: str = GOLD) -> pd.DataFrame:
     """(run, step, num_tokens, train_seconds, d, per_prompt) at each held-out evaluation of `stage`, in
     step order: the costs spent by that step and d there (0 at the start's evaluation; NaN where never
     logged)."""
     steps = with_train_seconds(history[history.stage == stage])
-    column = f"{metric}/per_prompt"
+    column = metric + PER_PROMPT
     if column not in steps:
         return pd.DataFrame(columns=["run", "step", *AXES.values(), "per_prompt"])
     steps = steps.assign(**{name: steps[name] if name in steps else np.nan for name in [*COSTS.values(), KL]})

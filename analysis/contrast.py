@@ -27,6 +27,7 @@ from scipy import stats
 
 from analysis.ablation import arm_label, arms, per_prompt_results, per_run, swept
 from analysis.load import load_sweep
+from harness.store import FINAL_STAGE
 
 ALPHA = 0.05
 FLOAT_NOISE = 1e-20  # a mean's variance below this is rounding, not spread
@@ -218,7 +219,7 @@ def sweep_finals(sweep_dir) -> tuple[pd.DataFrame, list[str]]:
     """A sweep's finished GRPO runs with their final held-out results (per prompt where logged), and
     the keys it swept."""
     sweep = load_sweep(sweep_dir)
-    return per_run(sweep.runs, sweep.history, stage="grpo"), swept(sweep.runs)
+    return per_run(sweep.runs, sweep.history, stage=FINAL_STAGE), swept(sweep.runs)
 
 
 def describe(contrasts: pd.DataFrame) -> str:

@@ -17,12 +17,12 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from analysis.load import has_per_prompt
+from harness.stages import default_graph
 from harness.theory import live_probability
+from harness.store import GOLD, PER_PROMPT
 
 PASS_RATE = "reward"  # the batch's mean training reward: its pass rate when that reward is binary
 LIVE = "live_group_frac"
-# Where each GRPO stage's knobs live: (config group, the key naming the reward it trains on).
-STAGE_CONFIG = {"explore": ("explore", "explore.reward"), "grpo": ("grpo", "task.reward")}
 
 
 def num_generations_for(live_fraction: float, pass_rate: float) -> int:
@@ -79,16 +79,29 @@ def _seeded(fun, bounds, *, integrality):
 
 def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:
     """(run, stage, K, prompts_per_step) of the GRPO stages whose training reward was binary: the
-    gold reward with no length penalty (soft_overlong_cache = 0), the case the theory is about."""
-    parts = []
-    for stage, (group, reward) in STAGE_CONFIG.items():
-        K, prompts, overlong = f"{group}.num_generations", f"{group}.prompts_per_step", f"{group}.soft_overlong_cache"
-        if not {reward, K, prompts, overlong} <= set(runs.columns):  # a run logged before explore.* existed
+    gold reward with no length penalty (soft_overlong_cache = 0), the case the theory is about. Each
+    stage-run's type and config group come from the run's own pipeline.graph (r1's `rl` and `grpo` alike);
+    a run logged before the graph was recorded has the default one."""
+    rows = []
+    for row in runs.to_dict("records"):
+        spec = default_graph().get(row["stage"])
+        kind, group = (_recorded(row, f"pipeline.graph.{row['stage']}.{key}", getattr(spec, key, None))
+                       for key in ("type", "config"))
+        if kind != "grpo" or not isinstance(group, str):
             continue
-        mine = runs[(runs.stage == stage) & (runs[reward] == "gold") & (runs[overlong] == 0)]
-        parts.append(pd.DataFrame({"run": mine.run, "stage": stage, "K": mine[K], "prompts_per_step": mine[prompts]}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "stage", "K",
-                                                                                   "prompts_per_step"])
+        reward = _recorded(row, f"{group}.reward", row.get("task.reward"))  # its group's own (explore), else task's
+        K, overlong = row.get(f"{group}.num_generations"), row.get(f"{group}.soft_overlong_cache")
+        if reward == "gold" and overlong == 0:
+            rows.append({"run": row["run"], "stage": row["stage"], "K": K,
+                         "prompts_per_step": row[f"{group}.prompts_per_step"]})
+    return pd.DataFrame(rows, columns=["run", "stage", "K", "prompts_per_step"])
+
+
+def _recorded(row: dict, key: str, default):
+    """A stage-run's config value, or `default` where its run did not record the key (NaN in a frame of runs
+    that did)."""
+    value = row.get(key, default)
+    return default if isinstance(value, float) and math.isnan(value) else value
 
 
 def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 10,
@@ -117,10 +130,10 @@ def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 
     return pd.DataFrame(rows)
 
 
-def eval_concentrations(runs: pd.DataFrame, history: pd.DataFrame, metric: str = "eval/gold_pass@1") -> pd.DataFrame:
+def eval_concentrations(runs: pd.DataFrame, history: pd.DataFrame, metric: str = GOLD) -> pd.DataFrame:
     """(run, stage, step, concentration): `prompt_concentration` of every held-out evaluation that logged
     its per-prompt results, with the run's eval.num_samples."""
-    column = f"{metric}/per_prompt"
+    column = metric + PER_PROMPT
     if column not in history or "eval.num_samples" not in runs:
         return pd.DataFrame(columns=["run", "stage", "step", "concentration"])
     samples = runs.drop_duplicates("run").set_index("run")["eval.num_samples"]

@@ -24,11 +24,10 @@ from typing import Optional
 
 import pandas as pd
 
-from harness.tracking import read_jsonl
+from harness.store import CONFIG, HISTORY, PER_PROMPT, RUN, SUMMARY, read_json, read_jsonl, stage_dirs, stage_status
 
 ID_COLUMNS = ["run", "stage", "group", "wandb_id", "status"]
 HISTORY_INDEX = ["run", "stage", "step"]
-LOCAL_HISTORY_FILES = ("metrics.jsonl", "eval.jsonl")
 # Config keys with no group, hence no dot.
 TOP_LEVEL_CONFIG = ("seed", "start_seed", "device", "threads", "arm", "run_name", "output_dir")
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
@@ -65,9 +64,6 @@ def _scalar(value):
     if isinstance(value, bool):
         return float(value)
     return value if isinstance(value, (int, float)) else None
-
-
-PER_PROMPT = "/per_prompt"  # a list in the run store (each held-out prompt's result); W&B keeps its histogram
 
 
 def has_per_prompt(values: pd.Series) -> pd.Series:
@@ -111,26 +107,12 @@ def frames(stage_runs: list[StageRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # -- the local run store -----------------------------------------------------------------------
-def _local_stage_dirs(root: Path) -> list[Path]:
-    return sorted({p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern)})
-
-
 def local_stage_run(stage_dir: Path) -> StageRun:
-    info = json.loads((stage_dir / "run.json").read_text())
-    config = json.loads((stage_dir / "config.json").read_text())
-    summary_path = stage_dir / "summary.json"
-    status = json.loads(summary_path.read_text()).get("status") if summary_path.exists() else "running"
-    history = [_history_row(r["step"], r) for name in LOCAL_HISTORY_FILES for r in read_jsonl(stage_dir / name)]
+    info, config = read_json(stage_dir / RUN), read_json(stage_dir / CONFIG)
+    status = read_json(stage_dir / SUMMARY, {"status": "running"}).get("status")
+    history = [_history_row(r["step"], r) for name in HISTORY for r in read_jsonl(stage_dir / name)]
     return StageRun(run=config.get("run_name") or info["run_name"], stage=info["stage"], group=info["group"],
                     wandb_id=info["wandb_id"], status=stage_status(status), config=config, history=history)
-
-
-def stage_status(recorded: str | None) -> str:
-    """finished | pruned | stopped | running, from what a tracker's finish recorded (for example
-    "stopped (TrialPruned)"); nothing recorded means it is still running, or was killed."""
-    if recorded is None or recorded in ("finished", "running"):
-        return recorded or "running"
-    return "pruned" if "TrialPruned" in recorded else "stopped"
 
 
 def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
@@ -138,15 +120,15 @@ def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
     for stage_dir in stage_dirs:
         rows = read_jsonl(stage_dir / "best_of_n.jsonl")
         if rows:
-            config = json.loads((stage_dir / "config.json").read_text())
+            config = read_json(stage_dir / CONFIG)
             parts.append(pd.DataFrame(rows).assign(run=config["run_name"], stage=stage_dir.name))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def from_local(path) -> Sweep:
-    stage_dirs = _local_stage_dirs(Path(path))
-    runs, history = frames([local_stage_run(d) for d in stage_dirs])
-    return Sweep(runs, history, _local_best_of_n(stage_dirs))
+    found = stage_dirs(Path(path))
+    runs, history = frames([local_stage_run(d) for d in found])
+    return Sweep(runs, history, _local_best_of_n(found))
 
 
 # -- W&B, offline run directories ------------------------------------------------------------
@@ -226,7 +208,7 @@ def load_sweep(path) -> Sweep:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"sweep directory {path} does not exist")
-    if _local_stage_dirs(path):
+    if stage_dirs(path):
         return from_local(path)
     if any(path.glob("**/offline-run-*")):
         return from_wandb_offline(path)

@@ -21,8 +21,8 @@ from scipy.special import comb
 
 from analysis.ablation import arm_label, arms, finished_runs, stage_config, swept
 from analysis.load import Sweep
+from harness.store import FINAL_STAGE, GOLD, KL, PROXY
 
-GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
 PROXIES = ("proxy", "learned")  # task.reward's proxies: eval/proxy_reward is the one each trained on
 SETTING = "setting"  # the column labelling a run's values of the swept keys, when it has several
 START = "start"  # a best-of-n curve's column naming the GRPO start and proxy it ranks by, when runs differ in them
@@ -138,7 +138,7 @@ def best_of_n(samples: pd.DataFrame, ns=None) -> pd.DataFrame:
     return curve
 
 
-def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = "grpo") -> pd.DataFrame:
+def rl_points(runs: pd.DataFrame, history: pd.DataFrame, stage: str = FINAL_STAGE) -> pd.DataFrame:
     """Each held-out evaluation of each run's `stage`: d, and the gold and proxy gains over the
     stage's start, with the run's config beside it."""
     if KL not in history:  # no run measured it (eval.kl_to_initial=false): no point has a d
@@ -199,7 +199,7 @@ class ProxyRuns:
     best_of_n: pd.DataFrame | None  # the best-of-n curve of their starts (one per START); None without samples
 
 
-def proxy_runs(sweep: Sweep, stage: str = "grpo") -> ProxyRuns:
+def proxy_runs(sweep: Sweep, stage: str = FINAL_STAGE) -> ProxyRuns:
     """The finished runs trained on a proxy, the task's or a learned one (a pruned run has no end to turn at)."""
     runs = sweep.runs[sweep.runs.stage == stage]
     names = set(runs.run[runs["task.reward"].isin(PROXIES)]) if "task.reward" in runs else set()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import ID_COLUMNS, PER_PROMPT, Sweep, has_per_prompt
+from analysis.load import ID_COLUMNS, Sweep, has_per_prompt
+from harness.store import PER_PROMPT
 
 
 def per_prompt(history: pd.DataFrame) -> pd.DataFrame:

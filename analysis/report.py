@@ -30,8 +30,9 @@ import pandas as pd  # noqa: E402
 from analysis import ablation, cold_start, compute, contrast, live, overopt, sequential, study  # noqa: E402
 from analysis.load import Sweep, load_sweep  # noqa: E402
 from analysis.raw import write_raw  # noqa: E402
+from harness.store import FINAL_STAGE, GOLD, KL, PROXY  # noqa: E402
 
-SHOWN = ["run", "status", "seed", "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"]
+SHOWN = ["run", "status", "seed", GOLD, PROXY, KL]
 
 
 def _save(fig, path: Path) -> str:
@@ -56,7 +57,7 @@ def _whole_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
-    grpo = ablation.with_null_arms(sweep.runs[sweep.runs.stage == "grpo"])
+    grpo = ablation.with_null_arms(sweep.runs[sweep.runs.stage == FINAL_STAGE])
     return [f"# Sweep report: {name}\n",
             f"{grpo.run.nunique()} runs; swept: {', '.join(keys) or 'nothing'}; "
             f"status: {grpo.status.value_counts().to_dict()}\n",
@@ -65,8 +66,8 @@ def overview(sweep: Sweep, name: str, keys: list[str]) -> list[str]:
 
 
 def ablations(sweep: Sweep, keys: list[str], out: Path) -> list[str]:
-    table, sections = ablation.per_run(sweep.runs, sweep.history, stage="grpo"), []
-    left_out = ablation.unfinished(sweep.runs, sweep.history, stage="grpo")
+    table, sections = ablation.per_run(sweep.runs, sweep.history, stage=FINAL_STAGE), []
+    left_out = ablation.unfinished(sweep.runs, sweep.history, stage=FINAL_STAGE)
     if len(left_out):
         counts = ", ".join(f"{n} {status}" for status, n in left_out.status.value_counts().items())
         sections += [f"## Runs left out of the means ({counts})\n",
@@ -240,7 +241,7 @@ def study_noise(sweep: Sweep, history: pd.DataFrame, name: str) -> list[str]:
     trial's own held-out estimate does (its binomial standard error): importances, slices and the
     best trial then rank noise."""
     values = history.value.dropna()
-    runs = sweep.runs[sweep.runs.stage == "grpo"]
+    runs = sweep.runs[sweep.runs.stage == FINAL_STAGE]
     if "pass@1" not in name or len(values) < 2 or "eval.num_prompts" not in runs:
         return []
     completions = int((runs["eval.num_prompts"] * runs["eval.num_samples"]).min())

@@ -23,6 +23,7 @@ from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvalu
 from optuna.trial import TrialState
 
 from analysis.load import Sweep
+from harness.store import FINAL_STAGE
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the matplotlib plots
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,7 +53,7 @@ def open_study(sweep_dir, storage: str | None = None, name: str | None = None) -
         if not database.exists():
             return None
         storage = f"sqlite:///{database}"
-    from sweeps.trial import open_storage
+    from sweeps.storage import open_storage
 
     names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
     if name is None and len(names) > 1:
@@ -62,7 +63,7 @@ def open_study(sweep_dir, storage: str | None = None, name: str | None = None) -
     return optuna.load_study(study_name=name or names[0], storage=storage)
 
 
-def study_from_runs(sweep: Sweep, stage: str = "grpo") -> optuna.Study:
+def study_from_runs(sweep: Sweep, stage: str = FINAL_STAGE) -> optuna.Study:
     """The study rebuilt in memory from its runs, whatever they were read from: trial by trial
     number, its params, state, values and intermediate values. A trial with no runs (a failed
     attempt that its retry resumed) or no `stage` run (it failed before) is a failed trial."""

@@ -33,6 +33,8 @@ from harness.models import base_model, load_policy
 from harness.rewards.pool import RewardPool
 from harness.rewards.reward import Reward
 from harness.rollout import make_engine
+from harness.rollout.base import SamplingParams
+from harness.sampling import GroupSampler
 from harness.tasks import ProblemStream, make_task
 from harness.train import to_config
 
@@ -81,8 +83,9 @@ def run_ours(cfg, task, problems, steps: int) -> dict:
     clock = StepClock()
     try:
         with RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb) as pool:
-            train_grpo(model, engine, Reward.for_task(pool, cfg.task), problems, cfg=replace(cfg.grpo, steps=steps + 1),
-                       rollout_cfg=cfg.rollout, evaluation=Evaluation(dict, every=steps + 2), tracker=clock)
+            groups = GroupSampler(problems, engine, Reward.for_task(pool, cfg.task), SamplingParams.of(cfg.rollout))
+            train_grpo(model, groups, cfg=replace(cfg.grpo, steps=steps + 1), evaluation=Evaluation(dict, every=steps + 2),
+                       tracker=clock)
     finally:
         engine.close()
     return clock.result()

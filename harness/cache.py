@@ -43,8 +43,9 @@ import torch
 import transformers
 
 from harness.config import as_tree
-from harness.stages import START, START_READS, final_stage, stage_reads, stage_seed, stream_seed
 from harness.sources import cache_root, fingerprint, installed_version, task_sources
+from harness.stages import START, START_READS, final_stage, stage_reads, stage_seed, stream_seed
+from harness.store import CONFIG, RESUME, RUN
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 # GRPO stage's reward and whether it trains on partial credit, which the stages that train name themselves.
 NOT_READ = ("task.reward", "task.partial_credit", "task.reward_workers", "model.cache_dir", "sft.seed_path")
 # What a stage directory holds that is this run's own, not the stage's output.
-RUN_OWN = ("config.json", "run.json", "resume")
+RUN_OWN = (CONFIG, RUN, RESUME)
 MANIFEST = "manifest.json"
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from harness.tracking import write_json
+from harness.store import RESUME, write_json
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Resumed:
 class StageCheckpoints:
     def __init__(self, stage_dir: Path, every: int, problems, resume: bool = False):
         """`resume`: the stage goes on from its newest saved state, if it has one (`resumed`)."""
-        self.dir = Path(stage_dir) / "resume"
+        self.dir = Path(stage_dir) / RESUME
         self.every, self.problems = every, problems
         self.resumed = self.latest() if resume else None
 

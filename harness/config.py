@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from harness.losses import LOSS_TYPES, SCALINGS
 from harness.registry import ENGINES
-from harness.settings import setting
+from harness.settings import setting, settings
 from harness.stages import DEFAULT_STAGES, StageSpec, default_graph
+from harness.store import GOLD
 from harness.tasks.config import TASK_REWARDS, TaskConfig
 
 
@@ -203,7 +204,7 @@ class TrialConfig:
     storage: Optional[str] = setting(None, "the study's Optuna storage URL")
     study_name: Optional[str] = setting(None, "the study's name")
     trial_id: Optional[int] = setting(None, "this run's trial")
-    objective: str = setting("eval/gold_pass@1", "reported at every evaluation of the final GRPO stage")
+    objective: str = setting(GOLD, "reported at every evaluation of the final GRPO stage")
     heartbeat_interval: int = setting(10, "seconds between the running job's heartbeats to its trial", low=1)
     number: Optional[int] = setting(None, "this trial's number in the study")
     study: Optional[str] = setting(None, "the study's search space, objectives and directions, as JSON: what "
@@ -268,20 +269,14 @@ def register_configs() -> None:
         store.store(group=group, name=option, node=groups[group])
 
 
-def settings(node: type = Config, prefix: str = "") -> Iterator[tuple[str, Field]]:
-    """Every leaf key of the config (`grpo.beta`, ...) and its field, in declaration order."""
-    for f in fields(node):
-        if is_dataclass(f.default_factory):
-            yield from settings(f.default_factory, f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}", f
-
-
 def describe() -> str:
-    """Every key with its default and its help, one per line."""
+    """Every key with its default and its help, one per line: the run's, then the Optuna sweeper's."""
+    from sweeps.settings import SweeperSettings  # optuna, for the sweeper's sampler and pruner names
+
     def default(f: Field):
         return f.default_factory() if f.default is MISSING else f.default
-    return "\n".join(f"{key} = {default(f)!r}  # {f.metadata['help']}" for key, f in settings())
+    keys = [*settings(Config), *settings(SweeperSettings, "hydra.sweeper.")]
+    return "\n".join(f"{key} = {default(f)!r}  # {f.metadata['help']}" for key, f in keys)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from harness.logprobs import completion_logprobs
 from harness.metrics import full_marks
 from harness.rewards.reward import Reward, failure_metrics
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
+from harness.store import GOLD, KL, PER_PROMPT, PROXY
 from harness.tasks import Problem
 
 SCORING_ROWS = 256  # rows per forward pass when scoring log-probabilities
@@ -44,16 +45,16 @@ class Evaluator:
         gold, proxy, failures = self.reward.measure(self.problems, rollout)
         passed = full_marks(gold)
         metrics = {
-            "eval/gold_pass@1": passed.mean().item(),
+            GOLD: passed.mean().item(),
             # each held-out prompt's pass rate, in the held-out set's order: for intervals over prompts
-            "eval/gold_pass@1/per_prompt": passed.view(len(self.problems), -1).mean(1).tolist(),
+            GOLD + PER_PROMPT: passed.view(len(self.problems), -1).mean(1).tolist(),
             "eval/gold_score": gold.mean().item(),  # with partial credit, above pass@1
-            "eval/proxy_reward": proxy.mean().item(),
+            PROXY: proxy.mean().item(),
             "eval/completion_length": rollout.completion_mask.sum(1).float().mean().item(),
             **failure_metrics(failures, "eval/rewards"),
         }
         if self.initial_policy is not None:
-            metrics["eval/kl_to_initial"] = self.sequence_kl(policy, rollout)
+            metrics[KL] = self.sequence_kl(policy, rollout)
         return metrics
 
     @torch.no_grad()

@@ -11,15 +11,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from harness.checkpoint import StageCheckpoints
-from harness.config import GRPOConfig, RolloutConfig
+from harness.config import GRPOConfig
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import LossSpec, compute_advantages, grpo_loss, micro_batch_share
-from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
-from harness.rewards.reward import Reward, failure_metrics
-from harness.sampling import sample_groups
-from harness.tasks import ProblemStream
+from harness.rewards.reward import failure_metrics
+from harness.rollout.base import Rollout, SamplingParams
+from harness.sampling import GroupSampler
 from harness.tracking import StageTracker
 
 COMPLETIONS_PER_TABLE = 8
@@ -36,16 +35,15 @@ class Evaluation:
     at_start: Optional[dict] = None  # the evaluation at step 0 when already known (the stage cache's); None: measure
 
 
-def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, problems: ProblemStream, *,
-               cfg: GRPOConfig, rollout_cfg: RolloutConfig, evaluation: Evaluation, tracker: StageTracker,
-               reference: Optional[PreTrainedModel] = None, checkpoints: Optional[StageCheckpoints] = None) -> dict:
-    """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation. `reward` measures gold
-    and proxy (both logged) and says which trains; `reference` is the KL penalty's (cfg.beta > 0 only).
+def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig, evaluation: Evaluation,
+               tracker: StageTracker, reference: Optional[PreTrainedModel] = None,
+               checkpoints: Optional[StageCheckpoints] = None) -> dict:
+    """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation. `groups` samples each step's
+    groups from the policy and scores them; `reference` is the KL penalty's (cfg.beta > 0 only).
     `checkpoints` saves the loop's state as it goes; when it holds a resumed state, the loop goes on
     from there, the policy already holding its weights.
     """
     K = cfg.num_generations
-    sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     if checkpoints is not None and checkpoints.resumed is not None:
         state = checkpoints.restore(optimizer)
@@ -57,7 +55,7 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, p
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        sampled, to_train, rounds = sample_groups(engine, reward, problems, cfg, sampling)
+        sampled, to_train, rounds = groups(cfg)
         rollout_time = time.perf_counter() - start
 
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
@@ -65,8 +63,8 @@ def train_grpo(policy: PreTrainedModel, engine: RolloutEngine, reward: Reward, p
         update = {}
         if to_train.problems:  # dynamic sampling can come back with no live group at all
             advantages = compute_advantages(to_train.reward, K, cfg.scale_rewards, cfg.advantage_std_floor)
-            update = policy_update(policy, optimizer, to_train.rollout, advantages, reference, cfg, rollout_cfg)
-            engine.sync_weights()
+            update = policy_update(policy, optimizer, to_train.rollout, advantages, reference, cfg, groups.sampling)
+            groups.engine.sync_weights()
         update_time = time.perf_counter() - start
 
         total_tokens += sampled.rollout.num_tokens
@@ -108,10 +106,10 @@ def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: fl
 
 def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rollout: Rollout,
                   advantages: torch.Tensor, reference: Optional[PreTrainedModel], cfg: GRPOConfig,
-                  rollout_cfg: RolloutConfig) -> dict:
+                  sampling: SamplingParams) -> dict:
     """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics,
     averaged over tokens and passes."""
-    temperature, spec = rollout_cfg.temperature, LossSpec.of(cfg, rollout_cfg.max_completion_length)
+    temperature, spec = sampling.temperature, LossSpec.of(cfg, sampling.max_completion_length)
     rows = len(rollout.texts)
     micro = cfg.micro_batch_size or rows
     slices = [slice(s, s + micro) for s in range(0, rows, micro)]

@@ -31,12 +31,14 @@ from harness.reward_model import LearnedProxy, classifier_from_policy, judge, la
 from harness.rewards.pool import RewardPool
 from harness.rewards.reward import Reward
 from harness.rollout import RolloutEngine, make_engine
+from harness.rollout.base import SamplingParams
 from harness.runner import StageRunner, closing_on_failure
+from harness.sampling import GroupSampler
 from harness.seed_set import load_seed, rejection_sample, save_seed
 from harness.sft import Schedule, finetune
 from harness.stages import CHECKPOINT, START, STAGE_TYPES, stage_seed, stream_seed, trains_on
+from harness.store import SUMMARY, read_json, write_json
 from harness.tasks import ProblemStream, heldout_problems, kept_out, make_task
-from harness.tracking import read_json, write_json
 
 log = logging.getLogger(__name__)
 START_FILE = "start.json"  # a START cache entry: the final GRPO stage's first evaluation and best-of-n samples
@@ -64,9 +66,9 @@ class Pipeline(StageRunner):
     def run(self) -> dict:
         """The recipe: each stage in run order, computed by its type's function unless resumed or cached."""
         if self.cfg.resume:
-            self.summary = read_json(self.run_dir / "summary.json")
+            self.summary = read_json(self.run_dir / SUMMARY)
         else:  # a directory used before: nothing of that run may pass for this one's
-            (self.run_dir / "summary.json").unlink(missing_ok=True)
+            (self.run_dir / SUMMARY).unlink(missing_ok=True)
         with self.pool:
             for name in self.order:
                 self.stage(name, getattr(self, STAGE_TYPES[self.graph[name].type].compute))
@@ -170,8 +172,8 @@ class Pipeline(StageRunner):
                     tracker.log_rows("best_of_n", first["best_of_n"])
             evaluation = Evaluation(evaluate, cfg.eval.eval_every, self.on_eval if stage == self.final else None,
                                     at_start=None if first is None else first["eval"])
-            result = train_grpo(model, engine, reward, self.streams[stage], cfg=grpo_cfg, rollout_cfg=cfg.rollout,
-                                evaluation=evaluation, tracker=tracker,
+            groups = GroupSampler(self.streams[stage], engine, reward, SamplingParams.of(cfg.rollout))
+            result = train_grpo(model, groups, cfg=grpo_cfg, evaluation=evaluation, tracker=tracker,
                                 reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints)
         self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)

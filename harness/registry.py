@@ -8,6 +8,13 @@ import importlib
 # rollout.engine -> its RolloutEngine (vllm is an optional extra: imported only when named)
 ENGINES = {"hf": "harness.rollout.hf:HFEngine", "vllm": "harness.rollout.vllm_engine:VLLMEngine"}
 
+# task.gold_style -> how a user's reward function is called: (function, its reference) -> score(problem,
+# completion, completion_ids)
+REWARD_STYLES = {"trl": "harness.rewards.functions:trl_style", "verl": "harness.rewards.functions:verl_style"}
+
+# task.gold / task.proxy by name: the built-in reward functions (TRL-style), with the distribution each needs
+BUILTIN_REWARDS = {"math_verify": ("harness.rewards.references:math_verify_reward", "math-verify")}
+
 
 def load(path: str):
     """The attribute a "module:attribute" path names."""

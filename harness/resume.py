@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.config import Config, as_tree
 from harness.sources import task_sources
-from harness.validation import ConfigError
+from harness.settings import ConfigError
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",

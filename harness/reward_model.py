@@ -59,7 +59,7 @@ def labelled_samples(engine: RolloutEngine, reward: Reward, stream: ProblemStrea
     """The training set, `train_size` completions of problems from `stream` (which never yields a
     held-out problem), and a held-out set to judge the model on:
     `samples_per_prompt` completions of each held-out problem. Sampled as GRPO's rollouts are."""
-    sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+    sampling = SamplingParams.of(rollout_cfg)
     per_prompt = rm_cfg.samples_per_prompt
     problems = stream.take(math.ceil(rm_cfg.train_size / per_prompt))
     train = sample_labelled(engine, reward, problems, per_prompt, sampling).first(rm_cfg.train_size)

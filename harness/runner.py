@@ -21,7 +21,8 @@ from harness.resume import recorded_config
 from harness.rollout import RolloutEngine
 from harness.sources import content_digest
 from harness.stages import BASE, START, STAGE_TYPES, final_stage, resolve, run_order, stage_seed, trains_on
-from harness.tracking import StageTracker, read_json, read_jsonl, scalars, write_json
+from harness.store import EVALS, METRICS, SUMMARY, read_json, read_jsonl, write_json
+from harness.tracking import StageTracker, scalars
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class StageRunner:
         and for a GRPO stage its steps and rollout tokens (the stage's own, reused or not)."""
         self.cost[f"cost/{name}/seconds"] = seconds
         self.cost[f"cost/{name}/reused"] = reused
-        steps = read_jsonl(self.run_dir / name / "metrics.jsonl") if self.graph[name].type == "grpo" else []
+        steps = read_jsonl(self.run_dir / name / METRICS) if self.graph[name].type == "grpo" else []
         if steps:
             self.cost[f"cost/{name}/steps"] = steps[-1]["step"]
             self.cost[f"cost/{name}/rollout_tokens"] = steps[-1]["num_tokens"]
@@ -133,7 +134,7 @@ class StageRunner:
             tracker.adopt(made["run_dir"], {"error": str(error)}, until_step=step,
                           status=f"stopped ({type(error).__name__})")
             raise error
-        summary = read_json(tracker.dir / "summary.json")
+        summary = read_json(tracker.dir / SUMMARY)
         tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
         self.record(name, made["record"])
 
@@ -142,7 +143,7 @@ class StageRunner:
         raises (a sweeper's pruner), the step and the error."""
         if self.on_eval is None:
             return None
-        for row in read_jsonl(stage_dir / "eval.jsonl"):
+        for row in read_jsonl(stage_dir / EVALS):
             if row["step"] > 0:  # on_eval sees every evaluation after the start
                 try:
                     self.on_eval(row["step"], row)
@@ -159,12 +160,12 @@ class StageRunner:
                             tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir, resume_step=resume_step)
 
     def _finished(self, name: str) -> bool:
-        return name in self.summary and read_json(self.run_dir / name / "summary.json").get("status") == "finished"
+        return name in self.summary and read_json(self.run_dir / name / SUMMARY).get("status") == "finished"
 
     def record(self, key: str, metrics: dict) -> None:
         """The run's summary.json, written as each result comes: what a resumed run starts from."""
         self.summary[key] = scalars(metrics)
-        write_json(self.run_dir / "summary.json", self.summary)
+        write_json(self.run_dir / SUMMARY, self.summary)
 
     def record_base(self, metrics: dict) -> None:
         if "base" not in self.summary:

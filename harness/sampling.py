@@ -71,18 +71,26 @@ def score(reward: Reward, problems: list[Problem], rollout: Rollout, cfg: GRPOCo
                   failures)
 
 
-def sample_groups(engine: RolloutEngine, reward: Reward, problems: ProblemStream, cfg: GRPOConfig,
-                  sampling: SamplingParams) -> tuple[Groups, Groups, int]:
-    """(every group sampled this step, the groups the update trains on, generation rounds used)."""
-    K = cfg.num_generations
-    parts, live = [], 0
-    while True:
-        batch = problems.take(cfg.prompts_per_step)
-        rollout = engine.generate([p.prompt for p in batch], K, sampling)
-        parts.append(score(reward, batch, rollout, cfg, sampling.max_completion_length))
-        if not cfg.dynamic_sampling:
-            return parts[0], parts[0], 1
-        live += len(parts[-1].live_indices())
-        if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
-            sampled = Groups.concat(parts, engine.pad_token_id)
-            return sampled, sampled.select(sampled.live_indices()[: cfg.prompts_per_step]), len(parts)
+@dataclass
+class GroupSampler:
+    """Where a GRPO stage's groups come from: task -> rollout -> reward."""
+
+    problems: ProblemStream
+    engine: RolloutEngine  # samples from the policy (its weights synced after each update)
+    reward: Reward  # measures gold and proxy, and says which trains
+    sampling: SamplingParams
+
+    def __call__(self, cfg: GRPOConfig) -> tuple[Groups, Groups, int]:
+        """(every group sampled this step, the groups the update trains on, generation rounds used)."""
+        K = cfg.num_generations
+        parts, live = [], 0
+        while True:
+            batch = self.problems.take(cfg.prompts_per_step)
+            rollout = self.engine.generate([p.prompt for p in batch], K, self.sampling)
+            parts.append(score(self.reward, batch, rollout, cfg, self.sampling.max_completion_length))
+            if not cfg.dynamic_sampling:
+                return parts[0], parts[0], 1
+            live += len(parts[-1].live_indices())
+            if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
+                sampled = Groups.concat(parts, self.engine.pad_token_id)
+                return sampled, sampled.select(sampled.live_indices()[: cfg.prompts_per_step]), len(parts)

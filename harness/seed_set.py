@@ -19,7 +19,7 @@ def rejection_sample(engine: RolloutEngine, reward: Reward, problems: ProblemStr
                      rollout_cfg: RolloutConfig, tracker: StageTracker) -> list[dict]:
     """Verified, distinct (prompt, completion) pairs: up to seed_set.size of them, from at most
     seed_set.max_rounds rounds of seed_set.prompts_per_round prompts."""
-    sampling = SamplingParams(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+    sampling = SamplingParams.of(rollout_cfg)
     K = cfg.samples_per_prompt
     seed: dict[tuple[str, str], None] = {}  # insertion-ordered set
     sampled = 0

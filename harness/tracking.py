@@ -1,92 +1,37 @@
-"""W&B and the local run store behind one small interface, one tracker per stage.
+"""W&B and the local run store (harness.store) behind one small interface, one tracker per stage.
 
-The local store keeps, in plain files that pandas reads, everything W&B is sent:
-  config.json        resolved config of the whole run
-  run.json           stage, run name, group and the W&B run id and directory
-  metrics.jsonl      one line per training step
-  eval.jsonl         one line per held-out evaluation
-  completions.jsonl  sample completions, with the step they were drawn at
-  <name>.jsonl       any other table (best_of_n.jsonl: samples of GRPO's start, both rewards)
-  summary.json       final values
-JSON files are replaced atomically; JSONL lines are flushed as they are written, and a last line
-cut short by a kill is skipped on reading. A W&B failure is reported once and never stops
-training. A resumed stage keeps what was logged up to its checkpoint and goes on in the same
-W&B run.
+The local store keeps, in plain files that pandas reads, everything W&B is sent. A W&B failure is
+reported once and never stops training. A resumed stage keeps what was logged up to its checkpoint
+and goes on in the same W&B run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
+
+from harness.store import COMPLETIONS, CONFIG, EVALS, HISTORY, METRICS, ROW_TABLES, RUN, StageFiles, read_json, \
+    read_jsonl, write_json
 
 log = logging.getLogger(__name__)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Written aside, then renamed over: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL file; a last line cut short by a kill is left out."""
-    lines = [line for line in Path(path).read_text().splitlines() if line.strip()] if Path(path).exists() else []
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return rows
-
-
-def _keep_until(path: Path, step: int) -> None:
-    """Drop the rows logged after `step`: the resumed stage logs them again."""
-    rows = [r for r in read_jsonl(path) if r.get("step", step) <= step]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; pandas reads the strings back
-    return value
-
-
-ROW_TABLES = ("best_of_n",)  # the tables a stage logs once (log_rows), replayed when a stage is adopted
 
 
 class StageTracker:
     def __init__(self, stage_dir: Path, *, stage: str, run_name: str, config: dict, tracking_cfg, wandb_dir: Path,
                  resume_step: Optional[int] = None):
         """A fresh stage clears what an earlier attempt logged; `resume_step` keeps it up to that step."""
-        self.dir = Path(stage_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files = StageFiles(stage_dir, resume_step)
+        self.dir = self.files.dir
         self.stage = stage
         self.completions_every = tracking_cfg.log_completions_every
-        self._files: dict[str, Any] = {}
         self._table = None
-        if resume_step is None:  # nothing an earlier attempt logged may pass for this one's
-            for path in [*self.dir.glob("*.jsonl"), self.dir / "summary.json"]:
-                path.unlink(missing_ok=True)
-        else:
-            for path in self.dir.glob("*.jsonl"):
-                _keep_until(path, resume_step)
-        wandb_id = read_json(self.dir / "run.json").get("wandb_id") if resume_step is not None else None
-        write_json(self.dir / "config.json", config)
+        wandb_id = read_json(self.dir / RUN).get("wandb_id") if resume_step is not None else None
+        write_json(self.dir / CONFIG, config)
         self.wandb = self._start_wandb(tracking_cfg, run_name, config, wandb_dir, wandb_id)
         if resume_step is not None:
             self._to_wandb(self._replay)
-        write_json(self.dir / "run.json", {
+        write_json(self.dir / RUN, {
             "stage": stage, "run_name": run_name, "group": tracking_cfg.group or run_name,
             "wandb_id": self.wandb.id if self.wandb else None,
             "wandb_dir": str(Path(self.wandb.dir).parent) if self.wandb else None,
@@ -123,12 +68,12 @@ class StageTracker:
         offline run starts empty. The local store has them all. `tables`: the sample tables too
         (an adopted stage's W&B run starts with nothing)."""
         rows: dict[int, dict] = {}
-        for name in ("metrics.jsonl", "eval.jsonl"):
+        for name in HISTORY:
             for row in read_jsonl(self.dir / name):
                 rows.setdefault(row["step"], {}).update(row)
         completions: dict[int, list] = {}
         if tables:
-            for row in read_jsonl(self.dir / "completions.jsonl"):
+            for row in read_jsonl(self.dir / COMPLETIONS):
                 completions.setdefault(row.pop("step"), []).append(row)
             for name in ROW_TABLES:
                 if rows_of_table := read_jsonl(self.dir / f"{name}.jsonl"):
@@ -139,20 +84,13 @@ class StageTracker:
             if step in completions:
                 self._log_table(step, completions[step])
 
-    def _append(self, name: str, record: dict) -> None:
-        if name not in self._files:
-            self._files[name] = open(self.dir / name, "a")
-        handle = self._files[name]
-        handle.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
-        handle.flush()
-
-    def log(self, step: int, metrics: dict, file: str = "metrics.jsonl") -> None:
+    def log(self, step: int, metrics: dict, file: str = METRICS) -> None:
         """Scalars, and lists (W&B histograms), at a step."""
-        self._append(file, {"step": step, **metrics})
+        self.files.append(file, {"step": step, **metrics})
         self._to_wandb(self._log_wandb, step, metrics)
 
     def log_eval(self, step: int, metrics: dict) -> None:
-        self.log(step, metrics, file="eval.jsonl")
+        self.log(step, metrics, file=EVALS)
 
     def _log_wandb(self, step: int, metrics: dict) -> None:
         import wandb
@@ -166,13 +104,13 @@ class StageTracker:
     def log_completions(self, step: int, rows: list[dict]) -> None:
         """Sample completions; W&B gets an incremental table, so every logged step stays visible."""
         for row in rows:
-            self._append("completions.jsonl", {"step": step, **row})
+            self.files.append(COMPLETIONS, {"step": step, **row})
         self._to_wandb(self._log_table, step, rows)
 
     def log_rows(self, name: str, rows: list[dict]) -> None:
         """A table logged once: <name>.jsonl here, a W&B Table there."""
         for row in rows:
-            self._append(f"{name}.jsonl", row)
+            self.files.append(f"{name}.jsonl", row)
         self._to_wandb(self._log_rows_wandb, name, rows)
 
     def _log_rows_wandb(self, name: str, rows: list[dict]) -> None:
@@ -194,16 +132,13 @@ class StageTracker:
         gets every step of them and their tables, and both summaries say whose they are (its run
         directory). `until_step`: the stage stopped there (a pruned trial), its later steps dropped."""
         if until_step is not None:
-            for path in self.dir.glob("*.jsonl"):
-                _keep_until(path, until_step)
+            self.files.keep_until(until_step)
         self._to_wandb(self._replay, tables=True)
         self.finish({**summary, "reused_from": made_by}, status)
 
     def finish(self, summary: dict, status: str = "finished") -> None:
         summary = scalars(summary)
-        write_json(self.dir / "summary.json", {"status": status, **summary})
-        for handle in self._files.values():
-            handle.close()
+        self.files.finish({"status": status, **summary})
         self._to_wandb(self._finish_wandb, summary, status)
 
     def _finish_wandb(self, summary: dict, status: str) -> None:
@@ -215,6 +150,3 @@ def scalars(metrics: dict) -> dict:
     """The metrics a summary holds: per-prompt lists stay in the step logs."""
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
-
-def read_json(path: Path, default: Optional[dict] = None) -> dict:
-    return json.loads(path.read_text()) if path.exists() else (default or {})

@@ -17,7 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import Config, register_configs
-from harness.validation import ConfigError, validate, warnings_for
+from harness.settings import ConfigError
+from harness.store import GOLD, KL, PROXY, STATUS, write_json
+from harness.validation import validate, warnings_for
 from harness.resume import check_resumable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
@@ -36,9 +38,9 @@ def to_config(cfg: DictConfig) -> Config:
 def format_summary(summary: dict) -> str:
     rows = [f"{'stage':<9}{'gold pass@1':>12}{'proxy':>8}{'KL to start':>13}"]
     for stage, metrics in summary.items():
-        if "eval/gold_pass@1" in metrics:
-            kl = metrics.get("eval/kl_to_initial")
-            rows.append(f"{stage:<9}{metrics['eval/gold_pass@1']:>12.3f}{metrics['eval/proxy_reward']:>8.3f}"
+        if GOLD in metrics:
+            kl = metrics.get(KL)
+            rows.append(f"{stage:<9}{metrics[GOLD]:>12.3f}{metrics[PROXY]:>8.3f}"
                         f"{'' if kl is None else f'{kl:.3f}':>13}")
     return "\n".join(rows)
 
@@ -50,11 +52,9 @@ def in_sweep() -> bool:
 def finish(run_dir: Path, status: str, **details) -> dict:
     """status.json beside the run's results (finished, failed or pruned, and the final held-out
     metrics or the reason); it is also what the run returns to a sweeper."""
-    from harness.tracking import write_json
-
     record = {"status": status, **details}
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "status.json", record)
+    write_json(run_dir / STATUS, record)
     return record
 
 
@@ -138,7 +138,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     hf_logging.disable_progress_bar()
     for warning in warnings_for(config):
         log.warning(warning)
-    (run_dir / "status.json").unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
+    (run_dir / STATUS).unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
     try:
         pipeline = Pipeline(config, run_dir, on_eval=on_eval)
         summary = pipeline.run()
@@ -154,7 +154,7 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
             raise  # a bug in a single run: the traceback helps more than a line
         log.exception("run failed")
         return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)
-    evaluated = [m for m in summary.values() if "eval/gold_pass@1" in m]
+    evaluated = [m for m in summary.values() if GOLD in m]
     log.info("held-out results\n%s\nrun directory: %s", format_summary(summary), run_dir)
     # The CPU threads the run's kernels used, as run (a launcher may limit them): the numbers depend on it.
     return finish(run_dir, "finished", **(evaluated[-1] if evaluated else {}), **pipeline.cost,

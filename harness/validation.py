@@ -7,53 +7,23 @@ from __future__ import annotations
 import importlib.util
 import random
 import re
-from functools import reduce
 from pathlib import Path
 
-from harness.config import Config, GRPOConfig, settings
+from harness.config import Config, GRPOConfig
 from harness.rewards.functions import check_reward, reward_spec
+from harness.settings import ConfigError, check_settings
 from harness.sources import in_hub_cache, package_dir
 from harness.stages import check_graph, resolve, trains_on, unused
 from harness.tasks import Task, UnknownTask, heldout_problems, task_class
 from harness.tasks.base import Demonstrations, FormatOnly, Vocabulary
-from harness.tasks.dataset import check_dataset_files
-from harness.tasks.reasoning_gym import check_dataset
 
 
 LENGTH_SAMPLE = 200  # training problems whose prompts the context check measures, beside the held-out ones
 
 
-class ConfigError(ValueError):
-    def __init__(self, key: str, value, requirement: str):
-        super().__init__(f"{key}={value!r}: {requirement}")
-
-
-def check_bounds(key: str, value, bounds) -> None:
-    """One value against its field's declared bounds."""
-    if value is None:
-        return
-    low, high, choices = bounds["low"], bounds["high"], bounds["choices"]
-    if choices is not None:
-        for item in value if isinstance(value, list) else [value]:
-            if item not in choices:
-                raise ConfigError(key, item, f"must be one of {', '.join(choices)}")
-    if bounds["positive"] and not 0 < value < float("inf"):  # NaN fails too
-        raise ConfigError(key, value, "must be a positive number")
-    if bounds["unit"] and not 0 < value <= 1:
-        raise ConfigError(key, value, "must be in (0, 1]")
-    if low is not None and high is not None:
-        if not low <= value <= high:
-            raise ConfigError(key, value, f"must be between {low} and {high}")
-    elif low is not None and value < low:
-        raise ConfigError(key, value, f"must be at least {low}")
-    elif high is not None and value > high:
-        raise ConfigError(key, value, f"must be at most {high}")
-
-
 def validate(cfg: Config) -> None:
     """Check every value that could fail later; raise ConfigError on the first bad one."""
-    for key, f in settings():
-        check_bounds(key, reduce(getattr, key.split("."), cfg), f.metadata)
+    check_settings(cfg)
     if (fault := check_graph(cfg)) is not None:
         raise ConfigError(*fault)
     _check_model(cfg)
@@ -110,9 +80,6 @@ def _check_model(cfg: Config) -> None:
     else:
         if m.gguf_file is not None:
             raise ConfigError("model.gguf_file", m.gguf_file, "needs model.path or model.package")
-        if cfg.task.prompt_style == "natural" and cfg.task.name in ("ordering", "countdown"):
-            raise ConfigError("task.prompt_style", "natural", "needs a pretrained model (model.path or "
-                              "model.package): the tiny model knows only the compact symbols")
         return
     if m.gguf_file is not None and not (folder / m.gguf_file).is_file():
         raise ConfigError("model.gguf_file", m.gguf_file, f"is not a file in {folder}")
@@ -125,29 +92,11 @@ def _check_task(cfg: Config) -> Task:
         built = task_class(t.name)
     except UnknownTask as error:
         raise ConfigError("task.name", t.name, str(error))
-    if t.name == "reasoning_gym":
-        _refuse_value_error("task.dataset", t.dataset, check_dataset, t.dataset, {})
-        _refuse_value_error("task.dataset_config", dict(t.dataset_config), check_dataset, t.dataset, t.dataset_config)
-    if t.name == "dataset":
-        if t.gold is None:
-            raise ConfigError("task.gold", None, "a dataset is scored by your function: set task.gold to "
-                              "module:function, path/to/file.py:function or math_verify")
-        _refuse_value_error("task.train_path", t.train_path, check_dataset_files, t)
-    if t.name == "ordering":
-        if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
-            raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
-        max_constraints = t.num_items * (t.num_items - 1) // 2
-        if t.num_constraints > max_constraints:
-            raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
-        if t.proxy_rules is not None and t.proxy_rules > t.num_constraints:
-            raise ConfigError("task.proxy_rules", t.proxy_rules, f"must be at most task.num_constraints={t.num_constraints}")
-    if t.proxy_rules is not None and (t.name != "ordering" or t.proxy is not None):
-        raise ConfigError("task.proxy_rules", t.proxy_rules, "task.proxy replaces the proxy it grades" if t.name ==
-                          "ordering" else f"only the ordering task's own proxy has rules to check, not {t.name}'s")
-    shortest_answer = {"ordering": t.num_items, "countdown": 2 * t.num_numbers - 1}.get(t.name, 0)
-    if cfg.rollout.max_completion_length <= shortest_answer:
-        raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,
-                          f"must be at least {shortest_answer + 1}")
+    if (check := getattr(built, "check_config", None)) is not None:
+        check(cfg)
+    if t.proxy_rules is not None and not getattr(built, "graded_proxy", False):
+        raise ConfigError("task.proxy_rules", t.proxy_rules, f"only a task whose own proxy checks rules (ordering) "
+                          f"takes it, not {t.name}")
     return built.from_config(t)
 
 

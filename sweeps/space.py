@@ -40,3 +40,15 @@ def grid(space: dict[str, BaseDistribution]) -> dict[str, list]:
         else:
             raise ValueError(f"{key}: a grid needs choice(...) or range(...), not an interval")
     return values
+
+
+def split_overrides(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+    """The search space (the sweeper's params, and each sweep given on the command line) and the overrides
+    every trial shares."""
+    space, fixed = distributions(params), []
+    for override in OverridesParser.create().parse_overrides(arguments):
+        if override.is_sweep_override():
+            space[override.key_or_group] = to_distribution(override.key_or_group, override.value())
+        else:
+            fixed.append(override.input_line)
+    return space, fixed

@@ -14,8 +14,9 @@ import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
 
+from harness.store import GOLD
+
 log = logging.getLogger(__name__)
-RANK_BY = "eval/gold_pass@1"
 
 
 def sweep_table(sweep_dir) -> pd.DataFrame:
@@ -27,8 +28,8 @@ def sweep_table(sweep_dir) -> pd.DataFrame:
         given = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("trial."))
         rows.append({"job": job_dir.name, **given, **json.loads(status_file.read_text()), "run_dir": str(job_dir)})
     table = pd.DataFrame(rows)
-    if RANK_BY in table:
-        table = table.sort_values(RANK_BY, ascending=False, na_position="last", kind="stable")
+    if GOLD in table:
+        table = table.sort_values(GOLD, ascending=False, na_position="last", kind="stable")
     return table.reset_index(drop=True)
 
 

@@ -12,98 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 
 from harness.faults import TrialStopped, TrialSuperseded
+from sweeps.storage import heartbeat, open_storage
+from sweeps.study import make_pruner
 
 log = logging.getLogger(__name__)
 
-SCHEMA_ATTEMPTS = 5
-JOURNAL = "journal:///"  # journal:///path/to/study.log: Optuna's file journal, for shared file systems
-
-
 class TrialPruned(TrialStopped, optuna.TrialPruned):
     """Optuna's pruning, as harness stops a trial (the run's status says "stopped (TrialPruned)")."""
-
-
-def open_storage(url: str, **rdb_options):
-    """An Optuna storage from a URL: a database (sqlite, postgresql, mysql) or a journal file."""
-    if url.startswith(JOURNAL):
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[len(JOURNAL) - 1:]))
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url, **rdb_options)
-        # Workers that start together on a fresh database race to create its tables; the losers retry.
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == SCHEMA_ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-
-
-def make_pruner(settings: dict) -> optuna.pruners.BasePruner:
-    """The study's pruner from its settings (name, startup_trials, min_resource, max_resource,
-    reduction_factor). The resource is GRPO steps: a trial reports at every evaluation, so the
-    first rung is one evaluation interval (min_resource) and the last the stage's steps. Optuna
-    keeps no pruner in its storage: the sweeper saves these settings on the study and every trial,
-    wherever it runs, rebuilds the same pruner from them."""
-    name, factor = settings["name"], settings["reduction_factor"]
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"])
-    if name == "successive_halving":  # keep the best 1/factor at steps min_resource * factor**i
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=settings["min_resource"], reduction_factor=factor)
-    if name == "hyperband":  # successive halving in brackets of different first rungs
-        return optuna.pruners.HyperbandPruner(min_resource=settings["min_resource"],
-                                              max_resource=settings["max_resource"], reduction_factor=factor)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner={name!r}: must be one of median, successive_halving, hyperband, none")
-
-
-def has_heartbeats(storage) -> bool:
-    """A database keeps heartbeats; a journal file does not, so its trials are never found stale."""
-    return isinstance(storage, optuna.storages.RDBStorage)
-
-
-def beat(storage, trial_id: int) -> None:
-    """One heartbeat. One that fails (a locked SQLite file, a database briefly away) is logged, and
-    the next one tried: a trial that stopped beating while alive would be retried beside itself."""
-    try:
-        storage.record_heartbeat(trial_id)
-    except Exception as error:
-        log.warning("heartbeat of trial %d failed: %s", trial_id, error)
-
-
-@contextmanager
-def heartbeat(storage, trial_ids: list[int], interval: int):
-    """Mark the trials alive every `interval` seconds while the block runs."""
-    if not has_heartbeats(storage):
-        yield
-        return
-    stop = threading.Event()
-
-    def beat_all():
-        for trial_id in trial_ids:
-            beat(storage, trial_id)
-
-    def beat_until_stopped():
-        while not stop.wait(interval):
-            beat_all()
-
-    beat_all()  # at once: a trial with no heartbeat is never found stale
-    thread = threading.Thread(target=beat_until_stopped, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def tell(study, trial_id: int, record: dict, run_dir: Path, objectives: list[str]) -> None:
@@ -140,14 +61,15 @@ class TrialReporter:
         self.study = optuna.load_study(study_name=trial_cfg.study_name, storage=self.storage)
         self.study.pruner = make_pruner(self.study.user_attrs["pruner"])
         self.objectives = self.study.user_attrs["objectives"]
-        self.trial = optuna.trial.Trial(self.study, trial_cfg.trial_id)
+        self.trial_id = trial_cfg.trial_id
+        self.trial = optuna.trial.Trial(self.study, self.trial_id)
         self.heartbeat_interval = trial_cfg.heartbeat_interval
 
     def __enter__(self) -> "TrialReporter":
         if self._over():
             raise TrialSuperseded(f"trial {self.trial.number} is over (failed and retried while this job was "
                                   "queued?): this job would only repeat its retry")
-        self._beating = heartbeat(self.storage, [self.trial._trial_id], self.heartbeat_interval)
+        self._beating = heartbeat(self.storage, [self.trial_id], self.heartbeat_interval)
         self._beating.__enter__()
         return self
 
@@ -155,7 +77,7 @@ class TrialReporter:
         self._beating.__exit__(*error)
 
     def finish(self, record: dict, run_dir: Path) -> None:
-        tell(self.study, self.trial._trial_id, record, run_dir, self.objectives)
+        tell(self.study, self.trial_id, record, run_dir, self.objectives)
 
     def __call__(self, step: int, metrics: dict) -> None:
         # Its beats stalled past the grace period (a database away for a while), so a sweeper failed
@@ -174,7 +96,7 @@ class TrialReporter:
         """Whether the trial is finished; a failed read (the database briefly away) is logged and
         taken as not: the next evaluation asks again."""
         try:
-            return self.storage.get_trial(self.trial._trial_id).state.is_finished()
+            return self.storage.get_trial(self.trial_id).state.is_finished()
         except Exception as error:
             log.warning("could not read the state of trial %d: %s", self.trial.number, error)
             return False

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from analysis import ablation, from_local, from_wandb_offline, live, overopt
-from analysis.ablation import METRIC
+from harness.store import GOLD
 from analysis.load import stage_status
 from harness.metrics import live_groups
 from harness.theory import live_probability
@@ -238,8 +238,8 @@ def test_the_interval_counts_the_held_out_prompts_as_well_as_the_seeds():
 
 def test_a_run_gives_the_per_prompt_results_of_its_final_and_its_best_evaluation():
     runs = pd.DataFrame({"run": ["r"], "stage": ["grpo"], "status": ["finished"], "seed": [0]})
-    history = pd.DataFrame({"run": "r", "stage": "grpo", "step": [0, 5, 10], METRIC: [0.25, 0.75, 0.5],
-                            f"{METRIC}/per_prompt": [[0.0, 0.5], [1.0, 0.5], [0.5, 0.5]]})
+    history = pd.DataFrame({"run": "r", "stage": "grpo", "step": [0, 5, 10], GOLD: [0.25, 0.75, 0.5],
+                            f"{GOLD}/per_prompt": [[0.0, 0.5], [1.0, 0.5], [0.5, 0.5]]})
     row = ablation.per_run(runs, history).iloc[0]
     assert row.final == 0.5 and row.final_per_prompt == [0.5, 0.5]
     assert row.best == 0.75 and row.best_per_prompt == [1.0, 0.5]
@@ -365,7 +365,7 @@ def test_arms_of_different_cost_are_also_drawn_against_training_time():
     runs = pd.DataFrame([{"run": f"{k}{seed}", "stage": "grpo", "status": "finished", "seed": seed,
                           "grpo.num_generations": k} for k in (4, 16) for seed in (0, 1)])
     history = pd.DataFrame([{"run": f"{k}{seed}", "stage": "grpo", "step": step, "step_time": k / 4,
-                             METRIC: 0.1 * step} for k in (4, 16) for seed in (0, 1) for step in (1, 2, 3)])
+                             GOLD: 0.1 * step} for k in (4, 16) for seed in (0, 1) for step in (1, 2, 3)])
     assert ablation.costs_differ(runs, history, "grpo.num_generations")
     assert not ablation.costs_differ(runs, history.assign(step_time=1.0), "grpo.num_generations")
     figure = ablation.plot_learning_curves(runs, history, "grpo.num_generations", x="train_seconds")
@@ -389,16 +389,16 @@ def test_the_raw_per_prompt_table_is_every_list_in_long_form_and_empty_without_a
     from analysis.raw import per_prompt
 
     history = pd.DataFrame({"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 10],
-                            f"{METRIC}/per_prompt": [[0.0, 0.5], np.nan], METRIC: [0.25, 0.5]})
+                            f"{GOLD}/per_prompt": [[0.0, 0.5], np.nan], GOLD: [0.25, 0.5]})
     table = per_prompt(history)
     assert table.to_dict("list") == {"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 0],
-                                     "metric": [METRIC, METRIC], "prompt": [0, 1], "value": [0.0, 0.5]}
-    assert per_prompt(history.drop(columns=f"{METRIC}/per_prompt")).empty  # W&B alone keeps a histogram
+                                     "metric": [GOLD, GOLD], "prompt": [0, 1], "value": [0.0, 0.5]}
+    assert per_prompt(history.drop(columns=f"{GOLD}/per_prompt")).empty  # W&B alone keeps a histogram
 
 
 def test_runs_that_measured_no_kl_give_no_over_optimisation_points_not_a_crash():
     """eval.kl_to_initial=false logs no KL: the report of such a sweep crashed in rl_points."""
     runs = pd.DataFrame({"run": ["a"], "stage": ["grpo"], "status": ["finished"], "grpo.beta": [0.0]})
     history = pd.DataFrame({"run": ["a", "a"], "stage": ["grpo", "grpo"], "step": [0, 10],
-                            METRIC: [0.1, 0.2], "eval/proxy_reward": [np.nan, np.nan]})
+                            GOLD: [0.1, 0.2], "eval/proxy_reward": [np.nan, np.nan]})
     assert overopt.rl_points(runs, history).empty

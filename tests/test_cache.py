@@ -15,7 +15,7 @@ from harness.pipeline import Pipeline
 from harness.runner import StageRunner
 from harness.stages import DEFAULT_STAGES, START, default_graph
 from sweeps.trial import TrialPruned
-from harness.tracking import read_jsonl
+from harness.store import read_jsonl
 
 SMOKE = ["experiment=smoke", "grpo.steps=2", "checkpoint.keep=all", "tracking=disabled"]
 COLD_START = ("explore", "seed", "sft")

@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 
 import harness.conf
 from harness import sft
-from harness.config import Config, ModelConfig, group_defaults, settings
+from harness.config import Config, ModelConfig, group_defaults
 from harness.models import build_tiny_model, build_tokenizer
-from harness.validation import ConfigError, validate, warnings_for
+from harness.settings import ConfigError, settings
+from sweeps.settings import SweeperSettings
+from harness.validation import validate, warnings_for
 
 
 def test_defaults_are_valid(compose):
@@ -186,13 +188,15 @@ def test_a_variant_says_only_what_it_changes(variant):
 
 
 def test_every_key_has_its_help_and_python_m_harness_config_lists_them(compose):
-    keys = [key for key, _ in settings()]
+    keys = [key for key, _ in settings(Config)]
     composed = OmegaConf.to_container(OmegaConf.structured(compose()))
     leaves = [".".join(path) for path in _leaf_paths(composed)]
     assert sorted(keys) == sorted(leaves)
-    assert all(f.metadata.get("help") for _, f in settings())
+    assert all(f.metadata.get("help") for _, f in settings(Config))
     listing = subprocess.run([sys.executable, "-m", "harness.config"], capture_output=True, text=True, check=True)
-    assert [line.split(" = ")[0] for line in listing.stdout.splitlines()] == keys
+    sweeper = [f"hydra.sweeper.{key}" for key, _ in settings(SweeperSettings)]  # the Optuna sweeper's knobs too
+    assert [line.split(" = ")[0] for line in listing.stdout.splitlines()] == keys + sweeper
+    assert sweeper and all(f.metadata.get("help") for _, f in settings(SweeperSettings))
     assert "grpo.beta = 0.0  # KL weight; 0 loads no reference model" in listing.stdout
 
 
@@ -215,7 +219,7 @@ def _just_outside(bounds, value):
     return bounds["low"] - 1
 
 
-BOUNDED = [(key, f) for key, f in settings() if any(f.metadata[k] for k in ("choices", "positive", "unit"))
+BOUNDED = [(key, f) for key, f in settings(Config) if any(f.metadata[k] for k in ("choices", "positive", "unit"))
            or f.metadata["low"] is not None]
 
 

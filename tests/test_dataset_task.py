@@ -10,7 +10,7 @@ import pytest
 
 from harness.config import TaskConfig
 from harness.tasks import make_task
-from harness.tasks.dataset import DatasetTask, check_dataset_files, is_held_out
+from harness.tasks.dataset import DatasetTask, is_held_out, load_splits
 
 ROWS = [{"prompt": f"What is {i} + {i}?", "answer": f"{2 * i}", "level": i % 3} for i in range(300)]
 ROWS[7]["answer"] = "007"  # CSV keeps an answer as written, never as a number
@@ -154,7 +154,7 @@ def test_gold_is_the_users_function(tmp_path, jsonl):
 
 def refusal(cfg) -> str:
     with pytest.raises(ValueError) as caught:
-        check_dataset_files(cfg)
+        load_splits(cfg)
     message = str(caught.value)
     assert "\n" not in message
     return message

@@ -51,7 +51,7 @@ def test_a_bf16_update_of_smollm2_gives_float32s_gradient_within_bfloat16_precis
     from types import SimpleNamespace
 
     from harness.grpo import policy_update
-    from harness.rollout.base import Rollout, completion_mask
+    from harness.rollout.base import Rollout, SamplingParams, completion_mask
 
     _, path = smollm2
     model, tokenizer = load_policy(path, "float32", "cpu")
@@ -67,7 +67,7 @@ def test_a_bf16_update_of_smollm2_gives_float32s_gradient_within_bfloat16_precis
                               loss_type="dapo", epsilon=0.2, epsilon_high=None, importance_sampling_level="token",
                               max_grad_norm=1e9, bf16=bf16)
         policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), rollout, advantages, None, cfg,
-                      SimpleNamespace(temperature=1.0, max_completion_length=24))
+                      SamplingParams(1.0, 1.0, 24))
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
     full, half = gradient(False).double(), gradient(True).double()

@@ -18,8 +18,8 @@ from harness.pipeline import Pipeline
 from harness.resume import check_resumable, recorded_config
 from harness.tasks import task_class
 from harness.tasks.base import Example
-from harness.tracking import read_jsonl
-from harness.validation import ConfigError
+from harness.store import read_jsonl
+from harness.settings import ConfigError
 
 TINY = ["pipeline.stages=[sft,grpo]", "sft.source=solver", "sft.cold_start_size=32", "sft.steps=4",
         "sft.batch_size=8", "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.num_generations=2",

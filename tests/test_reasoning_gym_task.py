@@ -9,7 +9,7 @@ import pytest
 
 from harness.config import TaskConfig
 from harness.tasks.base import Demonstrations, FormatOnly, HandMadeProxy, Vocabulary
-from harness.tasks.reasoning_gym import ReasoningGymTask, check_dataset
+from harness.tasks.reasoning_gym import ReasoningGymTask, checked_dataset
 
 DATASETS = ["letter_counting", "basic_arithmetic", "spell_backward"]  # algorithmic, arithmetic, words
 
@@ -125,14 +125,14 @@ def test_the_task_claims_only_the_capabilities_it_has():
 ])
 def test_a_wrong_dataset_or_setting_is_refused_in_one_line(name, settings, expected):
     with pytest.raises(ValueError, match=expected) as refused:
-        check_dataset(name, settings)
+        checked_dataset(name, settings)
     assert "\n" not in str(refused.value)
 
 
-def test_the_task_refuses_what_check_dataset_refuses():
+def test_the_task_refuses_what_checked_dataset_refuses():
     with pytest.raises(ValueError, match="did you mean letter_counting"):
         make_task("leter_counting")
 
 
 def test_good_settings_pass_the_check():
-    check_dataset("letter_counting", {"min_words": 2, "max_words": 3})
+    checked_dataset("letter_counting", {"min_words": 2, "max_words": 3})

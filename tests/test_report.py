@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import ablation, cold_start, contrast, from_local, from_wandb_offline, load_sweep, overopt
-from analysis.ablation import METRIC
+from harness.store import GOLD
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_report_writes_every_plot_that_applies_and_the_fits(small_sweep, tmp_pat
     assert all(f"{d:.4g}" in report for d in contrasts.difference) and "Holm" in report
     # the raw data beside the report gives back every run's final value, prompt by prompt
     raw = pd.read_csv(out / "per_prompt.csv")
-    grpo = raw[(raw.stage == "grpo") & (raw.metric == METRIC)]
+    grpo = raw[(raw.stage == "grpo") & (raw.metric == GOLD)]
     finals = grpo[grpo.step == grpo.groupby("run").step.transform("max")].groupby("run").value.mean()
     assert finals.sort_index().tolist() == pytest.approx(table.set_index("run").final.sort_index().tolist())
     assert set(pd.read_csv(out / "runs.csv").run) == set(sweep.runs.run)
@@ -93,10 +93,10 @@ def test_a_cold_start_sweep_with_a_none_arm_gets_its_section(model_cache, tmp_pa
     assert sorted(sweep.runs.groupby("run").stage.apply(tuple)) == [("grpo",)] * 2 + [("grpo", "sft")] * 2
     table = cold_start.start_and_end(sweep.runs, sweep.history)
     assert sorted(table[cold_start.EXAMPLES]) == [0, 0, 10, 10]
-    sft = sweep.history[sweep.history.stage == "sft"].dropna(subset=[METRIC]).sort_values("step")
+    sft = sweep.history[sweep.history.stage == "sft"].dropna(subset=[GOLD]).sort_values("step")
     cold_started = table[table[cold_start.EXAMPLES] == 10].set_index("run")
     # GRPO starts from what SFT ended with: the same policy, scored on the same held-out samples
-    after_sft = sft.groupby("run")[METRIC].last()[cold_started.index]
+    after_sft = sft.groupby("run")[GOLD].last()[cold_started.index]
     assert cold_started.start.tolist() == pytest.approx(after_sft.tolist())
     result = subprocess.run([sys.executable, "-m", "analysis.report", str(sweep_dir), "--out", str(out)],
                             capture_output=True, text=True, timeout=600)

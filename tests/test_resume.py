@@ -21,8 +21,8 @@ from harness.models import base_model
 from harness.pipeline import Pipeline
 from harness.resume import check_resumable
 from harness.tasks import make_task
-from harness.tracking import read_jsonl
-from harness.validation import ConfigError
+from harness.store import read_jsonl
+from harness.settings import ConfigError
 
 # SFT from solver demonstrations, then 10 GRPO steps with a resumable checkpoint every 3.
 # The stage cache is off: these runs must compute SFT themselves, to show it is deterministic too.

@@ -32,8 +32,8 @@ from harness.rewards.reward import Reward
 from harness.sampling import score
 from harness.tasks import ProblemStream, heldout_problems
 from harness.tasks.ordering import OrderingTask
-from harness.tracking import read_json, read_jsonl
-from harness.validation import ConfigError
+from harness.store import read_json, read_jsonl
+from harness.settings import ConfigError
 
 TASK = OrderingTask(num_items=4, num_constraints=3, item_pool=4, missing_penalty=0.15)
 TASK_CFG = TaskConfig(num_items=4, num_constraints=3)  # TASK, as a run's config names it

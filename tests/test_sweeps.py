@@ -19,9 +19,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hydra_plugins.coldclimb_optuna_sweeper import accounted_for
+from sweeps.retry import accounted_for
 from sweeps.space import distributions, grid
-from sweeps.trial import open_storage
+from sweeps.storage import open_storage
 from tests.postgres import postgres_server, server_bin
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
@@ -181,6 +181,19 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.coldclimb_optuna_sweeper.OptunaSweeper"
     assert list(cfg.hydra.sweeper.objectives) == objectives
     assert all(isinstance(d, BaseDistribution) for d in distributions(dict(cfg.hydra.sweeper.params)).values())
+
+
+@pytest.mark.parametrize("knob, message", [
+    ("hydra.sweeper.sampler=tpee", "hydra.sweeper.sampler='tpee': must be one of tpe, gp, random, grid"),
+    ("hydra.sweeper.pruner=hyperband eval.eval_every=50 grpo.steps=20", "hydra.sweeper.pruner='hyperband': its first "
+     "rung, eval.eval_every=50, is past the end of grpo.steps=20"),
+    ("hydra.sweeper.grace_period=5 hydra.sweeper.heartbeat_interval=10", "hydra.sweeper.grace_period=5: must exceed"),
+    ("hydra.sweeper.sampler=grid", "grpo.learning_rate: a grid needs choice(...) or range(...), not an interval")])
+def test_a_bad_sweeper_knob_is_refused_in_one_line_before_the_study_opens(tmp_path, knob, message):
+    done = subprocess.run([sys.executable, "-m", "harness.train", "-m", "sweep=bayes", *knob.split(),
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"coldclimb: config error: {message}")
+    assert "Traceback" not in done.stderr and not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.slow  # a killed sweep and its resume: the longest of the sweep tests

@@ -11,8 +11,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.faults import TrialSuperseded
-from hydra_plugins.coldclimb_optuna_sweeper import Dispatch, accounted_for
-from sweeps.trial import TrialReporter, open_storage
+from sweeps.dispatch import Dispatch
+from sweeps.retry import accounted_for, fail_and_retry
+from sweeps.storage import open_storage, trial_id
+from sweeps.trial import TrialReporter
 
 SPACE = {"grpo.learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
 
@@ -34,9 +36,9 @@ def test_a_running_job_beats_its_trial_and_tells_its_outcome_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = new_study(url)
     trial = study.ask(SPACE)
-    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial_id(trial), heartbeat_interval=1)
     with TrialReporter(settings) as job:
-        assert heartbeats(url) == [(trial._trial_id,)]  # the job's own process beats
+        assert heartbeats(url) == [(trial_id(trial),)]  # the job's own process beats
         job(2, {"eval/gold_pass@1": 0.25})
         job.finish({"status": "finished", "eval/gold_pass@1": 0.5, "cost/grpo/steps": 4}, tmp_path)
     job.finish({"status": "failed", "error": "told twice"}, tmp_path)  # the sweeper's tell comes second: no-op
@@ -52,7 +54,7 @@ def test_a_job_whose_trial_was_failed_as_stale_stops_at_its_next_evaluation(tmp_
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = new_study(url)
     trial = study.ask(SPACE)
-    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial_id(trial), heartbeat_interval=1)
     with TrialReporter(settings) as job:
         job(2, {"eval/gold_pass@1": 0.25})
         study.tell(trial, state=TrialState.FAIL)  # what a sweeper's stale check does
@@ -69,7 +71,7 @@ def test_a_pareto_trial_gets_no_intermediate_values_but_its_outcome(tmp_path):
     study.set_user_attr("pruner", {"name": "none", "reduction_factor": 3})
     study.set_user_attr("objectives", list(objectives))
     trial = study.ask(SPACE)
-    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial_id(trial), heartbeat_interval=1)
     with TrialReporter(settings) as job:
         job(2, {"eval/gold_pass@1": 0.25, "cost/grpo/rollout_tokens": 10})
         job.finish({"status": "finished", "eval/gold_pass@1": 0.5, "cost/grpo/rollout_tokens": 99}, tmp_path)
@@ -99,7 +101,7 @@ def test_a_sweeper_counts_a_trial_running_elsewhere_only_where_a_dead_one_would_
     study = new_study(url)
     elsewhere = study.ask(SPACE)  # another sweeper's job, beating
     if storage == "sqlite":
-        study._storage.record_heartbeat(elsewhere._trial_id)
+        study._storage.record_heartbeat(trial_id(elsewhere))
     dispatch = Dispatch(study, open_storage(url), SPACE, n_trials=1)
     if storage == "sqlite":
         assert dispatch.next() is Dispatch.WAIT
@@ -127,17 +129,14 @@ def test_a_trial_whose_job_stopped_beating_is_failed_and_queued_again(tmp_path):
 
 def test_on_a_journal_file_a_job_that_dies_twice_is_retried_once_and_counts_once(tmp_path):
     """No heartbeats there: the sweeper fails and requeues at once, and the retry's own death is final."""
-    from hydra_plugins.coldclimb_optuna_sweeper import OptunaSweeper
-
     url = f"journal:///{tmp_path / 'study.log'}"
     storage = open_storage(url)
     study = new_study(url)
-    sweeper = OptunaSweeper.__new__(OptunaSweeper)
-    sweeper.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     dispatch = Dispatch(study, storage, SPACE, n_trials=1)
     for _ in range(2):  # the first attempt dies, then its retry
         trial = dispatch.next()
-        sweeper._fail_and_retry(study, storage, trial, RuntimeError("killed"))
+        fail_and_retry(study, storage, trial, RuntimeError("killed"), retry)
         dispatch.done(trial, None)
     assert dispatch.next() is None
     trials = optuna.load_study(study_name="coldclimb", storage=open_storage(url)).trials
@@ -152,7 +151,7 @@ def test_a_job_that_starts_after_its_trial_is_over_does_not_run(tmp_path):
     study = new_study(url)
     trial = study.ask(SPACE)
     study.tell(trial, state=TrialState.FAIL)
-    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial._trial_id, heartbeat_interval=1)
+    settings = SimpleNamespace(storage=url, study_name="coldclimb", trial_id=trial_id(trial), heartbeat_interval=1)
     with pytest.raises(TrialSuperseded, match="trial 0 is over"):
         TrialReporter(settings).__enter__()
     assert heartbeats(url) == []

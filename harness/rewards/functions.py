@@ -2,7 +2,7 @@
 
 A spec is small and picklable: a worker calls `spec.build()` once, then `fn(problem, completion,
 completion_ids) -> float` per completion (harness.rewards.pool). A user's function is named as
-`module:function`, `path/to/file.py:function`, or the built-in `math_verify`, and is called the way TRL or
+`module:function`, `path/to/file.py:function`, or a built-in's name (`math_verify`: harness.registry), and is called the way TRL or
 verl call theirs, so a function written for either works unchanged:
   - trl: f(prompts=[...], completions=[...], completion_ids=[...], **{column: [...]}) -> [score or None],
     called with lists of one (None: not applicable, scored 0);
@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from harness.rewards.references import BUILTIN, load_function, one_line, source_digest
+from harness.registry import BUILTIN_REWARDS, REWARD_STYLES, load
+from harness.rewards.references import load_function, one_line, source_digest
 from harness.tasks import make_task, task_class
 
 __all__ = ["FunctionReward", "TaskReward", "check_reward", "load_function", "reward_spec", "source_digest"]
@@ -23,7 +24,7 @@ CHECKED_PROBLEMS = 20  # reference answers each reward is tried on before any mo
 Score = Callable[[object, str, list], float]  # (problem, completion, completion_ids) -> score
 
 
-def _trl_style(function: Callable, ref: str) -> Score:
+def trl_style(function: Callable, ref: str) -> Score:
     def score(problem, completion: str, completion_ids: list) -> float:
         columns = {name: [value] for name, value in getattr(problem, "columns", {}).items()}
         scores = function(prompts=[problem.prompt], completions=[completion], completion_ids=[completion_ids],
@@ -40,7 +41,7 @@ def _ignored(*args, **kwargs) -> None:
     """TRL's log_extra and log_metric: a reward worker has no tracker to log to."""
 
 
-def _verl_style(function: Callable, ref: str) -> Score:
+def verl_style(function: Callable, ref: str) -> Score:
     def score(problem, completion: str, completion_ids: list) -> float:
         columns = dict(getattr(problem, "columns", {}))
         result = function(data_source=columns.get("data_source", "coldclimb"), solution_str=completion,
@@ -51,9 +52,6 @@ def _verl_style(function: Callable, ref: str) -> Score:
             result = result["score"]
         return _as_score(result, ref)
     return score
-
-
-STYLES = {"trl": _trl_style, "verl": _verl_style}
 
 
 def _as_score(value, ref: str) -> float:
@@ -69,7 +67,7 @@ def _as_score(value, ref: str) -> float:
 
 @dataclass(frozen=True)
 class FunctionReward:
-    """A user's function (or the built-in math_verify, always TRL-style), called as `style` says."""
+    """A user's function (or a built-in, always TRL-style), called as `style` says."""
 
     ref: str
     style: str
@@ -77,12 +75,12 @@ class FunctionReward:
     stop_when_most_fail = True  # harness.rewards.worker.RewardSpec
 
     def build(self) -> Score:
-        if self.style not in STYLES:
-            raise ValueError(f"{self.name}: no calling convention {self.style!r} (one of {', '.join(STYLES)})")
+        if self.style not in REWARD_STYLES:
+            raise ValueError(f"{self.name}: no calling convention {self.style!r} (one of {', '.join(REWARD_STYLES)})")
         function = load_function(self.ref)
-        if self.ref == BUILTIN:  # the reference answer, whatever column task.answer_key names
+        if self.ref in BUILTIN_REWARDS:  # the reference answer, whatever column task.answer_key names
             return lambda problem, completion, completion_ids: function([completion], [problem.answer])[0]
-        return STYLES[self.style](function, self.ref)
+        return load(REWARD_STYLES[self.style])(function, self.ref)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A reward function found by its reference, and the digest of its source.
 
 `module:function` is imported; `path/to/file.py:function` (relative to the current directory, or
-absolute) is loaded from that file under a module name of its own; `math_verify` is the built-in TRL-style
-function below. A reference that does not name a callable is refused in one line naming it and the cause.
+absolute) is loaded from that file under a module name of its own; a built-in's name (the registry's
+BUILTIN_REWARDS: `math_verify`, the TRL-style function below) loads it. A reference that does not name a
+callable is refused in one line naming it and the cause.
 The source digest goes into the stage cache keys: editing a reward's file recomputes the stages that read it.
 """
 
@@ -15,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from harness.registry import BUILTIN_REWARDS, load
 from harness.sources import installed_version
 
-BUILTIN = "math_verify"
 DIGEST_CHARS = 16
 
 
@@ -40,13 +41,15 @@ def as_latex(answer: str) -> str:
 
 def load_function(ref: str) -> Callable:
     """The callable `ref` names; ValueError in one line naming it and the cause."""
-    if ref == BUILTIN:
-        if installed_version("math-verify") is None:
-            raise ValueError(f"{ref!r} needs math-verify: pip install 'coldclimb[tasks]'")
-        return math_verify_reward
+    if ref in BUILTIN_REWARDS:
+        path, needs = BUILTIN_REWARDS[ref]
+        if installed_version(needs) is None:
+            raise ValueError(f"{ref!r} needs {needs}: pip install 'coldclimb[tasks]'")
+        return load(path)
     location, _, attribute = ref.rpartition(":")
     if not location or not attribute:
-        raise ValueError(f"{ref!r} is not module:function, path/to/file.py:function or {BUILTIN}")
+        raise ValueError(f"{ref!r} is not module:function, path/to/file.py:function or a built-in "
+                         f"({', '.join(BUILTIN_REWARDS)})")
     module = _module_from_file(location, ref) if location.endswith(".py") else _module_by_name(location, ref)
     function = getattr(module, attribute, None)
     if function is None:
@@ -81,11 +84,17 @@ def _module_from_file(location: str, ref: str):
 
 def source_digest(ref: str) -> Optional[str]:
     """sha256 (16 hex) of the file that defines `ref` (the .py file, or the named module's own file: a
-    function it re-exports from elsewhere is not followed); for the built-in, of this file and
-    math_verify's version. None where there is no such file. Stage cache keys hold it."""
-    if ref == BUILTIN:
-        return _digest(Path(__file__).read_bytes() + str(installed_version("math-verify")).encode())
-    location = ref.rpartition(":")[0]
+    function it re-exports from elsewhere is not followed); for a built-in, of its module's file and the
+    version of the distribution it needs. None where there is no such file. Stage cache keys hold it."""
+    if ref in BUILTIN_REWARDS:
+        path, needs = BUILTIN_REWARDS[ref]
+        return _digest(_defining_file(path.partition(":")[0]).read_bytes() + str(installed_version(needs)).encode())
+    found = _defining_file(ref.rpartition(":")[0])
+    return _digest(found.read_bytes()) if found is not None else None
+
+
+def _defining_file(location: str) -> Optional[Path]:
+    """A path/to/file.py, or the file of the module a dotted name names; None where there is none."""
     if location.endswith(".py"):
         path = Path(location).expanduser()
     else:
@@ -94,7 +103,7 @@ def source_digest(ref: str) -> Optional[str]:
         except (ImportError, ValueError):  # a missing parent package; a name that is not a module's
             return None
         path = Path(spec.origin) if spec is not None and spec.origin else None
-    return _digest(path.read_bytes()) if path is not None and path.is_file() else None
+    return path if path is not None and path.is_file() else None
 
 
 def _digest(data: bytes) -> str:

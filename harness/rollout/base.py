@@ -52,6 +52,11 @@ class SamplingParams:
     top_p: float
     max_completion_length: int
 
+    @classmethod
+    def of(cls, rollout_cfg) -> "SamplingParams":
+        """A stage's sampling, as rollout.* sets it (evaluation sets its own temperature)."""
+        return cls(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+
 
 class RolloutEngine(Protocol):
     pad_token_id: int

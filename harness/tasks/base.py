@@ -9,6 +9,8 @@ one line a recipe whose task lacks one:
   - FormatOnly (`format_only`): the tiny model's base, pre-trained on well-formed answers;
   - Vocabulary (`vocabulary`): a word-level tiny tokenizer; without it the tiny model reads bytes;
   - HeldOutSplit (`heldout_split`): a fixed test set in place of held-out problems drawn by `sample`.
+A task whose settings can be wrong checks them in a classmethod `check_config(cfg)` (the run's whole
+config), raising harness.settings.ConfigError; validation calls it before anything loads.
 
 A new task is a class with these methods, registered in `harness.tasks.TASKS`, named as
 `task.name=package.module:Class`, or installed under the entry-point group `coldclimb.tasks`.
@@ -20,6 +22,8 @@ import random
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, runtime_checkable
+
+from harness.settings import ConfigError
 
 
 class Problem(Protocol):
@@ -90,3 +94,17 @@ class Example:
     key: str
     columns: dict = field(default_factory=dict)
     solution: Optional[str] = None  # a worked demonstration, where the data has one
+
+
+def check_room(cfg, shortest_answer: int) -> None:
+    """rollout.max_completion_length leaves room for the task's shortest well-formed answer."""
+    if cfg.rollout.max_completion_length <= shortest_answer:
+        raise ConfigError("rollout.max_completion_length", cfg.rollout.max_completion_length,
+                          f"must be at least {shortest_answer + 1}")
+
+
+def check_prompt_style(cfg) -> None:
+    """Natural-language prompts need a pretrained model: the tiny model knows only the compact symbols."""
+    if cfg.task.prompt_style == "natural" and cfg.model.path is None and cfg.model.package is None:
+        raise ConfigError("task.prompt_style", "natural", "needs a pretrained model (model.path or "
+                          "model.package): the tiny model knows only the compact symbols")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from harness.registry import REWARD_STYLES
 from harness.settings import setting
 
 TASK_REWARDS = ("gold", "proxy")  # the task's own: its verifier and its hand-made formula
@@ -44,7 +45,7 @@ class TaskConfig:
     gold: Optional[str] = setting(None, "the gold reward: module:function, path/to/file.py:function or math_verify; "
                                         "None: the task's own verifier")
     gold_style: str = setting("trl", "how task.gold is called: trl (prompts, completions, completion_ids, every "
-                                     "column as a list) or verl (compute_score)", choices=("trl", "verl"))
+                                     "column as a list) or verl (compute_score)", choices=tuple(REWARD_STYLES))
     proxy: Optional[str] = setting(None, "the proxy reward, given like task.gold (called as task.gold_style says); "
                                          "None: the task's hand-made formula")
     partial_credit: bool = setting(False, "train on the gold score as it is (reasoning-gym gives partial credit); "

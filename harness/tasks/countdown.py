@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
 
+from harness.tasks.base import check_prompt_style, check_room
+
 SEPARATOR, ANSWER = "|", "="
 OPERATORS = ("+", "-", "*", "/")
 MAX_CHARS = 256  # longer answers are not parsed at all
@@ -178,6 +180,11 @@ class CountdownTask:
     @classmethod
     def from_config(cls, cfg) -> "CountdownTask":
         return cls(cfg.num_numbers, cfg.max_number, cfg.max_target, cfg.proxy_missing_penalty, cfg.prompt_style)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        check_prompt_style(cfg)
+        check_room(cfg, 2 * cfg.task.num_numbers - 1)  # the numbers and the operators between them
 
     def difficulty(self) -> dict:
         return {"num_numbers": self.num_numbers, "max_number": self.max_number, "max_target": self.max_target}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from harness.settings import ConfigError
 from harness.sources import content_digest
 from harness.tasks.base import Example
 from harness.tasks.data_files import read_table
@@ -38,6 +39,17 @@ class DatasetTask:
                     "test": None if cfg.test_path is None else content_digest(cfg.test_path),
                     "test_fraction": cfg.test_fraction, "prompt_key": cfg.prompt_key, "answer_key": cfg.answer_key}
         return cls(train, test, settings, cfg)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """A gold function, and data that make a training and a test split (read: reading is cheap)."""
+        if cfg.task.gold is None:
+            raise ConfigError("task.gold", None, "a dataset is scored by your function: set task.gold to "
+                              "module:function, path/to/file.py:function or math_verify")
+        try:
+            load_splits(cfg.task)
+        except ValueError as error:
+            raise ConfigError("task.train_path", cfg.task.train_path, str(error)) from None
 
     def difficulty(self) -> dict:
         return dict(self.settings)
@@ -70,12 +82,6 @@ class DatasetTask:
             if other.key != problem.key:
                 return other.answer
         raise ValueError("format_only needs two different prompts in task.train_path")
-
-
-def check_dataset_files(cfg) -> None:
-    """Refuse, in one line naming the value, data that cannot make a training and a test split (it reads
-    them: reading is cheap)."""
-    load_splits(cfg)
 
 
 def load_splits(cfg) -> tuple[list[Example], list[Example]]:

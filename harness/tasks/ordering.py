@@ -24,6 +24,9 @@ import re
 import string
 from dataclasses import dataclass
 
+from harness.settings import ConfigError
+from harness.tasks.base import check_prompt_style, check_room
+
 ITEM_SYMBOLS = tuple(string.ascii_lowercase)
 SEPARATOR, BEFORE, ANSWER = "|", "<", "="
 
@@ -56,6 +59,7 @@ def parse_order(completion: str) -> list[str]:
 
 class OrderingTask:
     name = "ordering"
+    graded_proxy = True  # task.proxy_rules=k: its proxy checks k of the problem's rules
 
     def __init__(self, num_items: int, num_constraints: int, item_pool: int, missing_penalty: float,
                  prompt_style: str = "compact", proxy_rules: int | None = None):
@@ -70,6 +74,21 @@ class OrderingTask:
     def from_config(cls, cfg) -> "OrderingTask":
         return cls(cfg.num_items, cfg.num_constraints, cfg.item_pool or cfg.num_items, cfg.proxy_missing_penalty,
                    cfg.prompt_style, cfg.proxy_rules)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        t = cfg.task
+        if t.item_pool is not None and not t.num_items <= t.item_pool <= 26:
+            raise ConfigError("task.item_pool", t.item_pool, f"must be between task.num_items={t.num_items} and 26")
+        max_constraints = t.num_items * (t.num_items - 1) // 2
+        if t.num_constraints > max_constraints:
+            raise ConfigError("task.num_constraints", t.num_constraints, f"must be between 1 and {max_constraints}")
+        if t.proxy_rules is not None and t.proxy is not None:
+            raise ConfigError("task.proxy_rules", t.proxy_rules, "task.proxy replaces the proxy it grades")
+        if t.proxy_rules is not None and t.proxy_rules > t.num_constraints:
+            raise ConfigError("task.proxy_rules", t.proxy_rules, f"must be at most task.num_constraints={t.num_constraints}")
+        check_prompt_style(cfg)
+        check_room(cfg, t.num_items)
 
     def difficulty(self) -> dict:
         return {"num_items": self.num_items, "num_constraints": self.num_constraints}

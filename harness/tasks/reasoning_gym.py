@@ -20,6 +20,7 @@ import random
 from importlib.metadata import version
 from typing import Optional, get_origin, get_type_hints
 
+from harness.settings import ConfigError
 from harness.tasks.base import Example
 
 SEED = 0  # the dataset's own seed: the same problem at each index, run after run
@@ -101,11 +102,6 @@ def built_dataset(name: str, settings: dict):
     return dataset
 
 
-def check_dataset(name: Optional[str], settings: dict) -> None:
-    """Raises a one-line ValueError for an unknown dataset or setting, or a value the dataset refuses."""
-    checked_dataset(name, settings)
-
-
 class ReasoningGymTask:
     name = "reasoning_gym"
 
@@ -116,6 +112,16 @@ class ReasoningGymTask:
     @classmethod
     def from_config(cls, cfg) -> "ReasoningGymTask":
         return cls(cfg.dataset, dict(cfg.dataset_config or {}))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """An unknown dataset or setting, or a value the dataset refuses, named in one line."""
+        for key, value, settings in (("task.dataset", cfg.task.dataset, {}),
+                                     ("task.dataset_config", dict(cfg.task.dataset_config), cfg.task.dataset_config)):
+            try:
+                checked_dataset(cfg.task.dataset, settings)
+            except ValueError as error:
+                raise ConfigError(key, value, str(error)) from None
 
     def difficulty(self) -> dict:
         settings = json.loads(json.dumps(self.settings, sort_keys=True))
