@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 
 from harness.checkpoint import StageCheckpoints
 from harness.config import GRPOConfig
+from harness.distributed import BatchSize, all_sum, data_parallel, gathered, syncing, unwrapped, world_size
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
@@ -45,6 +46,7 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
     """
     K = cfg.num_generations
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    trained = data_parallel(policy)  # one process: the policy itself
     if checkpoints is not None and checkpoints.resumed is not None:
         state = checkpoints.restore(optimizer)
         first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
@@ -62,8 +64,8 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
         start = time.perf_counter()
         update = {}
         if to_train.problems:  # dynamic sampling can come back with no live group at all
-            advantages = compute_advantages(to_train.reward, K, cfg.scale_rewards, cfg.advantage_std_floor)
-            update = policy_update(policy, optimizer, to_train.rollout, advantages, reference, cfg, groups.sampling)
+            advantages = rank_advantages(to_train.reward, cfg)
+            update = policy_update(trained, optimizer, to_train.rollout, advantages, reference, cfg, groups.sampling)
             groups.engine.sync_weights()
         update_time = time.perf_counter() - start
 
@@ -104,56 +106,74 @@ def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: fl
     }
 
 
+def rank_advantages(rewards: torch.Tensor, cfg: GRPOConfig) -> torch.Tensor:
+    """This rank's rows' advantages, computed over the whole batch: a group never spans ranks, but
+    scale_rewards=batch divides by the std of every rank's rewards."""
+    everyone, start = gathered(rewards)
+    advantages = compute_advantages(everyone, cfg.num_generations, cfg.scale_rewards, cfg.advantage_std_floor)
+    return advantages[start:start + len(rewards)]
+
+
 def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rollout: Rollout,
                   advantages: torch.Tensor, reference: Optional[PreTrainedModel], cfg: GRPOConfig,
                   sampling: SamplingParams) -> dict:
     """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics,
-    averaged over tokens and passes."""
+    averaged over tokens and passes. Under data parallelism `policy` is DDP-wrapped and holds this rank's
+    groups: each micro-batch weighs what it weighs in the whole batch over every rank, and DDP's average
+    of the ranks' gradients is the whole batch's gradient (hence the loss times the world size)."""
     temperature, spec = sampling.temperature, LossSpec.of(cfg, sampling.max_completion_length)
-    rows = len(rollout.texts)
-    micro = cfg.micro_batch_size or rows
-    slices = [slice(s, s + micro) for s in range(0, rows, micro)]
-    mask = rollout.completion_mask
-    if cfg.mask_truncated_completions:  # a cut-off completion is not judged on an ending it never had
-        mask = mask * (~rollout.truncated).unsqueeze(1)
+    module = unwrapped(policy)  # pi_old's and the reference's passes need no gradient, nor DDP
+    slices, mask = micro_batches(rollout, cfg)
 
     def scored(model, part: slice):
-        """pi_old, the reference and pi in one precision and on the same micro-batches: the very same
-        computation, so that a ratio of 1 stays exactly 1 (and pi_old's pass holds one micro-batch's
-        logits at a time, not the whole batch's)."""
-        with torch.autocast(policy.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        """pi_old, the reference and pi in one precision and on the same micro-batches: the very same computation,
+        so that a ratio of 1 stays exactly 1 (and pi_old's pass holds one micro-batch's logits at a time)."""
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             return completion_logprobs(model, rollout, temperature, part)
 
     with torch.no_grad():
         # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
-        old_logp = [scored(policy, part)[0] for part in slices] if cfg.num_iterations > 1 else None
+        old_logp = [scored(module, part)[0] for part in slices] if cfg.num_iterations > 1 else None
         ref_logp = [scored(reference, part)[0] for part in slices] if cfg.beta > 0 else None
-    tokens = max(mask.sum().item(), 1)
-    averaged: dict[str, float] = {}
-    first_pass_logp = []  # pi_old as the trainer computes it, to hold the engine's log-probs against
+    batch, ranks = BatchSize.of(mask), world_size()
+    tokens, averaged, first_pass_logp = max(batch.tokens, 1), {}, []  # first pass: pi_old, against the engine's
     policy.train()
     for iteration in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for i, part in enumerate(slices):
-            logp, entropy = scored(policy, part)
-            if iteration == 0:
-                first_pass_logp.append(logp.detach())
-            out = grpo_loss(logp, logp.detach() if old_logp is None else old_logp[i], advantages[part], mask[part],
-                            spec, ref_logp=None if ref_logp is None else ref_logp[i], num_items_in_batch=tokens)
-            require_finite(out.loss, "the GRPO loss")
-            # Micro-batches of unequal size (dynamic sampling keeps any number of live groups)
-            # each weigh what their rows or tokens weigh in the whole batch.
-            share = micro_batch_share(cfg.loss_type, mask[part], mask)
-            (out.loss * share).backward()
+            with syncing(policy, sync=i == len(slices) - 1):
+                logp, entropy = scored(policy, part)
+                if iteration == 0:
+                    first_pass_logp.append(logp.detach())
+                out = grpo_loss(logp, logp.detach() if old_logp is None else old_logp[i], advantages[part],
+                                mask[part], spec, ref_logp=None if ref_logp is None else ref_logp[i],
+                                num_items_in_batch=tokens)
+                require_finite(out.loss, "the GRPO loss")
+                # Micro-batches of unequal size (dynamic sampling keeps any number of live groups)
+                # each weigh what their rows or tokens weigh in the whole batch.
+                share = micro_batch_share(cfg.loss_type, mask[part], batch)
+                (out.loss * (share * ranks)).backward()
             for key, value in micro_batch_metrics(out, entropy, mask[part], share, tokens).items():
                 averaged[key] = averaged.get(key, 0.0) + value / cfg.num_iterations
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
         require_finite(grad_norm, "the GRPO gradient norm")
         optimizer.step()
     policy.eval()
+    averaged = dict(zip(averaged, all_sum(list(averaged.values()))))  # each rank's part of the batch's means
     if rollout.engine_logprobs is not None:
         averaged.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
     return {**averaged, "grad_norm": grad_norm.item()}
+
+
+def micro_batches(rollout: Rollout, cfg: GRPOConfig) -> tuple[list[slice], torch.Tensor]:
+    """The update's micro-batches (row slices of cfg.micro_batch_size; 0: one), and the mask of the tokens it
+    trains on."""
+    rows = len(rollout.texts)
+    micro = cfg.micro_batch_size or rows
+    mask = rollout.completion_mask
+    if cfg.mask_truncated_completions:  # a cut-off completion is not judged on an ending it never had
+        mask = mask * (~rollout.truncated).unsqueeze(1)
+    return [slice(s, s + micro) for s in range(0, rows, micro)], mask
 
 
 def micro_batch_metrics(out, entropy: torch.Tensor, mask: torch.Tensor, share: float, tokens: int) -> dict:

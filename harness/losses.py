@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from harness.distributed import BatchSize
+
 # scale_rewards -> the std advantages are divided by, from (rewards [N], grouped [N / K, K]); None: not scaled
 SCALINGS: dict[str, Optional[Callable[[Tensor, Tensor], Tensor]]] = {
     "group": lambda rewards, grouped: grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1),
@@ -22,19 +24,20 @@ SCALINGS: dict[str, Optional[Callable[[Tensor, Tensor], Tensor]]] = {
 @dataclass(frozen=True)
 class Aggregation:
     """A loss_type: how masked token losses [B, T] become one loss (given the mask, max_completion_length
-    and num_items_in_batch), and a micro-batch's weight in the whole batch's loss (its mask, the batch's),
-    so that micro-batches of any sizes add up to one full-batch loss."""
+    and num_items_in_batch), and a micro-batch's weight in the whole batch's loss (its mask, the batch's
+    size: harness.distributed.BatchSize), so that micro-batches of any sizes, on any ranks, add up to one
+    full-batch loss."""
 
     loss: Callable[[Tensor, Tensor, Optional[int], Optional[float]], Tensor]
-    share: Callable[[Tensor, Tensor], float]
+    share: Callable[[Tensor, "BatchSize"], float]
 
 
-def _row_share(mask: Tensor, batch_mask: Tensor) -> float:
-    return mask.size(0) / batch_mask.size(0)
+def _row_share(mask: Tensor, batch: BatchSize) -> float:
+    return mask.size(0) / batch.rows
 
 
-def _token_share(mask: Tensor, batch_mask: Tensor) -> float:
-    return mask.sum().item() / max(batch_mask.sum().item(), 1)
+def _token_share(mask: Tensor, batch: BatchSize) -> float:
+    return mask.sum().item() / max(batch.tokens, 1)
 
 
 def _sequence_mean(losses, mask, max_completion_length, num_items_in_batch):
@@ -58,7 +61,7 @@ LOSS_TYPES = {  # a new loss type is one entry here and its function
     "grpo": Aggregation(_sequence_mean, _row_share),
     "bnpo": Aggregation(_token_mean, _token_share),
     "dr_grpo": Aggregation(_fixed_length, _row_share),
-    "dapo": Aggregation(_batch_token_mean, lambda mask, batch_mask: 1.0),
+    "dapo": Aggregation(_batch_token_mean, lambda mask, batch: 1.0),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.distributed import all_max, all_sum
 from harness.rollout.base import Rollout
 from harness.theory import live_probability
 
@@ -90,6 +91,7 @@ def sample_rows(prompts: list[str], rollout: Rollout, gold: torch.Tensor, proxy:
 
 
 def logprob_gap(rollout: Rollout, trainer_logp: torch.Tensor) -> dict:
-    """Mean and max |engine log-prob - trainer log-prob| over completion tokens."""
+    """Mean and max |engine log-prob - trainer log-prob| over completion tokens (of every rank's rows)."""
     gap = (rollout.engine_logprobs - trainer_logp).abs()[rollout.completion_mask.bool()]
-    return {"rollout/logprob_gap_mean": gap.mean().item(), "rollout/logprob_gap_max": gap.max().item()}
+    total, count = all_sum([gap.double().sum().item(), gap.numel()])
+    return {"rollout/logprob_gap_mean": total / count, "rollout/logprob_gap_max": all_max(gap.max().item())}

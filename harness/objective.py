@@ -113,9 +113,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tens
         )
 
 
-def micro_batch_share(loss_type: str, mask: torch.Tensor, batch_mask: torch.Tensor) -> float:
-    """The weight of a micro-batch's own loss (mask: its rows) in the loss of the whole batch (batch_mask)."""
-    return loss_aggregation(loss_type).share(mask, batch_mask)
+def micro_batch_share(loss_type: str, mask: torch.Tensor, batch) -> float:
+    """The weight of a micro-batch's own loss (mask: its rows) in the loss of the whole batch (its
+    harness.distributed.BatchSize)."""
+    return loss_aggregation(loss_type).share(mask, batch)
 
 
 def _clipped_fraction(flags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,77 @@
+"""Data parallelism equal to one process: two gloo ranks, each holding whole groups of one generation batch
+(uneven: three groups and one), give the gradient, loss and metrics of one process on the whole batch, for
+every loss type and scaling, with and without micro-batches, pi_old and a reference model."""
+
+import itertools
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from harness.config import ModelConfig
+from harness.distributed import data_parallel
+from harness.grpo import policy_update, rank_advantages
+from harness.losses import LOSS_TYPES, SCALINGS
+from harness.models import build_tiny_model, build_tokenizer
+from harness.rollout.base import Rollout, SamplingParams, completion_mask
+
+K, GROUPS, LENGTH = 2, 4, 5
+RANK_ROWS = [slice(0, 3 * K), slice(3 * K, GROUPS * K)]  # three groups on rank 0, one on rank 1
+CASES = list(itertools.product(LOSS_TYPES, [0, K], SCALINGS))  # micro_batch_size 0: the whole (rank's) batch
+
+
+def batch():
+    """The step's generation batch and the models, the same in every process (seeded)."""
+    tokenizer = build_tokenizer(["a", "b", "c"])
+    shape = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model, reference = (build_tiny_model(shape, tokenizer, seed=seed) for seed in (0, 1))
+    g = torch.Generator().manual_seed(0)
+    completions = torch.randint(4, 7, (GROUPS * K, LENGTH), generator=g)
+    ends = torch.randint(1, LENGTH, (GROUPS * K,), generator=g)
+    completions[torch.arange(GROUPS * K), ends] = tokenizer.eos_token_id  # lengths vary
+    mask, truncated = completion_mask(completions, tokenizer.eos_token_id)
+    rollout = Rollout(torch.tensor([[1, 4]] * GROUPS * K), torch.ones(GROUPS * K, 2, dtype=torch.long), completions,
+                      mask, [""] * GROUPS * K, truncated)
+    rewards = torch.rand(GROUPS * K, generator=g)
+    return model, reference, rollout, rewards
+
+
+def update(model, reference, rollout, rewards, case) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    loss_type, micro_batch_size, scale_rewards = case
+    cfg = SimpleNamespace(micro_batch_size=micro_batch_size, mask_truncated_completions=False, num_iterations=2,
+                          beta=0.04, loss_type=loss_type, epsilon=0.2, epsilon_high=None, bf16=False,
+                          importance_sampling_level="token", max_grad_norm=1e9, num_generations=K,
+                          scale_rewards=scale_rewards, advantage_std_floor=0.0)
+    advantages = rank_advantages(rewards, cfg)
+    metrics = policy_update(data_parallel(model), torch.optim.SGD(model.parameters(), lr=0.0), rollout, advantages,
+                            reference, cfg, SamplingParams(1.0, 1.0, LENGTH))
+    return torch.cat([p.grad.flatten() for p in model.parameters()]), advantages, metrics
+
+
+def rank_main(rank: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=len(RANK_ROWS))
+    torch.set_num_threads(1)
+    model, reference, rollout, rewards = batch()
+    rows = list(range(GROUPS * K))[RANK_ROWS[rank]]
+    results = [update(model, reference, rollout.select(rows), rewards[rows], case) for case in CASES]
+    torch.save(results, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: about 35 s on 2 cores
+def test_two_ranks_give_one_process_gradient_loss_and_metrics(tmp_path):
+    mp.start_processes(rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=len(RANK_ROWS),
+                       start_method="spawn")
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(len(RANK_ROWS))]
+    model, reference, rollout, rewards = batch()
+    for i, case in enumerate(CASES):
+        gradient, advantages, metrics = update(model, reference, rollout, rewards, case)
+        assert gradient.abs().max() > 1e-3, case  # a gradient worth comparing
+        for rank, rows in enumerate(RANK_ROWS):
+            rank_gradient, rank_advantage, rank_metrics = ranks[rank][i]
+            torch.testing.assert_close(rank_gradient, gradient, atol=1e-6, rtol=0, msg=f"{case}, rank {rank}")
+            torch.testing.assert_close(rank_advantage, advantages[rows], atol=1e-6, rtol=0)
+            assert rank_metrics.keys() == metrics.keys()
+            assert rank_metrics == pytest.approx(metrics, abs=1e-6), case
