@@ -123,7 +123,8 @@ def live_at_start_points(runs: pd.DataFrame, history: pd.DataFrame, first_steps:
     its groups) and P_live(p, K); beside each step's live fraction and the held-out pass rate at GRPO's start."""
     stages = binary_reward_stages(runs)
     stages = stages[stages.stage == FINAL_STAGE].merge(with_examples(runs)[["run", "seed", EXAMPLES]], on="run")
-    first = history[(history.stage == FINAL_STAGE) & history.step.between(1, first_steps)].dropna(subset=[LIVE, PASS_RATE])
+    first = history[(history.stage == FINAL_STAGE) & history.step.between(1, first_steps)]
+    first = first.dropna(subset=[LIVE, PASS_RATE])
     steps, start = live_counts(first.merge(stages, on=["run", "stage"])), _start(history, GOLD)
     concentration = eval_concentrations(runs, history[(history.stage == FINAL_STAGE) & (history.step == 0)])
     concentration = concentration.set_index("run").concentration

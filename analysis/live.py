@@ -82,26 +82,26 @@ def binary_reward_stages(runs: pd.DataFrame) -> pd.DataFrame:
     gold reward with no length penalty (soft_overlong_cache = 0), the case the theory is about. Each
     stage-run's type and config group come from the run's own pipeline.graph (r1's `rl` and `grpo` alike);
     a run logged before the graph was recorded has the default one."""
-    rows = []
+    rows, default = [], default_graph()
     for row in runs.to_dict("records"):
-        spec = default_graph().get(row["stage"])
+        spec = default.get(row["stage"])
         kind, group = (_recorded(row, f"pipeline.graph.{row['stage']}.{key}", getattr(spec, key, None))
                        for key in ("type", "config"))
         if kind != "grpo" or not isinstance(group, str):
             continue
         reward = _recorded(row, f"{group}.reward", row.get("task.reward"))  # its group's own (explore), else task's
-        K, overlong = row.get(f"{group}.num_generations"), row.get(f"{group}.soft_overlong_cache")
-        if reward == "gold" and overlong == 0:
-            rows.append({"run": row["run"], "stage": row["stage"], "K": K,
-                         "prompts_per_step": row[f"{group}.prompts_per_step"]})
+        K, prompts, overlong = (_recorded(row, f"{group}.{key}", None)
+                                for key in ("num_generations", "prompts_per_step", "soft_overlong_cache"))
+        if reward == "gold" and overlong == 0 and K is not None and prompts is not None:  # None: logged before
+            rows.append({"run": row["run"], "stage": row["stage"], "K": K, "prompts_per_step": prompts})
     return pd.DataFrame(rows, columns=["run", "stage", "K", "prompts_per_step"])
 
 
 def _recorded(row: dict, key: str, default):
-    """A stage-run's config value, or `default` where its run did not record the key (NaN in a frame of runs
-    that did)."""
+    """A stage-run's config value, or `default` where its run did not record the key (NaN or NA in a frame of
+    runs that did)."""
     value = row.get(key, default)
-    return default if isinstance(value, float) and math.isnan(value) else value
+    return default if pd.api.types.is_scalar(value) and pd.isna(value) else value
 
 
 def measured_live_points(runs: pd.DataFrame, history: pd.DataFrame, bins: int = 10,

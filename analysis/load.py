@@ -24,7 +24,8 @@ from typing import Optional
 
 import pandas as pd
 
-from harness.store import CONFIG, HISTORY, PER_PROMPT, RUN, SUMMARY, read_json, read_jsonl, stage_dirs, stage_status
+from harness.store import (BEST_OF_N, CONFIG, HISTORY, PER_PROMPT, RUN, SUMMARY, read_json, read_jsonl, stage_dirs,
+                           stage_status)
 
 ID_COLUMNS = ["run", "stage", "group", "wandb_id", "status"]
 HISTORY_INDEX = ["run", "stage", "step"]
@@ -118,7 +119,7 @@ def local_stage_run(stage_dir: Path) -> StageRun:
 def _local_best_of_n(stage_dirs: list[Path]) -> pd.DataFrame:
     parts = []
     for stage_dir in stage_dirs:
-        rows = read_jsonl(stage_dir / "best_of_n.jsonl")
+        rows = read_jsonl(stage_dir / f"{BEST_OF_N}.jsonl")
         if rows:
             config = read_json(stage_dir / CONFIG)
             parts.append(pd.DataFrame(rows).assign(run=config["run_name"], stage=stage_dir.name))

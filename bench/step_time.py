@@ -84,8 +84,8 @@ def run_ours(cfg, task, problems, steps: int) -> dict:
     try:
         with RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb) as pool:
             groups = GroupSampler(problems, engine, Reward.for_task(pool, cfg.task), SamplingParams.of(cfg.rollout))
-            train_grpo(model, groups, cfg=replace(cfg.grpo, steps=steps + 1), evaluation=Evaluation(dict, every=steps + 2),
-                       tracker=clock)
+            train_grpo(model, groups, cfg=replace(cfg.grpo, steps=steps + 1),
+                       evaluation=Evaluation(dict, every=steps + 2), tracker=clock)
     finally:
         engine.close()
     return clock.result()

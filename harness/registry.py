@@ -12,7 +12,8 @@ ENGINES = {"hf": "harness.rollout.hf:HFEngine", "vllm": "harness.rollout.vllm_en
 # completion, completion_ids)
 REWARD_STYLES = {"trl": "harness.rewards.functions:trl_style", "verl": "harness.rewards.functions:verl_style"}
 
-# task.gold / task.proxy by name: the built-in reward functions (TRL-style), with the distribution each needs
+# task.gold / task.proxy by name: the built-in reward functions, with the distribution each needs. Each is
+# called f([completion], [reference answer]) -> [score] (the reference: the column task.answer_key names)
 BUILTIN_REWARDS = {"math_verify": ("harness.rewards.references:math_verify_reward", "math-verify")}
 
 

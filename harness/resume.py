@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 from harness.config import Config, as_tree
-from harness.sources import task_sources
 from harness.settings import ConfigError
+from harness.sources import task_sources
+from harness.store import CONFIG
 
 # Keys a resumed run may change: none alters training (a retried sweep trial reports to a new trial).
 FREE_ON_RESUME = ("resume", "output_dir", "checkpoint.keep", "model.cache_dir", "tracking.mode", "trial.storage",
@@ -47,7 +48,7 @@ def _as_saved(cfg) -> dict:
 def check_resumable(cfg, run_dir: Path) -> None:
     """resume=true needs the interrupted run's directory and its config. A key the interrupted run
     did not have (one added to coldclimb since) may hold its default. Raises ConfigError."""
-    saved = sorted(Path(run_dir).glob("*/config.json"), key=lambda path: path.stat().st_mtime)
+    saved = sorted(Path(run_dir).glob(f"*/{CONFIG}"), key=lambda path: path.stat().st_mtime)
     if not saved:
         raise ConfigError("resume", True, f"no interrupted run in {run_dir} (point hydra.run.dir or output_dir at it)")
     saved_cfg = json.loads(saved[-1].read_text())  # the newest: the interrupted stage's

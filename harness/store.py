@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 CONFIG, RUN, SUMMARY, STATUS, RESUME = "config.json", "run.json", "summary.json", "status.json", "resume"
 METRICS, EVALS, COMPLETIONS = "metrics.jsonl", "eval.jsonl", "completions.jsonl"
 HISTORY = (METRICS, EVALS)  # a step's training metrics and its held-out evaluation, side by side
-ROW_TABLES = ("best_of_n",)  # the tables a stage logs once, replayed when a stage is adopted
+BEST_OF_N = "best_of_n"  # samples of the final GRPO stage's start, both rewards: <stage>/best_of_n.jsonl
+ROW_TABLES = (BEST_OF_N,)  # the tables a stage logs once, replayed when a stage is adopted
 
 # The metrics every package reads by name.
 GOLD, PROXY, KL = "eval/gold_pass@1", "eval/proxy_reward", "eval/kl_to_initial"
@@ -148,4 +149,3 @@ def load_run(run_dir) -> RunData:
     return RunData(summary=read_json(run_dir / SUMMARY), stages=stages,
                    **{name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
                       for name, parts in frames.items()})
-

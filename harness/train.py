@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import Config, register_configs
 from harness.settings import ConfigError
-from harness.store import GOLD, KL, PROXY, STATUS, write_json
+from harness.store import CONFIG, GOLD, KL, PROXY, STATUS, write_json
 from harness.validation import validate, warnings_for
 from harness.resume import check_resumable
 
@@ -88,7 +88,7 @@ def main(cfg: DictConfig) -> dict:
         name_run(config, run_dir)
         # A sweep resumed in its directory (hydra.sweep.dir=... resume=true) starts afresh the jobs
         # that never began; a single run with nothing to resume names the wrong directory.
-        if config.resume and (not in_sweep() or any(run_dir.glob("*/config.json"))):
+        if config.resume and (not in_sweep() or any(run_dir.glob(f"*/{CONFIG}"))):
             check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)

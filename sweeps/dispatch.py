@@ -77,7 +77,7 @@ class Slot:
             if trial is Dispatch.WAIT:
                 time.sleep(self.settings.heartbeat_interval)
                 continue
-            overrides = self.overrides(study, storage, trial)
+            overrides = self.prepare(study, storage, trial)
             try:  # the sweeper beats too, for a job still queued: the job beats once it runs
                 with heartbeat(storage, [trial_id(trial)], self.settings.heartbeat_interval):
                     [job] = self.launcher.launch([overrides], initial_job_idx=trial.number)
@@ -85,13 +85,13 @@ class Slot:
                 fail_and_retry(study, storage, trial, error, self.retry)
                 self.dispatch.done(trial, None)
                 continue
-            self.tell(study, trial, job)
+            self.tell_outcome(study, trial, job)
             self.dispatch.done(trial, job)
 
-    def overrides(self, study, storage, trial) -> list:
-        """The trial's job: its params, and what lets it beat to its trial, report held-out values as it
-        trains (single-objective studies: Optuna takes no intermediate values of a Pareto search) and
-        tell its outcome; a retry goes on where its killed attempt stopped."""
+    def prepare(self, study, storage, trial) -> list:
+        """The trial's job (its run directory recorded on the trial): its params, and what lets it beat to its
+        trial, report held-out values as it trains (single-objective studies: Optuna takes no intermediate
+        values of a Pareto search) and tell its outcome; a retry goes on where its killed attempt stopped."""
         s = self.settings
         overrides = self.fixed + [f"{k}={v}" for k, v in trial.params.items()] + [
             f"trial.storage={self.url}", f"trial.study_name={s.study_name}", f"trial.trial_id={trial_id(trial)}",
@@ -104,7 +104,7 @@ class Slot:
         trial.set_user_attr("run_dir", str(run_dir))  # before it runs: a retry after a kill looks here
         return overrides
 
-    def tell(self, study, trial, job) -> None:
+    def tell_outcome(self, study, trial, job) -> None:
         """The job's outcome, where the job did not tell it: it failed before it reached the study
         (a config error) or raised past its task function."""
         run_dir = Path(job.cfg.output_dir or job.hydra_cfg.hydra.runtime.output_dir).resolve()

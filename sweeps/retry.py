@@ -14,6 +14,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from harness.store import CONFIG
 from sweeps.storage import has_heartbeats, trial_id
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def first_attempt(study, trial: optuna.trial.FrozenTrial) -> Optional[tuple]:
     if first is None:
         return None
     run_dir = Path(study.trials[first].user_attrs["run_dir"])
-    saved = sorted(run_dir.glob("*/config.json"))
+    saved = sorted(run_dir.glob(f"*/{CONFIG}"))
     return (run_dir, json.loads(saved[0].read_text())["run_name"]) if saved else None
 
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.settings import ConfigError, check_settings, setting
 from harness.store import GOLD
+from sweeps.storage import JOURNAL
 from sweeps.study import PRUNERS, RUNG_PRUNERS, SAMPLERS
 
 
@@ -41,10 +42,13 @@ def sweeper_settings(knobs: dict) -> SweeperSettings:
     plain = {k: OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v for k, v in knobs.items()}
     settings = SweeperSettings(**plain)
     check_settings(settings, "hydra.sweeper.")
+    if not settings.objectives:
+        raise ConfigError("hydra.sweeper.objectives", settings.objectives, "must name at least one metric")
     if len(settings.objectives) != len(settings.directions):
         raise ConfigError("hydra.sweeper.directions", settings.directions,
                           f"must give one direction per objective ({settings.objectives})")
-    if settings.grace_period <= settings.heartbeat_interval:
+    if settings.grace_period <= settings.heartbeat_interval and not (settings.storage or "").startswith(JOURNAL):
+        # a database finds a trial stale after grace_period: a shorter one fails trials that are alive
         raise ConfigError("hydra.sweeper.grace_period", settings.grace_period,
                           f"must exceed hydra.sweeper.heartbeat_interval={settings.heartbeat_interval}")
     return settings

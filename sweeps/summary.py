@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
 
-from harness.store import GOLD
+from harness.store import GOLD, STATUS
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def sweep_table(sweep_dir) -> pd.DataFrame:
     """One row per job: the values it was given, its status, final metrics and run directory."""
     rows = []
-    for status_file in sorted(Path(sweep_dir).glob("*/status.json")):
+    for status_file in sorted(Path(sweep_dir).glob(f"*/{STATUS}")):
         job_dir = status_file.parent
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         given = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("trial."))

@@ -23,6 +23,7 @@ from sweeps.study import make_pruner
 
 log = logging.getLogger(__name__)
 
+
 class TrialPruned(TrialStopped, optuna.TrialPruned):
     """Optuna's pruning, as harness stops a trial (the run's status says "stopped (TrialPruned)")."""
 

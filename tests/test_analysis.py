@@ -12,7 +12,7 @@ from scipy import stats
 
 from analysis import ablation, from_local, from_wandb_offline, live, overopt
 from harness.store import GOLD
-from analysis.load import stage_status
+from harness.store import stage_status
 from harness.metrics import live_groups
 from harness.theory import live_probability
 

@@ -68,3 +68,27 @@ def test_prediction_is_from_the_training_reward_and_only_when_it_is_binary():
     assert metrics["live_group_frac/predicted"] == pytest.approx(live_probability(0.75, K))
     graded = torch.tensor([0.5, 1.0, 0.25, 1.0] * 2)  # a graded proxy, or gold plus a length penalty
     assert "live_group_frac/predicted" not in reward_metrics(gold, graded, graded, K)
+
+
+def test_the_stages_on_a_binary_reward_are_read_from_each_runs_own_graph():
+    """r1's two RL stages count as the default recipe's grpo does; a learned reward, an overlong penalty,
+    a stage of another type, and a run logged before its group's keys existed do not."""
+    import pandas as pd
+
+    from analysis.live import binary_reward_stages
+
+    grpo = {"grpo.num_generations": 4, "grpo.prompts_per_step": 8, "grpo.soft_overlong_cache": 0}
+    runs = pd.DataFrame([
+        {"run": "default", "stage": "grpo", "task.reward": "gold", **grpo},  # logged before the graph was recorded
+        {"run": "r1", "stage": "rl", "task.reward": "gold", "pipeline.graph.rl.type": "grpo",
+         "pipeline.graph.rl.config": "grpo", **grpo},
+        {"run": "r1", "stage": "sft_final", "task.reward": "gold", "pipeline.graph.sft_final.type": "sft",
+         "pipeline.graph.sft_final.config": "sft", **grpo},
+        {"run": "learned", "stage": "grpo", "task.reward": "learned", **grpo},
+        {"run": "penalised", "stage": "grpo", "task.reward": "gold", **grpo, "grpo.soft_overlong_cache": 4},
+        {"run": "old", "stage": "explore", "task.reward": "gold", **grpo},  # no explore.* keys: skipped
+    ])
+    found = binary_reward_stages(runs)
+    assert found[["run", "stage"]].values.tolist() == [["default", "grpo"], ["r1", "rl"]]
+    assert found.K.tolist() == [4, 4] and found.prompts_per_step.tolist() == [8, 8]
+    assert binary_reward_stages(runs.drop(columns="grpo.prompts_per_step")).empty  # a key missing: no crash

@@ -188,11 +188,13 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     ("hydra.sweeper.pruner=hyperband eval.eval_every=50 grpo.steps=20", "hydra.sweeper.pruner='hyperband': its first "
      "rung, eval.eval_every=50, is past the end of grpo.steps=20"),
     ("hydra.sweeper.grace_period=5 hydra.sweeper.heartbeat_interval=10", "hydra.sweeper.grace_period=5: must exceed"),
-    ("hydra.sweeper.sampler=grid", "grpo.learning_rate: a grid needs choice(...) or range(...), not an interval")])
+    ("hydra.sweeper.sampler=grid", "grpo.learning_rate: a grid needs choice(...) or range(...), not an interval"),
+    ("hydra.sweeper.objectives=[] hydra.sweeper.directions=[]", "hydra.sweeper.objectives=[]: must name at least")])
 def test_a_bad_sweeper_knob_is_refused_in_one_line_before_the_study_opens(tmp_path, knob, message):
     done = subprocess.run([sys.executable, "-m", "harness.train", "-m", "sweep=bayes", *knob.split(),
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"coldclimb: config error: {message}")
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and last.startswith(f"coldclimb: config error: {message}")
     assert "Traceback" not in done.stderr and not (tmp_path / "sweep").exists()
 
 

@@ -2,8 +2,8 @@
 
 A spec is small and picklable: a worker calls `spec.build()` once, then `fn(problem, completion,
 completion_ids) -> float` per completion (harness.rewards.pool). A user's function is named as
-`module:function`, `path/to/file.py:function`, or a built-in's name (`math_verify`: harness.registry), and is called the way TRL or
-verl call theirs, so a function written for either works unchanged:
+`module:function`, `path/to/file.py:function`, or a built-in's name (`math_verify`: harness.registry), and is
+called the way TRL or verl call theirs, so a function written for either works unchanged:
   - trl: f(prompts=[...], completions=[...], completion_ids=[...], **{column: [...]}) -> [score or None],
     called with lists of one (None: not applicable, scored 0);
   - verl: compute_score(data_source, solution_str, ground_truth, extra_info) -> score or {"score": ...}.

@@ -10,7 +10,8 @@ one line a recipe whose task lacks one:
   - Vocabulary (`vocabulary`): a word-level tiny tokenizer; without it the tiny model reads bytes;
   - HeldOutSplit (`heldout_split`): a fixed test set in place of held-out problems drawn by `sample`.
 A task whose settings can be wrong checks them in a classmethod `check_config(cfg)` (the run's whole
-config), raising harness.settings.ConfigError; validation calls it before anything loads.
+config), raising harness.settings.ConfigError; validation calls it before anything loads. A task whose
+own proxy checks k of a problem's rules sets `graded_proxy = True` (task.proxy_rules=k).
 
 A new task is a class with these methods, registered in `harness.tasks.TASKS`, named as
 `task.name=package.module:Class`, or installed under the entry-point group `coldclimb.tasks`.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+from harness.registry import BUILTIN_REWARDS
 from harness.settings import ConfigError
 from harness.sources import content_digest
 from harness.tasks.base import Example
@@ -44,8 +45,8 @@ class DatasetTask:
     def check_config(cls, cfg) -> None:
         """A gold function, and data that make a training and a test split (read: reading is cheap)."""
         if cfg.task.gold is None:
-            raise ConfigError("task.gold", None, "a dataset is scored by your function: set task.gold to "
-                              "module:function, path/to/file.py:function or math_verify")
+            raise ConfigError("task.gold", None, "a dataset is scored by your function: set task.gold to module:function, "
+                              f"path/to/file.py:function or a built-in ({', '.join(BUILTIN_REWARDS)})")
         try:
             load_splits(cfg.task)
         except ValueError as error:

@@ -86,7 +86,8 @@ class OrderingTask:
         if t.proxy_rules is not None and t.proxy is not None:
             raise ConfigError("task.proxy_rules", t.proxy_rules, "task.proxy replaces the proxy it grades")
         if t.proxy_rules is not None and t.proxy_rules > t.num_constraints:
-            raise ConfigError("task.proxy_rules", t.proxy_rules, f"must be at most task.num_constraints={t.num_constraints}")
+            raise ConfigError("task.proxy_rules", t.proxy_rules,
+                              f"must be at most task.num_constraints={t.num_constraints}")
         check_prompt_style(cfg)
         check_room(cfg, t.num_items)
 

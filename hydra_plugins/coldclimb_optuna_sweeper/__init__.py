@@ -8,10 +8,10 @@ The study lives in SQLite in the sweep directory unless `storage` names another 
 storage (postgresql://..., or journal:///path/study.log for a journal file); running the same
 command again resumes it.
 Hydra loads sweepers only from the `hydra_plugins` package, hence its home here, as a thin plugin:
-its knobs are sweeps/settings.py, the study (samplers, pruners) sweeps/study.py, its slots
-sweeps/dispatch.py and the retries sweeps/retry.py. (No `from __future__ import annotations` here:
-Hydra's plugin scan imports this module outside sys.modules, where dataclasses cannot resolve
-string annotations.)
+its knobs are sweeps/settings.py, the study (samplers, pruners) sweeps/study.py, the storage and
+heartbeats sweeps/storage.py, its slots sweeps/dispatch.py and the retries sweeps/retry.py. (No
+`from __future__ import annotations` here: Hydra's plugin scan imports this module outside sys.modules,
+where dataclasses cannot resolve string annotations.)
 """
 
 
@@ -21,6 +21,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 from hydra.core.config_store import ConfigStore
@@ -28,11 +29,11 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from harness.settings import ConfigError
 from sweeps.dispatch import Dispatch, Slot
 from sweeps.settings import SweeperSettings, pruner_settings, sweeper_settings
 from sweeps.space import split_overrides
 from sweeps.storage import study_storage
-from harness.settings import ConfigError
 from sweeps.study import SAMPLERS, open_study, spec_override, trials_wanted
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="coldclimb_optuna", nod
                              provider="coldclimb")
 
 
-def refuse(error: Exception) -> None:
+def refuse(error: Exception) -> NoReturn:
     """A bad knob or search space: one line, and the sweep does not start."""
     print(f"coldclimb: config error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -95,7 +96,7 @@ class OptunaSweeper(Sweeper):
     def _slots(self) -> int:
         """Trials in flight: one for the in-process launcher; on this machine's GPUs, as many as fit."""
         launcher = type(self.launcher).__name__
-        if launcher == IN_PROCESS:
+        if IN_PROCESS in {c.__name__ for c in type(self.launcher).__mro__}:
             return 1
         if self.device == "cuda" and launcher in LOCAL_LAUNCHERS:  # SLURM places its own
             from harness.gpus import gpu_slots, visible_gpus  # torch, for a GPU sweep only
