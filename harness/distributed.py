@@ -40,6 +40,23 @@ def all_max(value: float) -> float:
     return largest.item()
 
 
+def all_gathered(values: list[int]) -> list[list[int]]:
+    """Every rank's list (of one length), in rank order."""
+    if world_size() == 1:
+        return [values]
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, values)
+    return parts
+
+
+def my_share(items: list) -> list:
+    """This rank's contiguous share of a list of whole items (a group never spans ranks): the first ranks
+    take one more where the length does not divide; in rank order the shares are the list."""
+    n, size, me = len(items), world_size(), rank()
+    start = me * (n // size) + min(me, n % size)
+    return items[start:start + n // size + (me < n % size)]
+
+
 def gathered(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's rows, concatenated in rank order (the whole batch as one process holds it), and where
     this rank's begin in it."""

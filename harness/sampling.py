@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.config import GRPOConfig
+from harness.distributed import all_gathered, all_sum, my_share, rank
 from harness.metrics import live_groups
 from harness.rewards.reward import Reward
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
@@ -81,16 +82,34 @@ class GroupSampler:
     sampling: SamplingParams
 
     def __call__(self, cfg: GRPOConfig) -> tuple[Groups, Groups, int]:
-        """(every group sampled this step, the groups the update trains on, generation rounds used)."""
+        """(every group this rank sampled this step, the groups it trains on, generation rounds used). Every
+        rank draws the step's prompts from the same stream and samples its share of them (harness.distributed)."""
         K = cfg.num_generations
         parts, live = [], 0
         while True:
-            batch = self.problems.take(cfg.prompts_per_step)
+            batch = my_share(self.problems.take(cfg.prompts_per_step))
             rollout = self.engine.generate([p.prompt for p in batch], K, self.sampling)
             parts.append(score(self.reward, batch, rollout, cfg, self.sampling.max_completion_length))
             if not cfg.dynamic_sampling:
                 return parts[0], parts[0], 1
-            live += len(parts[-1].live_indices())
+            [found] = all_sum([len(parts[-1].live_indices())])  # live groups over every rank
+            live += found
             if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
                 sampled = Groups.concat(parts, self.engine.pad_token_id)
-                return sampled, sampled.select(sampled.live_indices()[: cfg.prompts_per_step]), len(parts)
+                kept = kept_live([len(part.live_indices()) for part in parts], cfg.prompts_per_step)
+                starts = [sum(len(part.problems) for part in parts[:i]) for i in range(len(parts))]
+                chosen = [start + g for part, start, n in zip(parts, starts, kept) for g in part.live_indices()[:n]]
+                return sampled, sampled.select(chosen), len(parts)
+
+
+def kept_live(live_per_round: list[int], budget: int) -> list[int]:
+    """How many of this rank's live groups of each round dynamic sampling keeps: the first `budget` live groups
+    of the whole batch, in the order one process would hold them (round by round, then rank by rank)."""
+    counts, kept = all_gathered(live_per_round), []
+    for round_ in range(len(live_per_round)):
+        for other, rank_counts in enumerate(counts):
+            take = min(rank_counts[round_], budget)
+            budget -= take
+            if other == rank():
+                kept.append(take)
+    return kept

@@ -1,6 +1,7 @@
 """Data parallelism equal to one process: two gloo ranks, each holding whole groups of one generation batch
 (uneven: three groups and one), give the gradient, loss and metrics of one process on the whole batch, for
-every loss type and scaling, with and without micro-batches, pi_old and a reference model."""
+every loss type and scaling, with and without micro-batches, pi_old and a reference model; and they share
+the step's prompts and dynamic sampling's live groups as one process would hold them."""
 
 import itertools
 from types import SimpleNamespace
@@ -11,11 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness.config import ModelConfig
-from harness.distributed import data_parallel
+from harness.distributed import data_parallel, my_share
 from harness.grpo import policy_update, rank_advantages
 from harness.losses import LOSS_TYPES, SCALINGS
 from harness.models import build_tiny_model, build_tokenizer
 from harness.rollout.base import Rollout, SamplingParams, completion_mask
+from harness.sampling import kept_live
 
 K, GROUPS, LENGTH = 2, 4, 5
 RANK_ROWS = [slice(0, 3 * K), slice(3 * K, GROUPS * K)]  # three groups on rank 0, one on rank 1
@@ -56,7 +58,9 @@ def rank_main(rank: int, init: str, out: str) -> None:
     model, reference, rollout, rewards = batch()
     rows = list(range(GROUPS * K))[RANK_ROWS[rank]]
     results = [update(model, reference, rollout.select(rows), rewards[rows], case) for case in CASES]
-    torch.save(results, f"{out}/{rank}.pt")
+    # dynamic sampling's cut: rank 0 found 3, 1, 2 live groups in three rounds, rank 1 found 2, 2, 0
+    sharing = {"share": my_share(list(range(7))), "kept": kept_live([[3, 1, 2], [2, 2, 0]][rank], budget=6)}
+    torch.save((results, sharing), f"{out}/{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -64,7 +68,10 @@ def rank_main(rank: int, init: str, out: str) -> None:
 def test_two_ranks_give_one_process_gradient_loss_and_metrics(tmp_path):
     mp.start_processes(rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=len(RANK_ROWS),
                        start_method="spawn")
-    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(len(RANK_ROWS))]
+    ranks, sharing = zip(*(torch.load(tmp_path / f"{rank}.pt") for rank in range(len(RANK_ROWS))))
+    assert [s["share"] for s in sharing] == [[0, 1, 2, 3], [4, 5, 6]]  # in rank order, the whole list
+    # one process holds round 1's groups (rank 0's 3, rank 1's 2), then round 2's: the first 6 live groups
+    assert [s["kept"] for s in sharing] == [[3, 1, 0], [2, 0, 0]]
     model, reference, rollout, rewards = batch()
     for i, case in enumerate(CASES):
         gradient, advantages, metrics = update(model, reference, rollout, rewards, case)
