@@ -123,6 +123,7 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     of the ranks' gradients is the whole batch's gradient (hence the loss times the world size)."""
     temperature, spec = sampling.temperature, LossSpec.of(cfg, sampling.max_completion_length)
     module = unwrapped(policy)  # pi_old's and the reference's passes need no gradient, nor DDP
+    advantages = advantages.to(module.device)  # rewards are scored on the CPU, the policy may be on a GPU
     slices, mask = micro_batches(rollout, cfg)
 
     def scored(model, part: slice):

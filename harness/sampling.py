@@ -66,7 +66,7 @@ def score(reward: Reward, problems: list[Problem], rollout: Rollout, cfg: GRPOCo
           max_completion_length: int) -> Groups:
     """Gold and proxy rewards, and the one that trains (Reward.training) plus any length penalty."""
     gold, proxy, failures = reward.measure(problems, rollout)
-    penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1), max_completion_length,
+    penalty = soft_overlong_punishment(rollout.completion_mask.sum(dim=1).cpu(), max_completion_length,
                                        cfg.soft_overlong_cache)
     return Groups(problems, rollout, gold, proxy, reward.training(gold, proxy) + penalty, cfg.num_generations,
                   failures)
