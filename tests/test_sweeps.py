@@ -19,7 +19,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from harness.settings import ConfigError
 from sweeps.retry import accounted_for
+from sweeps.settings import pruner_settings, sweeper_settings
 from sweeps.space import distributions, grid
 from sweeps.storage import open_storage
 from tests.postgres import postgres_server, server_bin
@@ -183,15 +185,32 @@ def test_bayesian_presets_select_the_optuna_sweeper(preset, objectives):
     assert all(isinstance(d, BaseDistribution) for d in distributions(dict(cfg.hydra.sweeper.params)).values())
 
 
+@pytest.mark.parametrize("knobs, message", [
+    ({"sampler": "tpee"}, "hydra.sweeper.sampler='tpee': must be one of tpe, gp, random, grid"),
+    ({"n_trials": 0}, "hydra.sweeper.n_trials=0: must be at least 1"),
+    ({"grace_period": 5, "heartbeat_interval": 10}, "hydra.sweeper.grace_period=5: must exceed"),
+    ({"objectives": [], "directions": []}, "hydra.sweeper.objectives=[]: must name at least one metric"),
+    ({"directions": ["maximize", "minimize"]}, "hydra.sweeper.directions=['maximize', 'minimize']: must give one")])
+def test_a_bad_sweeper_knob_is_named(knobs, message):
+    with pytest.raises(ConfigError) as refused:
+        sweeper_settings(knobs)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_journal_file_keeps_no_heartbeats_so_its_grace_period_is_free():
+    assert sweeper_settings({"storage": "journal:///tmp/study.log", "grace_period": 5}).grace_period == 5
+
+
+def test_a_rung_pruner_whose_first_rung_is_past_the_stage_is_refused():
+    with pytest.raises(ConfigError, match="its first rung, eval.eval_every=50, is past the end of grpo.steps=20"):
+        pruner_settings(sweeper_settings({"pruner": "hyperband"}), eval_every=50, steps=20)
+
+
 @pytest.mark.parametrize("knob, message", [
     ("hydra.sweeper.sampler=tpee", "hydra.sweeper.sampler='tpee': must be one of tpe, gp, random, grid"),
-    ("hydra.sweeper.pruner=hyperband eval.eval_every=50 grpo.steps=20", "hydra.sweeper.pruner='hyperband': its first "
-     "rung, eval.eval_every=50, is past the end of grpo.steps=20"),
-    ("hydra.sweeper.grace_period=5 hydra.sweeper.heartbeat_interval=10", "hydra.sweeper.grace_period=5: must exceed"),
-    ("hydra.sweeper.sampler=grid", "grpo.learning_rate: a grid needs choice(...) or range(...), not an interval"),
-    ("hydra.sweeper.objectives=[] hydra.sweeper.directions=[]", "hydra.sweeper.objectives=[]: must name at least")])
-def test_a_bad_sweeper_knob_is_refused_in_one_line_before_the_study_opens(tmp_path, knob, message):
-    done = subprocess.run([sys.executable, "-m", "harness.train", "-m", "sweep=bayes", *knob.split(),
+    ("hydra.sweeper.sampler=grid", "grpo.learning_rate: a grid needs choice(...) or range(...), not an interval")])
+def test_a_bad_sweeper_knob_stops_the_sweep_in_one_line_before_the_study_opens(tmp_path, knob, message):
+    done = subprocess.run([sys.executable, "-m", "harness.train", "-m", "sweep=bayes", knob,
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=300)
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2 and last.startswith(f"coldclimb: config error: {message}")
