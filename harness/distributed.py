@@ -40,12 +40,12 @@ def all_max(value: float) -> float:
     return largest.item()
 
 
-def all_gathered(values: list[int]) -> list[list[int]]:
-    """Every rank's list (of one length), in rank order."""
+def all_gathered(value) -> list:
+    """Every rank's value (any picklable object), in rank order."""
     if world_size() == 1:
-        return [values]
+        return [value]
     parts = [None] * world_size()
-    dist.all_gather_object(parts, values)
+    dist.all_gather_object(parts, value)
     return parts
 
 
@@ -62,8 +62,7 @@ def gathered(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
     this rank's begin in it."""
     if world_size() == 1:
         return rows, 0
-    parts = [None] * world_size()
-    dist.all_gather_object(parts, rows.cpu())
+    parts = all_gathered(rows.cpu())
     return torch.cat(parts).to(rows.device), sum(len(p) for p in parts[:rank()])
 
 

@@ -8,6 +8,7 @@ advantage, zero gradient) are dropped and more prompts are sampled, for at most
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
@@ -97,7 +98,7 @@ class GroupSampler:
             if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
                 sampled = Groups.concat(parts, self.engine.pad_token_id)
                 kept = kept_live([len(part.live_indices()) for part in parts], cfg.prompts_per_step)
-                starts = [sum(len(part.problems) for part in parts[:i]) for i in range(len(parts))]
+                starts = accumulate((len(part.problems) for part in parts[:-1]), initial=0)  # each round's first group
                 chosen = [start + g for part, start, n in zip(parts, starts, kept) for g in part.live_indices()[:n]]
                 return sampled, sampled.select(chosen), len(parts)
 
