@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from harness.distributed import is_writer
 from harness.store import RESUME, write_json
 
 
@@ -50,6 +51,10 @@ class StageCheckpoints:
         return self.every > 0 and step % self.every == 0 and step < last_step
 
     def save(self, step: int, policy, optimizer, **counters) -> None:
+        """Rank 0's state, written once and read by every rank: all hold the same weights and optimizer state (and
+        with rollout.group_seeds the same random streams)."""
+        if not is_writer():
+            return
         folder = self.dir / f"step-{step:06d}"
         shutil.rmtree(folder, ignore_errors=True)  # half written before a kill
         policy.save_pretrained(folder)  # the tokenizer is the stage start's
@@ -73,6 +78,8 @@ class StageCheckpoints:
         return {k: v for k, v in state.items() if k not in ("optimizer", "torch_rng", "cuda_rng", "problems_rng")}
 
     def clear(self) -> None:
+        if not is_writer():
+            return
         (self.dir / "latest.json").unlink(missing_ok=True)  # first: a kill mid-way leaves nothing to resume from
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -80,6 +87,8 @@ class StageCheckpoints:
 def prune_finished(run_dir: Path, stages: list[str], keep: str) -> None:
     """Delete what a finished run no longer needs: resume states, and the stage checkpoints that
     `checkpoint.keep` does not keep."""
+    if not is_writer():
+        return
     for stage in stages:
         StageCheckpoints(Path(run_dir) / stage, 0, None).clear()
     saved = [Path(run_dir) / stage / "checkpoint" for stage in stages]

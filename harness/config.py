@@ -59,6 +59,10 @@ class RolloutConfig:
     vllm_gpu_memory_utilization: float = setting(0.3, "GPU share for vLLM's weights and KV cache; training needs "
                                                       "the rest", unit=True)
     vllm_enforce_eager: bool = setting(True, "no CUDA graphs or torch.compile: starts in seconds, not minutes")
+    group_seeds: bool = setting(False, "each group sampled from a seed of its own (drawn from the stage's stream): "
+                                       "rollouts that do not depend on how a batch is split over ranks, at one "
+                                       "generate call per group")
+    vllm_tensor_parallel_size: int = setting(1, "GPUs one vLLM engine spans (a model too large for one)", low=1)
     vllm_max_model_len: Optional[int] = setting(None, "vLLM's context; None: the model's own", low=1)
 
 
@@ -199,7 +203,10 @@ class CacheConfig:
 
 @dataclass
 class TrialConfig:
-    """Set by the Optuna sweeper (sweeps/): where the run reports held-out values as it trains."""
+    """The processes a run trains on, and (set by the Optuna sweeper, sweeps/) where it reports held-out values."""
+
+    processes: int = setting(1, "ranks the run trains on, data parallel (harness.launch): torchrun's processes here, "
+                                "a SLURM job's tasks there; each samples whole groups of a step's prompts", low=1)
 
     storage: Optional[str] = setting(None, "the study's Optuna storage URL")
     study_name: Optional[str] = setting(None, "the study's name")
@@ -237,7 +244,8 @@ class Config:
     jobs_per_gpu: int = setting(1, "device=cuda: jobs of this machine that may share one GPU", low=1)
     # Float sums depend on how they are split, so a trial gives the same numbers under any launcher
     # only with the same count.
-    threads: int = setting(0, "torch's CPU threads; 0: the CPUs this process may use (recorded as run)", low=0)
+    threads: int = setting(0, "torch's CPU threads (of each rank); 0: the CPUs this process may use, shared among "
+                                  "trial.processes ranks (recorded as run)", low=0)
     arm: Optional[str] = setting(None, "this run's arm in an ablation preset (ablation/*): the report keeps, orders "
                                        "and labels arms by it, in place of the keys each arm sets")
     run_name: Optional[str] = setting(None, "None: the run directory's name")

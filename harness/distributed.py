@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -21,6 +24,35 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if world_size() > 1 else 0
+
+
+def is_writer() -> bool:
+    """Rank 0 alone writes the run's files, its tracker, checkpoints and stage cache; the other ranks read
+    what it wrote (after a barrier)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def from_writer(decide: Callable[[], T]) -> T:
+    """`decide()` as rank 0 computes it, on every rank: a decision one rank makes (a pruner's, the stage
+    cache's) that all must follow. What it raises on rank 0 is raised on every rank."""
+    if world_size() == 1:
+        return decide()
+    outcome = [None]
+    if is_writer():
+        try:
+            outcome = [(decide(), None)]
+        except Exception as error:
+            outcome = [(None, error)]
+    dist.broadcast_object_list(outcome, src=0)
+    value, error = outcome[0]
+    if error is not None:
+        raise error
+    return value
 
 
 def all_sum(values: list[float]) -> list[float]:

@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.config import EvalConfig, RolloutConfig
+from harness.distributed import all_gathered, my_share
 from harness.logprobs import completion_logprobs
 from harness.metrics import full_marks
 from harness.rewards.reward import Reward, failure_metrics
@@ -27,7 +28,8 @@ class Evaluator:
                  initial_policy: Optional[PreTrainedModel] = None):
         self.reward, self.problems, self.cfg = reward, problems, eval_cfg
         self.initial_policy = initial_policy
-        self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+        self.sampling = SamplingParams(eval_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length,
+                                       rollout_cfg.group_seeds)
 
     @contextmanager
     def own_randomness(self):
@@ -40,9 +42,16 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, policy: PreTrainedModel, engine: RolloutEngine) -> dict:
+        """Each rank samples and scores its share of the held-out prompts; the metrics are the whole set's."""
+        problems = my_share(self.problems)
         with self.own_randomness():
-            rollout = engine.generate([p.prompt for p in self.problems], self.cfg.num_samples, self.sampling)
-        gold, proxy, failures = self.reward.measure(self.problems, rollout)
+            seeds = self.sampling.seeds(len(self.problems))  # one per held-out prompt, however the set is split
+            rollout = engine.generate([p.prompt for p in problems], self.cfg.num_samples, self.sampling,
+                                      seeds=None if seeds is None else my_share(seeds))
+        gold, proxy, failures = self.reward.measure(problems, rollout)
+        kl = self.sequence_kl(policy, rollout) if self.initial_policy is not None else None
+        parts = all_gathered((gold, proxy, rollout.completion_mask.sum(1).cpu(), failures, kl))
+        gold, proxy, lengths = (torch.cat([part[i] for part in parts]) for i in range(3))
         passed = full_marks(gold)
         metrics = {
             GOLD: passed.mean().item(),
@@ -50,11 +59,11 @@ class Evaluator:
             GOLD + PER_PROMPT: passed.view(len(self.problems), -1).mean(1).tolist(),
             "eval/gold_score": gold.mean().item(),  # with partial credit, above pass@1
             PROXY: proxy.mean().item(),
-            "eval/completion_length": rollout.completion_mask.sum(1).float().mean().item(),
-            **failure_metrics(failures, "eval/rewards"),
+            "eval/completion_length": lengths.float().mean().item(),
+            **failure_metrics({kind: sum(part[3][kind] for part in parts) for kind in failures}, "eval/rewards"),
         }
-        if self.initial_policy is not None:
-            metrics[KL] = self.sequence_kl(policy, rollout)
+        if kl is not None:  # the mean over every rank's completions
+            metrics[KL] = sum(part[4] for part in parts) / len(gold)
         return metrics
 
     @torch.no_grad()
@@ -68,12 +77,12 @@ class Evaluator:
                 for i, (passed, g, x) in enumerate(zip(full_marks(gold).tolist(), gold.tolist(), proxy.tolist()))]
 
     def sequence_kl(self, policy: PreTrainedModel, rollout: Rollout) -> float:
-        """KL(pi || pi_init) per completion, in nats: the mean over samples from pi of
-        sum_t log pi - log pi_init (an unbiased estimate)."""
+        """KL(pi || pi_init) summed over the rollout's completions, in nats: over samples from pi, the sum of
+        sum_t log pi - log pi_init (its mean, an unbiased estimate of the KL per completion)."""
         total = 0.0
         for start in range(0, len(rollout.texts), SCORING_ROWS):
             rows = slice(start, start + SCORING_ROWS)
             logp, _ = completion_logprobs(policy, rollout, self.sampling.temperature, rows)
             init_logp, _ = completion_logprobs(self.initial_policy, rollout, self.sampling.temperature, rows)
             total += ((logp - init_logp) * rollout.completion_mask[rows]).sum().item()
-        return total / len(rollout.texts)
+        return total

@@ -12,7 +12,8 @@ from transformers import PreTrainedModel
 
 from harness.checkpoint import StageCheckpoints
 from harness.config import GRPOConfig
-from harness.distributed import BatchSize, all_sum, data_parallel, gathered, syncing, unwrapped, world_size
+from harness.distributed import BatchSize, all_max, all_sum, data_parallel, from_writer, gathered, syncing, unwrapped, \
+    world_size
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
@@ -69,6 +70,7 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
             groups.engine.sync_weights()
         update_time = time.perf_counter() - start
 
+        sampled = sampled.whole(groups.engine.pad_token_id)  # every rank's groups: the step's metrics are the batch's
         total_tokens += sampled.rollout.num_tokens
         metrics = {**step_metrics(sampled, to_train, K, rollout_time, update_time), **update,
                    "dynamic_sampling/rounds": rounds, "num_tokens": total_tokens, "learning_rate": cfg.learning_rate}
@@ -79,8 +81,8 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
         if step % evaluation.every == 0 or step == cfg.steps:
             last_eval = evaluation.measure()
             tracker.log_eval(step, last_eval)
-            if evaluation.on_eval is not None:
-                evaluation.on_eval(step, last_eval)
+            if evaluation.on_eval is not None or world_size() > 1:  # rank 0 reports; every rank stops if pruned
+                from_writer(lambda: evaluation.on_eval and evaluation.on_eval(step, last_eval))
         if checkpoints is not None and checkpoints.due(step, cfg.steps):
             checkpoints.save(step, policy, optimizer, total_tokens=total_tokens, last_eval=last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")
@@ -88,7 +90,10 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
 
 
 def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: float) -> dict:
-    """What one step's groups (all `sampled`, and `to_train` of them) and its timings measure."""
+    """What one step's groups (all `sampled` over every rank, and this rank's `to_train` of them) and its timings
+    (the slowest rank's) measure."""
+    rollout_time, update_time = all_max(rollout_time), all_max(update_time)
+    trained, live = all_sum([len(to_train.problems), len(to_train.live_indices())])
     step_time = rollout_time + update_time
     return {
         **reward_metrics(sampled.gold, sampled.proxy, sampled.reward, K),
@@ -96,8 +101,8 @@ def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: fl
         **completion_metrics(sampled.rollout),
         **failure_metrics(sampled.failures),
         "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
-        "update/groups": len(to_train.problems),
-        "update/dead_group_frac": 1 - len(to_train.live_indices()) / max(len(to_train.problems), 1),
+        "update/groups": trained,
+        "update/dead_group_frac": 1 - live / max(trained, 1),
         "step_time": step_time,
         "timing/rollout": rollout_time,
         "timing/update": update_time,

@@ -24,6 +24,7 @@ import torch
 from harness.cache import stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import Config, GRPOConfig
+from harness.distributed import from_writer, is_writer
 from harness.evaluate import Evaluator
 from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy, save_policy
@@ -59,7 +60,7 @@ class Pipeline(StageRunner):
         heldout_keys = kept_out(self.task, self.heldout)
         # One stream of training problems per stage, each with its own seed.
         self.streams = {name: ProblemStream(self.task, stream_seed(cfg, name), heldout_keys) for name in self.order}
-        self.base = base_model(cfg.model, self.task)
+        self.base = from_writer(lambda: base_model(cfg.model, self.task))  # rank 0 builds the tiny one, if needed
         self.pool = RewardPool(cfg.task.reward_workers, cfg.task.reward_timeout, cfg.task.reward_memory_gb)
         self.reward = Reward.for_task(self.pool, cfg.task)  # gold and the task's proxy, measured; gold trains
 
@@ -67,7 +68,7 @@ class Pipeline(StageRunner):
         """The recipe: each stage in run order, computed by its type's function unless resumed or cached."""
         if self.cfg.resume:
             self.summary = read_json(self.run_dir / SUMMARY)
-        else:  # a directory used before: nothing of that run may pass for this one's
+        elif is_writer():  # a directory used before: nothing of that run may pass for this one's
             (self.run_dir / SUMMARY).unlink(missing_ok=True)
         with self.pool:
             for name in self.order:
@@ -85,7 +86,8 @@ class Pipeline(StageRunner):
             rows = rejection_sample(engine, self.reward, self.streams[name],
                                     cfg=getattr(self.cfg, self.graph[name].config), rollout_cfg=self.cfg.rollout,
                                     tracker=tracker)
-        save_seed(rows, tracker.dir / STAGE_TYPES["seed"].output)
+        if is_writer():
+            save_seed(rows, tracker.dir / STAGE_TYPES["seed"].output)
         tracker.finish({"seed/size": len(rows)})
         self.record(name, {"seed/size": len(rows)})
 
@@ -186,9 +188,11 @@ class Pipeline(StageRunner):
         eval.*, not on grpo.*, so the trials of a sweep from one cold start share them through the stage
         cache (entry `grpo_start`)."""
         key_inputs = self.key_inputs(START)
-        with self.cache.entry(START, stage_key(key_inputs)) as entry, tempfile.TemporaryDirectory() as scratch:
-            if entry is not None and entry.manifest() is not None:
-                return read_json(entry.folder / START_FILE)
+        with self.cache_entry(START, stage_key(key_inputs)) as entry, tempfile.TemporaryDirectory() as scratch:
+            cached = from_writer(lambda: read_json(entry.folder / START_FILE)
+                                 if entry is not None and entry.manifest() is not None else None)
+            if cached is not None:
+                return cached
             # Evaluation samples from its own random stream: computing this moves no training randomness.
             at_start = {"eval": evaluator(model, engine),
                         "best_of_n": evaluator.best_of_n_samples(engine) if self.cfg.eval.best_of_n and best_of_n
@@ -228,5 +232,7 @@ class Pipeline(StageRunner):
 
     @staticmethod
     def _save(model, tokenizer, stage_dir: Path) -> None:
+        if not is_writer():  # every rank holds the same weights: rank 0 writes them once
+            return
         shutil.rmtree(stage_dir / CHECKPOINT, ignore_errors=True)  # never write into an older copy's files
         save_policy(model, tokenizer, stage_dir / CHECKPOINT)

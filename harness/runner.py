@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,13 +16,14 @@ import torch
 
 from harness.cache import Entry, StageCache, base_key, stage_inputs, stage_key
 from harness.config import Config
+from harness.distributed import barrier, from_writer, is_writer
 from harness.faults import TrialSuperseded
 from harness.resume import recorded_config
 from harness.rollout import RolloutEngine
 from harness.sources import content_digest
 from harness.stages import BASE, START, STAGE_TYPES, final_stage, resolve, run_order, stage_seed, trains_on
 from harness.store import EVALS, METRICS, SUMMARY, read_json, read_jsonl, write_json
-from harness.tracking import StageTracker, scalars
+from harness.tracking import SilentTracker, StageTracker, scalars
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ class StageRunner:
         started, made = time.perf_counter(), None
         try:
             key_inputs = self.key_inputs(name)
-            with self.cache.entry(name, stage_key(key_inputs)) as entry:
-                made = entry.manifest() if entry is not None else None
+            with self.cache_entry(name, stage_key(key_inputs)) as entry:
+                made = from_writer(lambda: entry.manifest() if entry is not None else None)
                 if made is not None:
                     self._reuse(name, entry, made)
                 else:
@@ -74,6 +75,11 @@ class StageRunner:
                                                           "base": self.summary.get("base"), "inputs": key_inputs})
         finally:  # a pruned or failed stage has cost something too
             self._count_cost(name, time.perf_counter() - started, reused=made is not None)
+        barrier()  # what rank 0 wrote is there for every rank's next stage
+
+    def cache_entry(self, name: str, key: str):
+        """The stage cache's entry (StageCache.entry), which rank 0 alone holds, decides on and stores."""
+        return self.cache.entry(name, key) if is_writer() else nullcontext(None)
 
     @property
     def run_name(self) -> str:
@@ -122,20 +128,24 @@ class StageRunner:
         marked `reused_from` that run. A final GRPO stage's evaluations go to on_eval as a computed
         one's would, and where it stops the trial, the stage ends there as it would."""
         log.info("stage cache: the %s stage is %s's (%s)", name, made["run_dir"], entry.folder)
-        tracker = self.begin(name)
-        shutil.rmtree(tracker.dir / "checkpoint", ignore_errors=True)  # an earlier attempt's, with files of its own
-        entry.restore(tracker.dir, made)
+        tracker, writer = self.begin(name), is_writer()
+        if writer:  # `entry` is rank 0's
+            shutil.rmtree(tracker.dir / "checkpoint", ignore_errors=True)  # an earlier attempt's, with files of its own
+            entry.restore(tracker.dir, made)
         if made["base"] is not None:
             self.record_base(made["base"])
-        stopped = self._stopped_at(tracker.dir) if name == self.final and self.graph[name].type == "grpo" else None
+        stopped = from_writer(lambda: self._stopped_at(tracker.dir)) \
+            if name == self.final and self.graph[name].type == "grpo" else None
         if stopped is not None:
             step, error = stopped
-            shutil.rmtree(tracker.dir / "checkpoint")  # a stopped stage saves none
+            if writer:
+                shutil.rmtree(tracker.dir / "checkpoint")  # a stopped stage saves none
             tracker.adopt(made["run_dir"], {"error": str(error)}, until_step=step,
                           status=f"stopped ({type(error).__name__})")
             raise error
-        summary = read_json(tracker.dir / SUMMARY)
-        tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
+        if writer:
+            summary = read_json(tracker.dir / SUMMARY)
+            tracker.adopt(made["run_dir"], {k: v for k, v in summary.items() if k not in ("status", "reused_from")})
         self.record(name, made["record"])
 
     def _stopped_at(self, stage_dir: Path) -> tuple[int, Exception] | None:
@@ -156,6 +166,8 @@ class StageRunner:
     def begin(self, name: str, resume_step=None) -> StageTracker:
         """Seed the stage's sampling and start its tracked run (or go on with it after resume_step)."""
         torch.manual_seed(stage_seed(self.cfg, name))
+        if not is_writer():
+            return SilentTracker(self.run_dir / name, name, self.cfg.tracking.log_completions_every)
         return StageTracker(self.run_dir / name, stage=name, run_name=self.run_name, config=recorded_config(self.cfg),
                             tracking_cfg=self.cfg.tracking, wandb_dir=self.run_dir, resume_step=resume_step)
 
@@ -165,7 +177,8 @@ class StageRunner:
     def record(self, key: str, metrics: dict) -> None:
         """The run's summary.json, written as each result comes: what a resumed run starts from."""
         self.summary[key] = scalars(metrics)
-        write_json(self.run_dir / SUMMARY, self.summary)
+        if is_writer():
+            write_json(self.run_dir / SUMMARY, self.summary)
 
     def record_base(self, metrics: dict) -> None:
         if "base" not in self.summary:

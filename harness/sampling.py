@@ -13,7 +13,7 @@ from itertools import accumulate
 import torch
 
 from harness.config import GRPOConfig
-from harness.distributed import all_gathered, all_sum, my_share, rank
+from harness.distributed import all_gathered, all_sum, my_share, rank, world_size
 from harness.metrics import live_groups
 from harness.rewards.reward import Reward
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
@@ -47,6 +47,15 @@ class Groups:
         return Groups([p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], pad_token_id),
                       *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")),
                       parts[0].num_generations, {kind: sum(g.failures[kind] for g in parts) for kind in parts[0].failures})
+
+    def whole(self, pad_token_id: int) -> "Groups":
+        """Every rank's groups, in rank order: the batch as one process would hold it (what a step's metrics
+        measure); in one process, these."""
+        if world_size() == 1:
+            return self
+        mine = Groups(self.problems, self.rollout.to("cpu"), self.gold, self.proxy, self.reward, self.num_generations,
+                      self.failures)
+        return Groups.concat(all_gathered(mine), pad_token_id)
 
     def select(self, groups: list[int]) -> "Groups":
         K = self.num_generations
@@ -88,8 +97,11 @@ class GroupSampler:
         K = cfg.num_generations
         parts, live = [], 0
         while True:
-            batch = my_share(self.problems.take(cfg.prompts_per_step))
-            rollout = self.engine.generate([p.prompt for p in batch], K, self.sampling)
+            problems = self.problems.take(cfg.prompts_per_step)
+            seeds = self.sampling.seeds(len(problems))  # drawn by every rank alike, before the batch is split
+            batch = my_share(problems)
+            rollout = self.engine.generate([p.prompt for p in batch], K, self.sampling,
+                                           seeds=None if seeds is None else my_share(seeds))
             parts.append(score(self.reward, batch, rollout, cfg, self.sampling.max_completion_length))
             if not cfg.dynamic_sampling:
                 return parts[0], parts[0], 1

@@ -43,8 +43,9 @@ class StageType:
 # Groups and keys read by the GRPO type, whatever its group: the task's reward is read unless the group
 # names its own (explore.reward), and task.partial_credit either way.
 STAGE_TYPES = {
+    # the ranks its batch and evaluations are split over (float sums depend on the split)
     "grpo": StageType("grpo", CHECKPOINT, ("model", "task", "task.partial_credit", "rollout", "eval", "seed",
-                                           "device", "threads"), "GRPOConfig"),
+                                           "device", "threads", "trial.processes"), "GRPOConfig"),
     # the held-out set (eval.*) is what its problem stream skips
     "seed": StageType("seed_set", "seed.jsonl", ("task", "rollout", "eval.num_prompts", "eval.seed", "seed", "device",
                                                  "threads"), "SeedSetConfig"),
@@ -56,7 +57,7 @@ STAGE_TYPES = {
 # Not a stage: the final GRPO stage's first evaluation and best-of-n samples (the cache's grpo_start entry),
 # the same for any grpo.*: its start key names the cold start, and with task.reward=learned the reward model.
 START = "grpo_start"
-START_READS = ("model", "task", "rollout", "eval", "seed", "device", "threads")
+START_READS = ("model", "task", "rollout", "eval", "seed", "device", "threads", "trial.processes")
 # The default recipe's stages draw their problems from numbered streams, as before the graph, so that its
 # numbers stay what they were; every other instance's stream is named by the instance.
 NUMBERED_STREAMS = ("explore", "seed", "sft", "grpo")

@@ -146,6 +146,21 @@ class StageTracker:
         self.wandb.finish(exit_code=0 if status == "finished" else 1)
 
 
+class SilentTracker:
+    """The tracker of a rank other than 0, which writes nothing: rank 0 logs the batch-wide values every rank
+    computed (harness.distributed), to one W&B run per stage."""
+
+    def __init__(self, stage_dir: Path, stage: str, completions_every: int):
+        self.dir, self.stage, self.completions_every = Path(stage_dir), stage, completions_every
+
+    completions_due = StageTracker.completions_due
+
+    def log(self, *args, **kwargs) -> None:
+        """Rank 0 logs it."""
+
+    log_eval = log_completions = log_rows = adopt = finish = log
+
+
 def scalars(metrics: dict) -> dict:
     """The metrics a summary holds: per-prompt lists stay in the step logs."""
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}

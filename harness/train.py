@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import Config, register_configs
+from harness.distributed import is_writer, rank, world_size
 from harness.settings import ConfigError
 from harness.store import CONFIG, GOLD, KL, PROXY, STATUS, write_json
 from harness.validation import validate, warnings_for
@@ -31,7 +32,8 @@ def to_config(cfg: DictConfig) -> Config:
     """The typed config, checked value by value; raises ConfigError before anything loads."""
     config = OmegaConf.to_object(cfg)
     validate(config)
-    config.threads = config.threads or len(os.sched_getaffinity(0))  # recorded as it will run
+    # recorded as it will run; several ranks share the CPUs
+    config.threads = config.threads or max(1, len(os.sched_getaffinity(0)) // config.trial.processes)
     return config
 
 
@@ -53,8 +55,9 @@ def finish(run_dir: Path, status: str, **details) -> dict:
     """status.json beside the run's results (finished, failed or pruned, and the final held-out
     metrics or the reason); it is also what the run returns to a sweeper."""
     record = {"status": status, **details}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / STATUS, record)
+    if is_writer():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / STATUS, record)
     return record
 
 
@@ -92,6 +95,8 @@ def main(cfg: DictConfig) -> dict:
             check_resumable(config, run_dir)
     except ConfigError as error:
         return fail(run_dir, f"config error: {error}", exit_code=2)
+    if config.trial.processes > 1:
+        return run_ranks(config, run_dir)
     if config.device != "cuda":
         return run(config, run_dir)
     from harness.gpus import claim_gpu, release_gpu
@@ -106,17 +111,42 @@ def main(cfg: DictConfig) -> dict:
         release_gpu()
 
 
-def run(config: Config, run_dir: Path) -> dict:
-    """The recipe, on a sound config; its status.json record. A trial of an Optuna sweep beats to
-    its study while it runs and tells it the outcome itself, whether or not its sweeper lives."""
-    if config.trial.trial_id is None:
-        return run_recipe(config, run_dir, on_eval=None)
+def run_ranks(config: Config, run_dir: Path) -> dict:
+    """The recipe on trial.processes ranks (harness.launch): this process is one of a SLURM job's tasks, or it
+    launches the ranks here and waits for them."""
+    from harness.launch import RankFailed, launch, process_group, slurm_ranks
+
+    def launched(config: Config, run_dir: Path, on_eval) -> dict:  # rank 0 reports to the trial, this process beats
+        try:
+            return launch(config, run_dir)
+        except RankFailed as error:
+            return fail(run_dir, str(error), exit_code=1)
+    try:
+        if not slurm_ranks(config.trial.processes):
+            return run(config, run_dir, execute=launched)
+    except RankFailed as error:
+        return fail(run_dir, str(error), exit_code=2)
+    with process_group(config.device):
+        try:
+            return run(config, run_dir)
+        except Exception:  # Hydra would catch it and end the task well: its peers would wait on it for ever
+            log.exception("rank %d failed", rank())
+            os._exit(1)  # srun's kill-on-bad-exit (the launcher presets) ends them: the job fails, and is retried
+
+
+def run(config: Config, run_dir: Path, execute=None) -> dict:
+    """The recipe, on a sound config (`execute`: how; run_recipe in this process); its status.json record. A
+    trial of an Optuna sweep beats to its study while it runs and tells it the outcome itself, whether or not its
+    sweeper lives: rank 0 does, where there are several."""
+    execute = execute or run_recipe
+    if config.trial.trial_id is None or not is_writer():
+        return execute(config, run_dir, on_eval=None)
     from harness.faults import TrialSuperseded
     from sweeps.trial import TrialReporter
 
     try:
         with TrialReporter(config.trial) as trial:
-            record = run_recipe(config, run_dir, on_eval=trial)
+            record = execute(config, run_dir, on_eval=trial)
             try:
                 trial.finish(record, run_dir)
             except Exception:  # its sweeper, if alive, tells it from the record returned
@@ -136,9 +166,10 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     from harness.rewards.pool import RewardFailed
 
     hf_logging.disable_progress_bar()
-    for warning in warnings_for(config):
+    for warning in warnings_for(config) if is_writer() else []:
         log.warning(warning)
-    (run_dir / STATUS).unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
+    if is_writer():
+        (run_dir / STATUS).unlink(missing_ok=True)  # running: a status of an earlier run here would mislead
     try:
         pipeline = Pipeline(config, run_dir, on_eval=on_eval)
         summary = pipeline.run()
@@ -148,9 +179,11 @@ def run_recipe(config: Config, run_dir: Path, on_eval) -> dict:
     except TrialSuperseded:
         raise  # its retry owns the run directory now: nothing is written there
     except (SeedTooSmall, NonFiniteLoss, RewardFailed) as error:
+        if world_size() > 1:
+            raise  # one rank's failure: its exit stops every rank (harness.launch)
         return fail(run_dir, str(error), exit_code=1)
     except Exception as error:
-        if not in_sweep():
+        if world_size() > 1 or not in_sweep():
             raise  # a bug in a single run: the traceback helps more than a line
         log.exception("run failed")
         return fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)

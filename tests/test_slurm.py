@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -101,36 +102,6 @@ def test_an_optuna_sweep_keeps_two_slurm_jobs_running_on_one_study(slurm, tmp_pa
         assert trial.value == pytest.approx(stored["eval/gold_pass@1"]) and sorted(trial.intermediate_values) == [2, 4]
 
 
-def test_a_cancelled_trial_job_is_retried_once_and_resumes_where_it_stopped(slurm, tmp_path):
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", *SLURM, *SMOKE, *BEATS,
-         # Long enough to outlive scancel's grace (KillWait): submitit's job lets SIGTERM pass.
-         "grpo.steps=100", "checkpoint.every=5", "eval.eval_every=50", "grpo.learning_rate=choice(1e-4)",
-         "hydra.sweeper.n_trials=1", "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"],
-        env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_resume_state(tmp_path / "0", sweep, "before it could be cancelled")
-        [job] = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
-                               env=slurm.env).stdout.split()
-        subprocess.run(["scancel", job], env=slurm.env, check=True)
-        output, _ = sweep.communicate(timeout=600)
-    finally:
-        sweep.kill()
-    assert sweep.returncode == 0, output[-3000:]
-
-    trials = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "its job died (UncompletedJobError" in output
-    assert any(line.startswith(f"{job}|CANCELLED") for line in jobs(slurm))
-    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
-    assert trials[1].user_attrs["status"] == "finished"
-    # The retry went on in the cancelled job's run directory, from its resume state, logging each step once.
-    assert trials[1].user_attrs["run_dir"] == str(tmp_path / "0")
-    steps = [json.loads(line)["step"] for line in (tmp_path / "0" / "grpo" / "metrics.jsonl").open()]
-    assert steps == list(range(1, 101)), steps
-    assert "goes on after step" in (tmp_path / "1" / "train.log").read_text()  # the retry's own job log
-
-
 def test_a_job_whose_sweeper_died_keeps_its_trial_and_lands_its_result(slurm, tmp_path):
     """The job beats to its trial and tells the outcome itself: a new sweeper of the study finds the
     trial alive (not stale, not retried) and waits for it, and the result reaches the study."""
@@ -156,3 +127,53 @@ def test_a_job_whose_sweeper_died_keeps_its_trial_and_lands_its_result(slurm, tm
     assert trial.value == pytest.approx(json.loads((tmp_path / "0" / "status.json").read_text())["eval/gold_pass@1"])
     steps = [json.loads(line)["step"] for line in (tmp_path / "0" / "grpo" / "metrics.jsonl").open()]
     assert steps == list(range(1, 401))  # one run, never restarted
+
+
+def slurm_task(job: str, rank: int) -> int:
+    """The pid of the job's task that is rank `rank`: slurmstepd's own child (its reward workers inherit its
+    environment)."""
+    wanted = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_PROCID={rank}".encode()}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            parent = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            if wanted <= set(environ.read_bytes().split(b"\0")) \
+                    and Path(f"/proc/{parent}/comm").read_text().strip() == "slurmstepd":
+                return int(environ.parent.name)
+        except OSError:
+            continue
+    raise LookupError(f"no task of rank {rank} in job {job}")
+
+
+def test_a_two_rank_trial_is_one_slurm_job_and_a_killed_rank_is_retried_and_resumed(slurm, tmp_path):
+    """As a one-process trial whose job was cancelled: its job fails, the sweeper retries the trial in the same run
+    directory, and the retry resumes. Here one rank of two is killed: srun ends the other, and the job fails."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", "-m", "hydra/sweeper=coldclimb_optuna", *SLURM, *SMOKE, *BEATS,
+         "trial.processes=2", "rollout.group_seeds=true", "tracking=offline", "grpo.steps=12", "checkpoint.every=4",
+         "eval.eval_every=12", "grpo.learning_rate=choice(1e-4)", "hydra.sweeper.n_trials=1",
+         "hydra.sweeper.pruner=none", f"hydra.sweep.dir={tmp_path}"],
+        env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_resume_state(tmp_path / "0", sweep, "before a rank could be killed")
+        [job] = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+                               env=slurm.env).stdout.split()
+        os.kill(slurm_task(job, 1), signal.SIGKILL)
+        output, _ = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, output[-3000:]
+
+    trials = optuna.load_study(study_name="coldclimb", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "its job died (UncompletedJobError" in output
+    assert any(line.startswith(f"{job}|FAILED") for line in jobs(slurm))  # one job for both ranks, failed as one
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
+    run_dir = tmp_path / "0"
+    assert trials[1].user_attrs["run_dir"] == str(run_dir) and trials[1].user_attrs["status"] == "finished"
+    assert trials[1].value == pytest.approx(json.loads((run_dir / "status.json").read_text())["eval/gold_pass@1"])
+    # The retry went on from rank 0's resume state; rank 0 alone logged, each step once, to one W&B run.
+    steps = [json.loads(line)["step"] for line in (run_dir / "grpo" / "metrics.jsonl").open()]
+    assert steps == list(range(1, 13)), steps
+    assert all(json.loads(line)["groups"] == 4 for line in (run_dir / "grpo" / "metrics.jsonl").open())
+    assert "goes on after step" in (tmp_path / "1" / "train.log").read_text()
+    assert len({p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}) == 1

@@ -5,7 +5,7 @@ HF `generate` (`hf.py`) and vLLM (`vllm_engine.py`) implement it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional, Protocol
 
 import torch
@@ -22,6 +22,10 @@ class Rollout:
     texts: list[str]  # decoded completions, special tokens dropped
     truncated: torch.Tensor  # [N] bool: hit the length limit without eos
     engine_logprobs: Optional[torch.Tensor] = None  # [N, C]: the sampler's own log-probs, if it gives them
+
+    def to(self, device) -> "Rollout":
+        return Rollout(**{f.name: value.to(device) if isinstance(value := getattr(self, f.name), torch.Tensor)
+                          else value for f in fields(self)})
 
     @property
     def num_tokens(self) -> int:
@@ -51,11 +55,18 @@ class SamplingParams:
     temperature: float
     top_p: float
     max_completion_length: int
+    group_seeds: bool = False  # each group from a seed of its own (rollout.group_seeds)
 
     @classmethod
     def of(cls, rollout_cfg) -> "SamplingParams":
         """A stage's sampling, as rollout.* sets it (evaluation sets its own temperature)."""
-        return cls(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length)
+        return cls(rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_completion_length,
+                   rollout_cfg.group_seeds)
+
+    def seeds(self, groups: int, generator: Optional[torch.Generator] = None) -> Optional[list[int]]:
+        """A seed for each of `groups` groups, drawn from `generator` (torch's default: the stage's stream), when
+        sampling takes group seeds; else None, and nothing is drawn."""
+        return torch.randint(2**31 - 1, (groups,), generator=generator).tolist() if self.group_seeds else None
 
 
 class RolloutEngine(Protocol):
@@ -65,7 +76,10 @@ class RolloutEngine(Protocol):
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "RolloutEngine":
         """The engine for a stage's policy, as harness.rollout.make_engine builds it."""
 
-    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout: ...
+    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams,
+                 seeds: Optional[list[int]] = None) -> Rollout:
+        """K completions per prompt; with `seeds`, each prompt's group sampled from its own seed (whatever
+        else is in the batch)."""
 
     def sync_weights(self) -> None:
         """Make the engine sample from the policy's current weights."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 from transformers import GenerationConfig
@@ -26,6 +27,18 @@ def model_defaults_ignored(model):
         model.generation_config = shipped
 
 
+@contextmanager
+def seeded(seed: Optional[int], device: torch.device):
+    """torch's generators (the CPU's and the device's) seeded with `seed` for the block, and put back after it;
+    None: left as they are."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 class HFEngine:
     @classmethod
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "HFEngine":
@@ -45,9 +58,13 @@ class HFEngine:
         """Nothing to free."""
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout:
+    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams,
+                 seeds: Optional[list[int]] = None) -> Rollout:
         texts, special = chat_format(self.tokenizer, prompts)
         repeated = [p for p in texts for _ in range(num_generations)]
+        # With seeds, each group alone from its own seed; else batches of rows from torch's generators.
+        batches = [(repeated[start:start + self.batch_size], None) for start in range(0, len(repeated), self.batch_size)] \
+            if seeds is None else [([text] * num_generations, seed) for text, seed in zip(texts, seeds)]
         config = GenerationConfig(
             do_sample=True,
             temperature=sampling.temperature,
@@ -61,10 +78,9 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         chunks = []
-        for start in range(0, len(repeated), self.batch_size):
-            batch = self.tokenizer(repeated[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=special).to(device)
-            with model_defaults_ignored(self.model):
+        for rows, seed in batches:
+            batch = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=special).to(device)
+            with model_defaults_ignored(self.model), seeded(seed, device):
                 out = self.model.generate(**batch, generation_config=config)
             width = batch["input_ids"].size(1)
             chunks.append((batch["input_ids"], batch["attention_mask"], out[:, width:]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 import torch
 
@@ -63,6 +64,7 @@ class VLLMEngine:
             enforce_eager=rollout_cfg.vllm_enforce_eager,
             gpu_memory_utilization=rollout_cfg.vllm_gpu_memory_utilization,
             max_model_len=rollout_cfg.vllm_max_model_len,
+            tensor_parallel_size=rollout_cfg.vllm_tensor_parallel_size,
             logprobs_mode="processed_logprobs",  # after temperature: what the trainer's log-probs refer to
         )
 
@@ -77,15 +79,18 @@ class VLLMEngine:
         self.llm.collective_rpc(_reload_on_worker, args=(weights,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
-    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams) -> Rollout:
+    def generate(self, prompts: list[str], num_generations: int, sampling: SamplingParams,
+                 seeds: Optional[list[int]] = None) -> Rollout:
         texts, special = chat_format(self.tokenizer, prompts)
         prompt_ids = self.tokenizer(texts, add_special_tokens=special)["input_ids"]
-        # No per-request seeds: vLLM runs in this process and samples from torch's generators, so
+        # Without seeds, none per request: vLLM runs in this process and samples from torch's generators, so
         # the harness's seeding (and the evaluator's own stream) governs it as it does HF generate.
-        params = self.vllm.SamplingParams(
-            n=num_generations, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-            max_tokens=sampling.max_completion_length, stop_token_ids=[self.tokenizer.eos_token_id],
-            logprobs=0, detokenize=False)
+        def request(seed: Optional[int] = None):
+            return self.vllm.SamplingParams(
+                n=num_generations, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                max_tokens=sampling.max_completion_length, stop_token_ids=[self.tokenizer.eos_token_id],
+                logprobs=0, detokenize=False, seed=seed)
+        params = request() if seeds is None else [request(seed) for seed in seeds]
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         rows = [(ids, list(sample.token_ids), [next(iter(lp.values())).logprob for lp in sample.logprobs])

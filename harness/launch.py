@@ -1,0 +1,101 @@
+"""A run on several processes, data parallel (`trial.processes=N`; harness.distributed says what each rank does).
+
+Locally, torchrun's own launcher (torch.distributed.launcher, the elastic agent torchrun runs) starts the N
+ranks from the run's process, which stays the job a sweeper sees: it beats to the study's trial and tells it
+the outcome, while rank 0 reports the evaluations and may be pruned (every rank then stops). Under SLURM the
+job's N tasks are the ranks (submitit's distributed environment; the launcher presets ask for
+trial.processes tasks). A rank that fails or dies stops them all and fails the run with its error;
+`resume=true` (a sweeper's retry) goes on from the last resume state, which rank 0 wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+PEER_GONE = ("connection closed by peer", "remote worker", "connection reset")  # a rank hit by another's failure
+
+
+class RankFailed(RuntimeError):
+    pass
+
+
+def launch(config, run_dir: Path) -> dict:
+    """The recipe on config.trial.processes local ranks; rank 0's status record (RankFailed if any rank failed)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    processes = config.trial.processes
+    launcher = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"coldclimb-{os.getpid()}",
+                            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
+                            start_method="spawn")
+    try:
+        return elastic_launch(launcher, rank_main)(config, run_dir)[0]
+    except ChildFailedError as error:
+        raise RankFailed(first_cause(error.failures)) from None
+
+
+def first_cause(failures: dict) -> str:
+    """The failed ranks in one line, those that failed of themselves first (the others only lost a peer)."""
+    def said(failure) -> str:
+        message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
+        return (message or f"exit code {failure.exitcode}").strip().splitlines()[-1][:300]
+    ranked = sorted(failures.items(), key=lambda item: (any(s in said(item[1]).lower() for s in PEER_GONE), item[0]))
+    return "; ".join(f"rank {rank} failed: {said(failure)}" for rank, failure in ranked)
+
+
+def rank_main(config, run_dir: Path) -> dict:
+    """One local rank, its environment set by the launcher: the recipe, rank 0 reporting to the study's trial (the
+    launching process beats and tells)."""
+    from harness.faults import TrialSuperseded
+    from harness.train import run_recipe
+
+    with process_group(config.device):
+        # rank 0 speaks for the run; the others only when something is wrong
+        logging.basicConfig(level=logging.INFO if dist.get_rank() == 0 else logging.WARNING,
+                            format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {dist.get_rank()}] - %(message)s")
+        on_eval = None
+        if config.trial.trial_id is not None and dist.get_rank() == 0:
+            from sweeps.trial import TrialReporter
+
+            on_eval = TrialReporter(config.trial)
+        try:
+            return run_recipe(config, run_dir, on_eval=on_eval)
+        except TrialSuperseded as error:  # raised on every rank (distributed.from_writer): its retry owns the run
+            return {"status": "superseded", "error": str(error)}
+
+
+class process_group:
+    """torch.distributed's default group for this rank (env:// as torchrun and submitit set it): gloo on the CPU,
+    NCCL on GPUs, each rank on its own."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+
+    def __enter__(self) -> "process_group":
+        if self.cuda:  # under SLURM each task may see only its own GPU
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        dist.init_process_group("nccl" if self.cuda else "gloo")
+        return self
+
+    def __exit__(self, *error) -> None:
+        dist.destroy_process_group()
+
+
+def slurm_ranks(processes: int) -> bool:
+    """Whether this process is one of a SLURM job's tasks that together are the run's ranks; exports
+    torch.distributed's environment for them."""
+    if processes == 1 or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    tasks = int(os.environ.get("SLURM_NTASKS", 1))
+    if tasks != processes:
+        raise RankFailed(f"trial.processes={processes} but the SLURM job has {tasks} tasks "
+                         f"(hydra.launcher.tasks_per_node x nodes must equal it)")
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
