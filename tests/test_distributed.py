@@ -1,7 +1,8 @@
 """Data parallelism equal to one process: two gloo ranks, each holding whole groups of one generation batch
 (uneven: three groups and one), give the gradient, loss and metrics of one process on the whole batch, for
 every loss type and scaling, with and without micro-batches, pi_old and a reference model; and they share
-the step's prompts and dynamic sampling's live groups as one process would hold them."""
+the step's prompts and dynamic sampling's live groups as one process would hold them, and follow rank 0's
+decisions (its pruner's stop among them)."""
 
 import itertools
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness.config import ModelConfig
-from harness.distributed import data_parallel, my_share
+from harness.distributed import data_parallel, from_writer, my_share
+from harness.faults import TrialStopped
 from harness.grpo import policy_update, rank_advantages
 from harness.losses import LOSS_TYPES, SCALINGS
 from harness.models import build_tiny_model, build_tokenizer
@@ -59,7 +61,15 @@ def rank_main(rank: int, init: str, out: str) -> None:
     rows = list(range(GROUPS * K))[RANK_ROWS[rank]]
     results = [update(model, reference, rollout.select(rows), rewards[rows], case) for case in CASES]
     # dynamic sampling's cut: rank 0 found 3, 1, 2 live groups in three rounds, rank 1 found 2, 2, 0
-    sharing = {"share": my_share(list(range(7))), "kept": kept_live([[3, 1, 2], [2, 2, 0]][rank], budget=6)}
+    sharing = {"share": my_share(list(range(7))), "kept": kept_live([[3, 1, 2], [2, 2, 0]][rank], budget=6),
+               "decided": from_writer(lambda: f"rank {dist.get_rank()}'s")}
+
+    def pruner():
+        raise TrialStopped(f"pruned by rank {dist.get_rank()}")
+    try:  # rank 0's pruner stops every rank
+        from_writer(pruner)
+    except TrialStopped as error:
+        sharing["stopped"] = str(error)
     torch.save((results, sharing), f"{out}/{rank}.pt")
     dist.destroy_process_group()
 
@@ -72,6 +82,7 @@ def test_two_ranks_give_one_process_gradient_loss_and_metrics(tmp_path):
     assert [s["share"] for s in sharing] == [[0, 1, 2, 3], [4, 5, 6]]  # in rank order, the whole list
     # one process holds round 1's groups (rank 0's 3, rank 1's 2), then round 2's: the first 6 live groups
     assert [s["kept"] for s in sharing] == [[3, 1, 0], [2, 0, 0]]
+    assert [(s["decided"], s["stopped"]) for s in sharing] == [("rank 0's", "pruned by rank 0")] * 2
     model, reference, rollout, rewards = batch()
     for i, case in enumerate(CASES):
         gradient, advantages, metrics = update(model, reference, rollout, rewards, case)
