@@ -101,7 +101,7 @@ def step_metrics(sampled, to_train, K: int, rollout_time: float, update_time: fl
         **completion_metrics(sampled.rollout),
         **failure_metrics(sampled.failures),
         "groups": len(sampled.problems),  # every group sampled this step, the live fraction's denominator
-        "update/groups": trained,
+        "update/groups": int(trained),
         "update/dead_group_frac": 1 - live / max(trained, 1),
         "step_time": step_time,
         "timing/rollout": rollout_time,

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 PEER_GONE = ("connection closed by peer", "remote worker", "connection reset")  # a rank hit by another's failure
+
+
+# Rank 0 may wait on the stage cache's lock while another trial computes that stage, its peers in a collective
+# meanwhile; a rank that dies is ended by the launcher (or srun), not by this timeout.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
 
 
 class RankFailed(RuntimeError):
@@ -44,8 +50,13 @@ def first_cause(failures: dict) -> str:
     def said(failure) -> str:
         message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
         return (message or f"exit code {failure.exitcode}").strip().splitlines()[-1][:300]
-    ranked = sorted(failures.items(), key=lambda item: (any(s in said(item[1]).lower() for s in PEER_GONE), item[0]))
+    ranked = sorted(failures.items(), key=lambda item: (lost_peer(said(item[1])), item[0]))
     return "; ".join(f"rank {rank} failed: {said(failure)}" for rank, failure in ranked)
+
+
+def lost_peer(error) -> bool:
+    """Whether a rank's error (or its message) says only that another rank went away."""
+    return isinstance(error, dist.DistError) or any(s in str(error).lower() for s in PEER_GONE)
 
 
 def rank_main(config, run_dir: Path) -> dict:
@@ -79,7 +90,7 @@ class process_group:
     def __enter__(self) -> "process_group":
         if self.cuda:  # under SLURM each task may see only its own GPU
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        dist.init_process_group("nccl" if self.cuda else "gloo")
+        dist.init_process_group("nccl" if self.cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
         return self
 
     def __exit__(self, *error) -> None:

@@ -127,9 +127,9 @@ class StageRunner:
         """The stage as another run computed it: its files here, its logs sent to W&B, its summary
         marked `reused_from` that run. A final GRPO stage's evaluations go to on_eval as a computed
         one's would, and where it stops the trial, the stage ends there as it would."""
-        log.info("stage cache: the %s stage is %s's (%s)", name, made["run_dir"], entry.folder)
         tracker, writer = self.begin(name), is_writer()
         if writer:  # `entry` is rank 0's
+            log.info("stage cache: the %s stage is %s's (%s)", name, made["run_dir"], entry.folder)
             shutil.rmtree(tracker.dir / "checkpoint", ignore_errors=True)  # an earlier attempt's, with files of its own
             entry.restore(tracker.dir, made)
         if made["base"] is not None:

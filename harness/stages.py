@@ -49,7 +49,8 @@ STAGE_TYPES = {
     # the held-out set (eval.*) is what its problem stream skips
     "seed": StageType("seed_set", "seed.jsonl", ("task", "rollout", "eval.num_prompts", "eval.seed", "seed", "device",
                                                  "threads"), "SeedSetConfig"),
-    "sft": StageType("sft", CHECKPOINT, ("model", "task", "rollout", "eval", "seed", "device", "threads"), "SFTConfig"),
+    "sft": StageType("sft", CHECKPOINT, ("model", "task", "rollout", "eval", "seed", "device", "threads",
+                                         "trial.processes"), "SFTConfig"),
     # it samples held-out problems (eval.*) to judge itself, and its stream skips them
     "reward_model": StageType("reward_model", CHECKPOINT, ("model", "task", "rollout", "eval.num_prompts", "eval.seed",
                                                           "seed", "device", "threads"), "RewardModelConfig"),

@@ -32,8 +32,9 @@ def to_config(cfg: DictConfig) -> Config:
     """The typed config, checked value by value; raises ConfigError before anything loads."""
     config = OmegaConf.to_object(cfg)
     validate(config)
-    # recorded as it will run; several ranks share the CPUs
-    config.threads = config.threads or max(1, len(os.sched_getaffinity(0)) // config.trial.processes)
+    # recorded as it will run; ranks started here share this process's CPUs (a SLURM task has its own)
+    sharing = 1 if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else config.trial.processes
+    config.threads = config.threads or max(1, len(os.sched_getaffinity(0)) // sharing)
     return config
 
 
@@ -127,11 +128,32 @@ def run_ranks(config: Config, run_dir: Path) -> dict:
     except RankFailed as error:
         return fail(run_dir, str(error), exit_code=2)
     with process_group(config.device):
-        try:
-            return run(config, run_dir)
-        except Exception:  # Hydra would catch it and end the task well: its peers would wait on it for ever
-            log.exception("rank %d failed", rank())
-            os._exit(1)  # srun's kill-on-bad-exit (the launcher presets) ends them: the job fails, and is retried
+        return slurm_rank(config, run_dir)
+
+
+def slurm_rank(config: Config, run_dir: Path) -> dict:
+    """One task of a SLURM job whose tasks are the run's ranks. A rank that cannot go on must not end well, as
+    Hydra would end it after an error, while its peers wait on it: it exits non-zero, and srun's kill-on-bad-exit
+    (the launcher presets) ends them. On an error, rank 0 first fails the run and its trial, in one line."""
+    from harness.faults import TrialSuperseded
+    from harness.launch import lost_peer
+
+    try:
+        record = run(config, run_dir)
+    except TrialSuperseded as error:  # rank 0's run() returns it as a record
+        record = {"status": "superseded", "error": str(error)}
+    except Exception as error:
+        log.exception("rank %d failed", rank())
+        if is_writer() and not lost_peer(error):  # a peer that died ends the job: the sweeper retries it
+            record = fail(run_dir, f"{type(error).__name__}: {error}", exit_code=1)
+            if config.trial.trial_id is not None:
+                from sweeps.trial import TrialReporter
+
+                TrialReporter(config.trial).finish(record, run_dir)
+        os._exit(1)
+    if record["status"] == "superseded":  # its retry owns the run; a peer may be waiting on this rank
+        os._exit(1)
+    return record
 
 
 def run(config: Config, run_dir: Path, execute=None) -> dict:

@@ -88,6 +88,9 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("explore.epsilon_high=0.1", "explore.epsilon_high=0.1: must be at least explore.epsilon=0.2"),
     ("sft.epochs=0", "sft.epochs=0.0"),
     ("task=countdown task.num_numbers=2", "eval.num_prompts=200: is more than this task setting offers"),
+    ("trial.processes=3 explore.prompts_per_step=2", "explore.prompts_per_step=2: is below trial.processes=3"),
+    ("trial.processes=2 device=cuda:1", "device='cuda:1': names one GPU, but the trial.processes=2 ranks"),
+    ("trial.processes=2 grpo.dynamic_sampling=true", "grpo.dynamic_sampling=True: is not yet supported with"),
 ]
 
 

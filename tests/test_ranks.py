@@ -1,5 +1,6 @@
 """A run on two ranks (trial.processes=2, gloo on the CPU) against one process: the same numbers, a killed rank
-failing the run in one line, and the run resuming from rank 0's last resume state."""
+failing the run in one line, the run resuming from rank 0's last resume state, and a second run taking every
+stage from the stage cache."""
 
 import json
 import math
@@ -19,7 +20,7 @@ from harness.store import read_jsonl
 # SFT from the solver, then 6 GRPO steps with a resume state every 2; groups sampled from seeds of their own, so
 # that two ranks sample what one process does. One thread per rank, as the one process has.
 RUN = ["experiment=smoke", "pipeline.stages=[sft,grpo]", "sft.source=solver", "grpo.steps=6", "checkpoint.every=2",
-       "eval.eval_every=3", "rollout.group_seeds=true", "cache.stages=false", "tracking=disabled"]
+       "eval.eval_every=3", "rollout.group_seeds=true", "tracking=disabled"]
 WALL_CLOCK = ("timing/", "step_time", "tokens_per_second")
 
 
@@ -92,6 +93,13 @@ def test_two_ranks_match_one_process_and_a_killed_rank_fails_the_run_which_resum
                 if not k.startswith("cost/") and k != "threads_used"} for run in (one, two)]
     assert_close(*outcome)
     assert not (two / "grpo" / "resume").exists() and not any(two.glob("*/wandb"))
+
+    # The same two-rank run again: rank 0 finds both stages in the stage cache, and every rank follows it.
+    again = tmp_path / "again"
+    train(again, *RUN, "trial.processes=2", "threads=1")
+    assert all(json.loads((again / stage / "summary.json").read_text())["reused_from"] == str(two)
+               for stage in ("sft", "grpo"))
+    assert json.loads((again / "summary.json").read_text()) == json.loads((two / "summary.json").read_text())
 
 
 def failure(message, exitcode=1):
