@@ -114,8 +114,10 @@ class BatchSize:
 
 def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     """The model as the update trains it: under DDP when there are several ranks (its gradients averaged
-    over them as the last micro-batch's backward ends), else the model itself."""
-    return DistributedDataParallel(model) if world_size() > 1 else model
+    over them as the last micro-batch's backward ends), else the model itself. Its buffers (rotary frequencies)
+    are constants, the same on every rank: broadcasting them before each forward would only make the ranks'
+    forward counts (which differ with their micro-batches and completion widths) a collective that must match."""
+    return DistributedDataParallel(model, broadcast_buffers=False) if world_size() > 1 else model
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:

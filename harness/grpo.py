@@ -64,7 +64,8 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
         start = time.perf_counter()
         update = {}
-        if to_train.problems:  # dynamic sampling can come back with no live group at all
+        [kept] = all_sum([len(to_train.problems)])
+        if kept:  # dynamic sampling can come back with no live group at all (or none of this rank's: it joins in)
             advantages = rank_advantages(to_train.reward, cfg)
             update = policy_update(trained, optimizer, to_train.rollout, advantages, reference, cfg, groups.sampling)
             groups.engine.sync_weights()
@@ -129,6 +130,9 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     temperature, spec = sampling.temperature, LossSpec.of(cfg, sampling.max_completion_length)
     module = unwrapped(policy)  # pi_old's and the reference's passes need no gradient, nor DDP
     advantages = advantages.to(module.device)  # rewards are scored on the CPU, the policy may be on a GPU
+    joining = not rollout.texts  # dynamic sampling kept no group of this rank: it joins each all-reduce at zero loss
+    if joining:
+        rollout, advantages = stand_in(rollout, module.device), advantages.new_zeros(1)
     slices, mask = micro_batches(rollout, cfg)
 
     def scored(model, part: slice):
@@ -141,7 +145,7 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
         # With one pass, pi_old is the current policy: every ratio is 1 (TRL does the same).
         old_logp = [scored(module, part)[0] for part in slices] if cfg.num_iterations > 1 else None
         ref_logp = [scored(reference, part)[0] for part in slices] if cfg.beta > 0 else None
-    batch, ranks = BatchSize.of(mask), world_size()
+    batch, ranks = BatchSize.of(mask[:0] if joining else mask), world_size()
     tokens, averaged, first_pass_logp = max(batch.tokens, 1), {}, []  # first pass: pi_old, against the engine's
     policy.train()
     for iteration in range(cfg.num_iterations):
@@ -169,6 +173,14 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     if rollout.engine_logprobs is not None:
         averaged.update(logprob_gap(rollout, torch.cat(first_pass_logp)))
     return {**averaged, "grad_norm": grad_norm.item()}
+
+
+def stand_in(empty: Rollout, device: torch.device) -> Rollout:
+    """One row that weighs nothing (its completion masked out), for a rank with no row to train on: its passes
+    join DDP's gradient all-reduce with zeros, as the other ranks' wait for it."""
+    one = torch.ones(1, 1, dtype=torch.long, device=device)
+    return Rollout(one * 0, one, one * 0, one * 0, [""], torch.zeros(1, dtype=torch.bool, device=device),
+                   None if empty.engine_logprobs is None else torch.zeros(1, 1, device=device))
 
 
 def micro_batches(rollout: Rollout, cfg: GRPOConfig) -> tuple[list[slice], torch.Tensor]:

@@ -94,4 +94,5 @@ def logprob_gap(rollout: Rollout, trainer_logp: torch.Tensor) -> dict:
     """Mean and max |engine log-prob - trainer log-prob| over completion tokens (of every rank's rows)."""
     gap = (rollout.engine_logprobs - trainer_logp).abs()[rollout.completion_mask.bool()]
     total, count = all_sum([gap.double().sum().item(), gap.numel()])
-    return {"rollout/logprob_gap_mean": total / count, "rollout/logprob_gap_max": all_max(gap.max().item())}
+    largest = gap.max().item() if gap.numel() else 0.0  # a rank may hold no token (harness.grpo.stand_in)
+    return {"rollout/logprob_gap_mean": total / count, "rollout/logprob_gap_max": all_max(largest)}

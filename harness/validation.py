@@ -80,9 +80,6 @@ def _check_ranks(cfg: Config) -> None:
     for key, value in {**counts, "eval.num_prompts": cfg.eval.num_prompts}.items():
         if value < ranks:
             raise ConfigError(key, value, f"is below trial.processes={ranks}: every rank samples at least one group")
-    for group in {cfg.pipeline.graph[name].config for name in run_order(cfg) if cfg.pipeline.graph[name].type == "grpo"}:
-        if getattr(cfg, group).dynamic_sampling:  # it may keep no group of some rank, which then has no gradient
-            raise ConfigError(f"{group}.dynamic_sampling", True, f"is not yet supported with trial.processes={ranks}")
     if cfg.device == "cuda" and ranks > len(visible_gpus()):
         raise ConfigError("trial.processes", ranks, f"exceeds the {len(visible_gpus())} GPUs visible here "
                                                    "(one per rank)")

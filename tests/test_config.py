@@ -90,7 +90,6 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("task=countdown task.num_numbers=2", "eval.num_prompts=200: is more than this task setting offers"),
     ("trial.processes=3 explore.prompts_per_step=2", "explore.prompts_per_step=2: is below trial.processes=3"),
     ("trial.processes=2 device=cuda:1", "device='cuda:1': names one GPU, but the trial.processes=2 ranks"),
-    ("trial.processes=2 grpo.dynamic_sampling=true", "grpo.dynamic_sampling=True: is not yet supported with"),
 ]
 
 

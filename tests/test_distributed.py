@@ -1,5 +1,5 @@
 """Data parallelism equal to one process: two gloo ranks, each holding whole groups of one generation batch
-(uneven: three groups and one), give the gradient, loss and metrics of one process on the whole batch, for
+(uneven: three groups and one, or all and none), give the gradient, loss and metrics of one process on the whole batch, for
 every loss type and scaling, with and without micro-batches, pi_old and a reference model; and they share
 the step's prompts and dynamic sampling's live groups as one process would hold them, and follow rank 0's
 decisions (its pruner's stop among them)."""
@@ -24,6 +24,9 @@ from harness.sampling import kept_live
 K, GROUPS, LENGTH = 2, 4, 5
 RANK_ROWS = [slice(0, 3 * K), slice(3 * K, GROUPS * K)]  # three groups on rank 0, one on rank 1
 CASES = list(itertools.product(LOSS_TYPES, [0, K], SCALINGS))  # micro_batch_size 0: the whole (rank's) batch
+# Dynamic sampling may keep every group of rank 0 and none of rank 1's, which still joins each all-reduce.
+EMPTY_ROWS = [slice(0, GROUPS * K), slice(GROUPS * K, GROUPS * K)]
+EMPTY_CASES = list(itertools.product(LOSS_TYPES, [0, K], ["batch"]))  # batch: its std over both ranks
 
 
 def batch():
@@ -60,6 +63,8 @@ def rank_main(rank: int, init: str, out: str) -> None:
     model, reference, rollout, rewards = batch()
     rows = list(range(GROUPS * K))[RANK_ROWS[rank]]
     results = [update(model, reference, rollout.select(rows), rewards[rows], case) for case in CASES]
+    rows = list(range(GROUPS * K))[EMPTY_ROWS[rank]]
+    results += [update(model, reference, rollout.select(rows), rewards[rows], case) for case in EMPTY_CASES]
     # dynamic sampling's cut: rank 0 found 3, 1, 2 live groups in three rounds, rank 1 found 2, 2, 0
     sharing = {"share": my_share(list(range(7))), "kept": kept_live([[3, 1, 2], [2, 2, 0]][rank], budget=6),
                "decided": from_writer(lambda: f"rank {dist.get_rank()}'s")}
@@ -84,10 +89,11 @@ def test_two_ranks_give_one_process_gradient_loss_and_metrics(tmp_path):
     assert [s["kept"] for s in sharing] == [[3, 1, 0], [2, 0, 0]]
     assert [(s["decided"], s["stopped"]) for s in sharing] == [("rank 0's", "pruned by rank 0")] * 2
     model, reference, rollout, rewards = batch()
-    for i, case in enumerate(CASES):
+    layouts = [(case, RANK_ROWS) for case in CASES] + [(case, EMPTY_ROWS) for case in EMPTY_CASES]
+    for i, (case, layout) in enumerate(layouts):
         gradient, advantages, metrics = update(model, reference, rollout, rewards, case)
         assert gradient.abs().max() > 1e-3, case  # a gradient worth comparing
-        for rank, rows in enumerate(RANK_ROWS):
+        for rank, rows in enumerate(layout):
             rank_gradient, rank_advantage, rank_metrics = ranks[rank][i]
             torch.testing.assert_close(rank_gradient, gradient, atol=1e-6, rtol=0, msg=f"{case}, rank {rank}")
             torch.testing.assert_close(rank_advantage, advantages[rows], atol=1e-6, rtol=0)
