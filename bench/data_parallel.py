@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
-from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
+from harness.launch import on_local_ranks, process_group
 from harness.store import read_jsonl
 
 RUN = ["pipeline.stages=[grpo]", "tracking=disabled", "cache.stages=false", "eval.eval_every=1000",
@@ -42,34 +40,27 @@ def run(ranks: int, args) -> dict:
         subprocess.run(command, check=True, capture_output=True)
         steps = read_jsonl(Path(out) / "grpo" / "metrics.jsonl")[1:]  # the first step warms up
         weights = load_file(Path(out) / "grpo" / "checkpoint" / "model.safetensors")
-    mean = {key: sum(row[key] for row in steps) / len(steps) for key in ("timing/rollout", "timing/update", "step_time")}
+    mean = {key: sum(row[key] for row in steps) / len(steps)
+            for key in ("timing/rollout", "timing/update", "step_time")}
     return {"ranks": ranks, "rollout_s": mean["timing/rollout"], "update_s": mean["timing/update"],
             "step_s": mean["step_time"], "parameters": sum(w.numel() for w in weights.values())}
 
 
-def all_reduce_seconds(numel: int, cuda: bool, repeats: int) -> float:
-    """One rank's mean time for an all_reduce of `numel` float32s (env:// as the launcher sets it)."""
-    if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    gradient = torch.ones(numel, device="cuda" if cuda else "cpu")
-    dist.all_reduce(gradient)  # warm-up: the connections are made here
-    start = time.perf_counter()
-    for _ in range(repeats):
-        dist.all_reduce(gradient)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / repeats
-    dist.destroy_process_group()
-    return seconds
+def all_reduce_seconds(numel: int, device: str, repeats: int) -> float:
+    """One rank's mean time for an all_reduce of `numel` float32s, in the run's own process group."""
+    with process_group(device):
+        gradient = torch.ones(numel, device="cuda" if device.startswith("cuda") else "cpu")
+        dist.all_reduce(gradient)  # warm-up: the connections are made here
+        start = time.perf_counter()
+        for _ in range(repeats):
+            dist.all_reduce(gradient)
+        if gradient.is_cuda:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / repeats
 
 
-def timed_all_reduce(ranks: int, numel: int, cuda: bool, repeats: int = 20) -> float:
-    if ranks == 1:
-        return 0.0
-    launcher = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=ranks, run_id=f"bench-{os.getpid()}",
-                            rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn")
-    return max(elastic_launch(launcher, all_reduce_seconds)(numel, cuda, repeats).values())
+def timed_all_reduce(ranks: int, numel: int, device: str, repeats: int = 20) -> float:
+    return max(on_local_ranks(ranks, all_reduce_seconds, numel, device, repeats).values()) if ranks > 1 else 0.0
 
 
 def main() -> None:
@@ -84,10 +75,11 @@ def main() -> None:
     rows = []
     for ranks in map(int, args.ranks.split(",")):
         row = run(ranks, args)
-        row["all_reduce_s"] = timed_all_reduce(ranks, row["parameters"], args.device.startswith("cuda"))
+        row["all_reduce_s"] = timed_all_reduce(ranks, row["parameters"], args.device)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(f"\n| ranks | step (s) | rollout (s) | update (s) | an all-reduce of the gradient (s) | speed-up |\n|---|---|---|---|---|---|")
+    print("\n| ranks | step (s) | rollout (s) | update (s) | an all-reduce of the gradient (s) | speed-up |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['ranks']} | {row['step_s']:.3f} | {row['rollout_s']:.3f} | {row['update_s']:.3f} | "
               f"{row['all_reduce_s']:.4f} | {rows[0]['step_s'] / row['step_s']:.2f}x |")

@@ -15,7 +15,7 @@ from harness.config import EvalConfig, RolloutConfig
 from harness.distributed import all_gathered, my_share
 from harness.logprobs import completion_logprobs
 from harness.metrics import full_marks
-from harness.rewards.reward import Reward, failure_metrics
+from harness.rewards.reward import Reward, failure_metrics, summed_failures
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.store import GOLD, KL, PER_PROMPT, PROXY
 from harness.tasks import Problem
@@ -60,7 +60,7 @@ class Evaluator:
             "eval/gold_score": gold.mean().item(),  # with partial credit, above pass@1
             PROXY: proxy.mean().item(),
             "eval/completion_length": lengths.float().mean().item(),
-            **failure_metrics({kind: sum(part[3][kind] for part in parts) for kind in failures}, "eval/rewards"),
+            **failure_metrics(summed_failures([part[3] for part in parts]), "eval/rewards"),
         }
         if kl is not None:  # the mean over every rank's completions
             metrics[KL] = sum(part[4] for part in parts) / len(gold)

@@ -82,8 +82,8 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
         if step % evaluation.every == 0 or step == cfg.steps:
             last_eval = evaluation.measure()
             tracker.log_eval(step, last_eval)
-            if evaluation.on_eval is not None or world_size() > 1:  # rank 0 reports; every rank stops if pruned
-                from_writer(lambda: evaluation.on_eval and evaluation.on_eval(step, last_eval))
+            # rank 0 reports (a sweeper's hook, where there is one); what it raises stops every rank
+            from_writer(lambda: None if evaluation.on_eval is None else evaluation.on_eval(step, last_eval))
         if checkpoints is not None and checkpoints.due(step, cfg.steps):
             checkpoints.save(step, policy, optimizer, total_tokens=total_tokens, last_eval=last_eval)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", gold=f"{metrics['rewards/gold/mean']:.2f}")

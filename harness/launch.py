@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from harness.distributed import is_writer, rank
 
 PEER_GONE = ("connection closed by peer", "remote worker", "connection reset")  # a rank hit by another's failure
 
@@ -30,17 +33,23 @@ class RankFailed(RuntimeError):
     pass
 
 
-def launch(config, run_dir: Path) -> dict:
-    """The recipe on config.trial.processes local ranks; rank 0's status record (RankFailed if any rank failed)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+def on_local_ranks(processes: int, entrypoint, *args) -> dict:
+    """entrypoint(*args) on `processes` ranks of this machine, as torchrun starts them (env:// set in each, no
+    restart); {rank: what it returned}. A rank that fails or dies stops them all: ChildFailedError."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    processes = config.trial.processes
     launcher = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"coldclimb-{os.getpid()}",
                             rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
                             start_method="spawn")
+    return elastic_launch(launcher, entrypoint)(*args)
+
+
+def launch(config, run_dir: Path) -> dict:
+    """The recipe on config.trial.processes local ranks; rank 0's status record (RankFailed if any rank failed)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     try:
-        return elastic_launch(launcher, rank_main)(config, run_dir)[0]
+        return on_local_ranks(config.trial.processes, rank_main, config, run_dir)[0]
     except ChildFailedError as error:
         raise RankFailed(first_cause(error.failures)) from None
 
@@ -67,10 +76,10 @@ def rank_main(config, run_dir: Path) -> dict:
 
     with process_group(config.device):
         # rank 0 speaks for the run; the others only when something is wrong
-        logging.basicConfig(level=logging.INFO if dist.get_rank() == 0 else logging.WARNING,
-                            format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {dist.get_rank()}] - %(message)s")
+        logging.basicConfig(level=logging.INFO if is_writer() else logging.WARNING,
+                            format=f"[%(asctime)s][%(name)s][%(levelname)s][rank {rank()}] - %(message)s")
         on_eval = None
-        if config.trial.trial_id is not None and dist.get_rank() == 0:
+        if config.trial.trial_id is not None and is_writer():
             from sweeps.trial import TrialReporter
 
             on_eval = TrialReporter(config.trial)
@@ -80,20 +89,17 @@ def rank_main(config, run_dir: Path) -> dict:
             return {"status": "superseded", "error": str(error)}
 
 
-class process_group:
+@contextmanager
+def process_group(device: str):
     """torch.distributed's default group for this rank (env:// as torchrun and submitit set it): gloo on the CPU,
     NCCL on GPUs, each rank on its own."""
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-
-    def __enter__(self) -> "process_group":
-        if self.cuda:  # under SLURM each task may see only its own GPU
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        dist.init_process_group("nccl" if self.cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
-        return self
-
-    def __exit__(self, *error) -> None:
+    cuda = device.startswith("cuda")
+    if cuda:  # under SLURM each task may see only its own GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    try:
+        yield
+    finally:
         dist.destroy_process_group()
 
 

@@ -15,7 +15,7 @@ import torch
 from harness.config import GRPOConfig
 from harness.distributed import all_gathered, all_sum, my_share, rank, world_size
 from harness.metrics import live_groups
-from harness.rewards.reward import Reward
+from harness.rewards.reward import Reward, summed_failures
 from harness.rollout.base import Rollout, RolloutEngine, SamplingParams
 from harness.tasks import Problem, ProblemStream
 
@@ -46,7 +46,7 @@ class Groups:
             return parts[0]
         return Groups([p for g in parts for p in g.problems], Rollout.concat([g.rollout for g in parts], pad_token_id),
                       *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")),
-                      parts[0].num_generations, {kind: sum(g.failures[kind] for g in parts) for kind in parts[0].failures})
+                      parts[0].num_generations, summed_failures([g.failures for g in parts]))
 
     def whole(self, pad_token_id: int) -> "Groups":
         """Every rank's groups, in rank order: the batch as one process would hold it (what a step's metrics

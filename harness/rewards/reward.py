@@ -30,6 +30,11 @@ class Measured(NamedTuple):
     failures: dict  # {errors, timeouts, crashes}: completions whose scoring failed, each scored 0
 
 
+def summed_failures(parts: list[dict]) -> dict:
+    """Failure counts of several scorings (rounds, ranks) added up, kind by kind."""
+    return {kind: sum(part[kind] for part in parts) for kind in parts[0]}
+
+
 def failure_metrics(failures: dict, prefix: str = "rewards") -> dict:
     return {f"{prefix}/{kind}": count for kind, count in failures.items()}
 

@@ -63,8 +63,8 @@ class HFEngine:
         texts, special = chat_format(self.tokenizer, prompts)
         repeated = [p for p in texts for _ in range(num_generations)]
         # With seeds, each group alone from its own seed; else batches of rows from torch's generators.
-        batches = [(repeated[start:start + self.batch_size], None) for start in range(0, len(repeated), self.batch_size)] \
-            if seeds is None else [([text] * num_generations, seed) for text, seed in zip(texts, seeds)]
+        batches = [([text] * num_generations, seed) for text, seed in zip(texts, seeds)] if seeds is not None else \
+            [(repeated[start:start + self.batch_size], None) for start in range(0, len(repeated), self.batch_size)]
         config = GenerationConfig(
             do_sample=True,
             temperature=sampling.temperature,
