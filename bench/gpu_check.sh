@@ -79,10 +79,13 @@ case $? in
   2) echo "SKIP vllm: $(tail -1 "$out/vllm.log")" ;;
   *) echo "FAIL vllm: $(grep -v '^\s*$' "$out/vllm.log" | tail -1 | cut -c1-300)" ;;
 esac
-# Data parallelism: two gloo ranks equal one process (the CPU test, on this machine's torch); two GPUs: NCCL.
+# Data parallelism: two gloo ranks equal one process (the CPU test, on this machine's torch); FSDP2 on the GPU
+# (one NCCL rank); with two GPUs, a 2-rank run under NCCL, DDP and FSDP2.
 check data_parallel_gloo $py -m pytest -q -p no:cacheprovider tests/test_distributed.py
+check fsdp_one_gpu $py bench/fsdp_gpu.py
 if [ "$($py -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-  echo "SKIP data_parallel_nccl: a 2-rank trial on GPUs is not launched by the harness yet (issue 30)"
+  check ranks_ddp run_on_gpu "$out/ranks_ddp" trial.processes=2 rollout.group_seeds=true
+  check ranks_fsdp run_on_gpu "$out/ranks_fsdp" trial.processes=2 rollout.group_seeds=true trial.data_parallel=fsdp
 else
-  echo "SKIP data_parallel_nccl: one GPU here"
+  echo "SKIP ranks_ddp, ranks_fsdp: one GPU here"
 fi

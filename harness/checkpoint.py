@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from harness.distributed import is_writer
+from harness.distributed import is_writer, load_optimizer_state, optimizer_state, whole_state
 from harness.store import RESUME, write_json
 
 
@@ -51,14 +51,15 @@ class StageCheckpoints:
         return self.every > 0 and step % self.every == 0 and step < last_step
 
     def save(self, step: int, policy, optimizer, **counters) -> None:
-        """Rank 0's state, written once and read by every rank: all hold the same weights and optimizer state (and
-        with rollout.group_seeds the same random streams)."""
+        """The state gathered whole (every rank calls this: under FSDP each holds a shard), written once by rank 0
+        and read by every rank: with rollout.group_seeds all ranks hold the same random streams."""
+        weights, optimizer_whole = whole_state(policy), optimizer_state(policy, optimizer)
         if not is_writer():
             return
         folder = self.dir / f"step-{step:06d}"
         shutil.rmtree(folder, ignore_errors=True)  # half written before a kill
-        policy.save_pretrained(folder)  # the tokenizer is the stage start's
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+        policy.save_pretrained(folder, state_dict=weights)  # the tokenizer is the stage start's
+        torch.save({"optimizer": optimizer_whole, "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                     "problems_rng": self.problems.rng.getstate(), "step": step, **counters},
                    folder / "trainer_state.pt")
@@ -67,10 +68,10 @@ class StageCheckpoints:
             if old != folder:
                 shutil.rmtree(old)
 
-    def restore(self, optimizer) -> dict:
+    def restore(self, policy, optimizer) -> dict:
         """Put the optimizer and every random stream back as they were at the resumed state; the loop's counters."""
         state = self.resumed.state
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(policy, optimizer, state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from harness.losses import LOSS_TYPES, SCALINGS
-from harness.registry import ENGINES
+from harness.registry import DATA_PARALLEL, ENGINES
 from harness.settings import setting, settings
 from harness.stages import DEFAULT_STAGES, StageSpec, default_graph
 from harness.store import GOLD
@@ -207,6 +207,10 @@ class TrialConfig:
 
     processes: int = setting(1, "ranks the run trains on, data parallel (harness.launch): torchrun's processes here, "
                                 "a SLURM job's tasks there; each samples whole groups of a step's prompts", low=1)
+    data_parallel: str = setting("ddp", "how the ranks share the GRPO update: ddp (each holds the whole model, "
+                                        "gradients all-reduced) or fsdp (FSDP2's fully_shard: weights, gradients "
+                                        "and optimizer state split over the ranks, gathered whole for rollouts "
+                                        "and evaluations)", choices=tuple(DATA_PARALLEL))
 
     storage: Optional[str] = setting(None, "the study's Optuna storage URL")
     study_name: Optional[str] = setting(None, "the study's name")

@@ -1,5 +1,6 @@
 """Data parallelism on torch.distributed: each rank trains on whole groups of the step's batch, DDP
-all-reduces the gradients, and the few batch-wide values every rank must agree on are reduced here.
+all-reduces the gradients (or FSDP2 shards the model and reduce-scatters them), and the few batch-wide values
+every rank must agree on are reduced here.
 
 In one process (no process group) the world is one rank and every function here is the identity, so a
 single-process run computes exactly what it computed before data parallelism existed.
@@ -7,13 +8,20 @@ single-process run computes exactly what it computed before data parallelism exi
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, \
+    set_optimizer_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
+
+from harness.registry import DATA_PARALLEL, load
 
 T = TypeVar("T")
 
@@ -112,12 +120,91 @@ class BatchSize:
         return cls(int(rows), tokens)
 
 
-def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """The model as the update trains it: under DDP when there are several ranks (its gradients averaged
-    over them as the last micro-batch's backward ends), else the model itself. Its buffers (rotary frequencies)
-    are constants, the same on every rank: broadcasting them before each forward would only make the ranks'
-    forward counts (which differ with their micro-batches and completion widths) a collective that must match."""
-    return DistributedDataParallel(model, broadcast_buffers=False) if world_size() > 1 else model
+def data_parallel(model: torch.nn.Module, how: str = "ddp") -> torch.nn.Module:
+    """The model as the update trains it on the process group's ranks (trial.data_parallel: DATA_PARALLEL); without
+    a process group (one process) the model itself."""
+    return load(DATA_PARALLEL[how])(model) if dist.is_available() and dist.is_initialized() else model
+
+
+def ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """Each rank holds the whole model; DDP averages the ranks' gradients as the last micro-batch's backward ends.
+    Its buffers (rotary frequencies) are constants, the same on every rank: broadcasting them before each forward
+    would only make the ranks' forward counts (which differ with their micro-batches and completion widths) a
+    collective that must match."""
+    return DistributedDataParallel(model, broadcast_buffers=False)
+
+
+def fsdp(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2, in place: each block the model names as never to be split (`_no_split_modules`: its decoder layers),
+    then the rest, sharded over the ranks. Weights, gradients and optimizer state are split N ways; each block's
+    weights are gathered for its forward and backward, and its gradients reduce-scattered after it."""
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    # on the model's own device type: FSDP's default is the machine's accelerator, a CPU model's too
+    mesh = init_device_mesh(next(model.parameters()).device.type, (world_size(),))
+    for module in [m for m in model.modules() if type(m).__name__ in blocks]:
+        fully_shard(module, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def in_lockstep(model: torch.nn.Module) -> bool:
+    """Whether each forward and backward of `model` is a collective (FSDP gathers a block's weights for it), so
+    that every rank must run as many, of the same kind."""
+    return isinstance(model, FSDPModule)
+
+
+@contextmanager
+def whole_weights(model: torch.nn.Module, needed: bool = True):
+    """The block runs on whole weights: FSDP's blocks are gathered at its start (one collective each, in the same
+    order on every rank) and stay whole through its forwards, so ranks may make as many as they need (generate
+    makes one per token); a no-op for any other model, or where nothing in the block runs it (`needed`)."""
+    blocks = [m for m in model.modules() if isinstance(m, FSDPModule)] if needed else []
+    for block in blocks:
+        block.unshard()
+        block.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for block in blocks:  # as fully_shard leaves them: the root stays whole after its forward, for the backward
+            block.set_reshard_after_forward(block is not model, recurse=False)
+            block.reshard()
+
+
+def whole_state(model: torch.nn.Module, everywhere: bool = False) -> dict:
+    """The model's weights, whole (every rank calls it: FSDP gathers them), on rank 0 unless `everywhere`; any other
+    model's own state_dict."""
+    if not in_lockstep(model):
+        return unwrapped(model).state_dict()
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not everywhere))
+    # A tied weight (the embedding the head shares) comes back as two copies: one tensor again, as in state_dict(),
+    # so that save_pretrained writes it once.
+    first: dict[int, str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(parameter), name) != name and name in state:
+            state[name] = state[first[id(parameter)]]
+    return state
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Optional[dict]:
+    """The optimizer's state (every rank calls it), whole on rank 0: under FSDP gathered from the shards and keyed
+    by parameter name (None before its first step, which gathering would take itself); else its own state_dict."""
+    if not in_lockstep(model):
+        return optimizer.state_dict()
+    if not optimizer.state:  # the same on every rank: they step together
+        return None
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Optional[dict]) -> None:
+    """`state` (optimizer_state's, read by every rank) into this rank's optimizer: its shard, under FSDP."""
+    if not in_lockstep(model):
+        optimizer.load_state_dict(state)
+    elif state is not None:
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def whole_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A value FSDP computed over every rank's shard (a DTensor, e.g. the gradient norm) as one tensor."""
+    return value.full_tensor() if isinstance(value, DTensor) else value
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:

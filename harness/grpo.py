@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -12,18 +13,19 @@ from transformers import PreTrainedModel
 
 from harness.checkpoint import StageCheckpoints
 from harness.config import GRPOConfig
-from harness.distributed import BatchSize, all_max, all_sum, data_parallel, from_writer, gathered, syncing, unwrapped, \
-    world_size
+from harness.distributed import BatchSize, all_max, all_sum, data_parallel, from_writer, gathered, in_lockstep, \
+    syncing, unwrapped, whole_tensor, whole_weights, world_size
 from harness.faults import require_finite
 from harness.logprobs import completion_logprobs
 from harness.metrics import completion_metrics, dead_group_cost, logprob_gap, reward_metrics, sample_rows
 from harness.objective import LossSpec, compute_advantages, grpo_loss, micro_batch_share
 from harness.rewards.reward import failure_metrics
 from harness.rollout.base import Rollout, SamplingParams
-from harness.sampling import GroupSampler
+from harness.sampling import Groups, GroupSampler
 from harness.tracking import StageTracker
 
 COMPLETIONS_PER_TABLE = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,26 +41,36 @@ class Evaluation:
 
 def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig, evaluation: Evaluation,
                tracker: StageTracker, reference: Optional[PreTrainedModel] = None,
-               checkpoints: Optional[StageCheckpoints] = None) -> dict:
+               checkpoints: Optional[StageCheckpoints] = None, parallel: str = "ddp") -> dict:
     """Run cfg.steps GRPO steps on `policy`; return the last held-out evaluation. `groups` samples each step's
     groups from the policy and scores them; `reference` is the KL penalty's (cfg.beta > 0 only).
     `checkpoints` saves the loop's state as it goes; when it holds a resumed state, the loop goes on
-    from there, the policy already holding its weights.
+    from there, the policy already holding its weights. `parallel`: how several ranks share the update
+    (trial.data_parallel); under FSDP every rollout and evaluation runs on the weights gathered whole.
     """
     K = cfg.num_generations
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    trained = data_parallel(policy)  # one process: the policy itself
+    trained = data_parallel(policy, parallel)  # one process: the policy itself; FSDP shards it in place
+    # after sharding: under FSDP each rank's optimizer holds the state of its shard alone
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    if world_size() > 1:
+        log.info("%s: the update on %d ranks, as %s", tracker.stage, world_size(), type(trained).__name__)
+
+    def measure() -> dict:
+        with whole_weights(policy):
+            return evaluation.measure()
+
     if checkpoints is not None and checkpoints.resumed is not None:
-        state = checkpoints.restore(optimizer)
+        state = checkpoints.restore(policy, optimizer)
         first_step, total_tokens, last_eval = state["step"] + 1, state["total_tokens"], state["last_eval"]
     else:
         first_step, total_tokens = 1, 0
-        last_eval = evaluation.measure() if evaluation.at_start is None else evaluation.at_start
+        last_eval = measure() if evaluation.at_start is None else evaluation.at_start
         tracker.log_eval(0, last_eval)
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        sampled, to_train, rounds = groups(cfg)
+        with whole_weights(policy, needed=groups.engine.shares_weights):
+            rounds, to_train = groups(cfg)
         rollout_time = time.perf_counter() - start
 
         # Advantage, loss and update: num_iterations passes over the batch, one optimizer step each.
@@ -71,16 +83,17 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
             groups.engine.sync_weights()
         update_time = time.perf_counter() - start
 
-        sampled = sampled.whole(groups.engine.pad_token_id)  # every rank's groups: the step's metrics are the batch's
+        sampled = Groups.whole(rounds, groups.engine.pad_token_id)  # every rank's: the step's metrics are the batch's
         total_tokens += sampled.rollout.num_tokens
         metrics = {**step_metrics(sampled, to_train, K, rollout_time, update_time), **update,
-                   "dynamic_sampling/rounds": rounds, "num_tokens": total_tokens, "learning_rate": cfg.learning_rate}
+                   "dynamic_sampling/rounds": len(rounds), "num_tokens": total_tokens,
+                   "learning_rate": cfg.learning_rate}
         tracker.log(step, metrics)
         if tracker.completions_due(step):
             tracker.log_completions(step, sample_rows(sampled.prompts, sampled.rollout, sampled.gold, sampled.proxy,
                                                       COMPLETIONS_PER_TABLE))
         if step % evaluation.every == 0 or step == cfg.steps:
-            last_eval = evaluation.measure()
+            last_eval = measure()
             tracker.log_eval(step, last_eval)
             # rank 0 reports (a sweeper's hook, where there is one); what it raises stops every rank
             from_writer(lambda: None if evaluation.on_eval is None else evaluation.on_eval(step, last_eval))
@@ -126,14 +139,19 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
     """num_iterations optimizer steps on one generation batch, in micro-batches; their metrics,
     averaged over tokens and passes. Under data parallelism `policy` is DDP-wrapped and holds this rank's
     groups: each micro-batch weighs what it weighs in the whole batch over every rank, and DDP's average
-    of the ranks' gradients is the whole batch's gradient (hence the loss times the world size)."""
+    of the ranks' gradients is the whole batch's gradient (hence the loss times the world size). Under FSDP each
+    forward and backward is a collective: every rank runs as many micro-batches (zero-weight repeats make up
+    the count) with as many forwards each."""
     temperature, spec = sampling.temperature, LossSpec.of(cfg, sampling.max_completion_length)
-    module = unwrapped(policy)  # pi_old's and the reference's passes need no gradient, nor DDP
+    module, lockstep = unwrapped(policy), in_lockstep(policy)  # pi_old's and the reference's passes need no DDP
     advantages = advantages.to(module.device)  # rewards are scored on the CPU, the policy may be on a GPU
     joining = not rollout.texts  # dynamic sampling kept no group of this rank: it joins each all-reduce at zero loss
     if joining:
         rollout, advantages = stand_in(rollout, module.device), advantages.new_zeros(1)
+    if lockstep:  # completion_logprobs makes a second forward for completions of two tokens or more
+        rollout = widened(rollout, 2)
     slices, mask = micro_batches(rollout, cfg)
+    slices, weights = as_many_as_any_rank(slices) if lockstep else (slices, [1.0] * len(slices))
 
     def scored(model, part: slice):
         """pi_old, the reference and pi in one precision and on the same micro-batches: the very same computation,
@@ -153,7 +171,7 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
         for i, part in enumerate(slices):
             with syncing(policy, sync=i == len(slices) - 1):
                 logp, entropy = scored(policy, part)
-                if iteration == 0:
+                if iteration == 0 and weights[i]:
                     first_pass_logp.append(logp.detach())
                 out = grpo_loss(logp, logp.detach() if old_logp is None else old_logp[i], advantages[part],
                                 mask[part], spec, ref_logp=None if ref_logp is None else ref_logp[i],
@@ -161,11 +179,12 @@ def policy_update(policy: PreTrainedModel, optimizer: torch.optim.Optimizer, rol
                 require_finite(out.loss, "the GRPO loss")
                 # Micro-batches of unequal size (dynamic sampling keeps any number of live groups)
                 # each weigh what their rows or tokens weigh in the whole batch.
-                share = micro_batch_share(cfg.loss_type, mask[part], batch)
+                share = micro_batch_share(cfg.loss_type, mask[part], batch) * weights[i]
                 (out.loss * (share * ranks)).backward()
-            for key, value in micro_batch_metrics(out, entropy, mask[part], share, tokens).items():
-                averaged[key] = averaged.get(key, 0.0) + value / cfg.num_iterations
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if weights[i]:
+                for key, value in micro_batch_metrics(out, entropy, mask[part], share, tokens).items():
+                    averaged[key] = averaged.get(key, 0.0) + value / cfg.num_iterations
+        grad_norm = whole_tensor(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm))
         require_finite(grad_norm, "the GRPO gradient norm")
         optimizer.step()
     policy.eval()
@@ -181,6 +200,23 @@ def stand_in(empty: Rollout, device: torch.device) -> Rollout:
     one = torch.ones(1, 1, dtype=torch.long, device=device)
     return Rollout(one * 0, one, one * 0, one * 0, [""], torch.zeros(1, dtype=torch.bool, device=device),
                    None if empty.engine_logprobs is None else torch.zeros(1, 1, device=device))
+
+
+def as_many_as_any_rank(slices: list[slice]) -> tuple[list[slice], list[float]]:
+    """The micro-batches and their weights, as many as any rank holds: a rank with fewer repeats its first at zero
+    weight, so that the ranks' forwards and backwards (FSDP's collectives) pair up."""
+    repeats = int(all_max(len(slices))) - len(slices)
+    return slices + slices[:1] * repeats, [1.0] * len(slices) + [0.0] * repeats
+
+
+def widened(rollout: Rollout, width: int) -> Rollout:
+    """The rollout with at least `width` completion columns, the added ones masked out (they change no score)."""
+    short = width - rollout.completion_ids.size(1)
+    if short <= 0:
+        return rollout
+    pad = lambda t: None if t is None else torch.nn.functional.pad(t, (0, short))  # noqa: E731
+    return replace(rollout, completion_ids=pad(rollout.completion_ids), completion_mask=pad(rollout.completion_mask),
+                   engine_logprobs=pad(rollout.engine_logprobs))
 
 
 def micro_batches(rollout: Rollout, cfg: GRPOConfig) -> tuple[list[slice], torch.Tensor]:

@@ -155,6 +155,7 @@ def load_policy(path, dtype: str, device: str, weights=None):
     return model, tokenizer
 
 
-def save_policy(model, tokenizer, path) -> None:
-    model.save_pretrained(path)
+def save_policy(model, tokenizer, path, weights: dict | None = None) -> None:
+    """`weights`: the model's whole state where the model holds only a shard of it (FSDP)."""
+    model.save_pretrained(path, state_dict=weights)
     tokenizer.save_pretrained(path)

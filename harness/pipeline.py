@@ -24,7 +24,7 @@ import torch
 from harness.cache import stage_key
 from harness.checkpoint import StageCheckpoints, prune_finished
 from harness.config import Config, GRPOConfig
-from harness.distributed import from_writer, is_writer
+from harness.distributed import from_writer, is_writer, whole_state
 from harness.evaluate import Evaluator
 from harness.grpo import Evaluation, train_grpo
 from harness.models import base_model, load_policy, save_policy
@@ -176,7 +176,8 @@ class Pipeline(StageRunner):
                                     at_start=None if first is None else first["eval"])
             groups = GroupSampler(self.streams[stage], engine, reward, SamplingParams.of(cfg.rollout))
             result = train_grpo(model, groups, cfg=grpo_cfg, evaluation=evaluation, tracker=tracker,
-                                reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints)
+                                reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints,
+                                parallel=cfg.trial.data_parallel)
         self._save(model, tokenizer, tracker.dir)
         tracker.finish(result)
         self.record(stage, result)
@@ -232,7 +233,8 @@ class Pipeline(StageRunner):
 
     @staticmethod
     def _save(model, tokenizer, stage_dir: Path) -> None:
-        if not is_writer():  # every rank holds the same weights: rank 0 writes them once
+        weights = whole_state(model)  # every rank takes part (FSDP gathers the shards), rank 0 writes them once
+        if not is_writer():
             return
         shutil.rmtree(stage_dir / CHECKPOINT, ignore_errors=True)  # never write into an older copy's files
-        save_policy(model, tokenizer, stage_dir / CHECKPOINT)
+        save_policy(model, tokenizer, stage_dir / CHECKPOINT, weights)

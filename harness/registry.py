@@ -8,6 +8,9 @@ import importlib
 # rollout.engine -> its RolloutEngine (vllm is an optional extra: imported only when named)
 ENGINES = {"hf": "harness.rollout.hf:HFEngine", "vllm": "harness.rollout.vllm_engine:VLLMEngine"}
 
+# trial.data_parallel -> how the ranks share the GRPO update: model -> the model as the update trains it
+DATA_PARALLEL = {"ddp": "harness.distributed:ddp", "fsdp": "harness.distributed:fsdp"}
+
 # task.gold_style -> how a user's reward function is called: (function, its reference) -> score(problem,
 # completion, completion_ids)
 REWARD_STYLES = {"trl": "harness.rewards.functions:trl_style", "verl": "harness.rewards.functions:verl_style"}

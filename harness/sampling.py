@@ -48,14 +48,16 @@ class Groups:
                       *(torch.cat([getattr(g, name) for g in parts]) for name in ("gold", "proxy", "reward")),
                       parts[0].num_generations, summed_failures([g.failures for g in parts]))
 
-    def whole(self, pad_token_id: int) -> "Groups":
-        """Every rank's groups, in rank order: the batch as one process would hold it (what a step's metrics
-        measure); in one process, these."""
+    @staticmethod
+    def whole(rounds: list["Groups"], pad_token_id: int) -> "Groups":
+        """Every rank's groups of a step's sampling rounds, round by round and each round rank by rank: the batch
+        in the order one process samples it (what a step's metrics measure); in one process, the rounds'."""
         if world_size() == 1:
-            return self
-        mine = Groups(self.problems, self.rollout.to("cpu"), self.gold, self.proxy, self.reward, self.num_generations,
-                      self.failures)
-        return Groups.concat(all_gathered(mine), pad_token_id)
+            return Groups.concat(rounds, pad_token_id)
+        mine = [Groups(g.problems, g.rollout.to("cpu"), g.gold, g.proxy, g.reward, g.num_generations, g.failures)
+                for g in rounds]
+        everyone = all_gathered(mine)  # [rank][round]
+        return Groups.concat([ranks[i] for i in range(len(rounds)) for ranks in everyone], pad_token_id)
 
     def select(self, groups: list[int]) -> "Groups":
         K = self.num_generations
@@ -91,8 +93,8 @@ class GroupSampler:
     reward: Reward  # measures gold and proxy, and says which trains
     sampling: SamplingParams
 
-    def __call__(self, cfg: GRPOConfig) -> tuple[Groups, Groups, int]:
-        """(every group this rank sampled this step, the groups it trains on, generation rounds used). Every
+    def __call__(self, cfg: GRPOConfig) -> tuple[list[Groups], Groups]:
+        """(the groups this rank sampled this step, one Groups a generation round; those it trains on). Every
         rank draws the step's prompts from the same stream and samples its share of them (harness.distributed)."""
         K = cfg.num_generations
         parts, live = [], 0
@@ -104,7 +106,7 @@ class GroupSampler:
                                            seeds=None if seeds is None else my_share(seeds))
             parts.append(score(self.reward, batch, rollout, cfg, self.sampling.max_completion_length))
             if not cfg.dynamic_sampling:
-                return parts[0], parts[0], 1
+                return parts, parts[0]
             [found] = all_sum([len(parts[-1].live_indices())])  # live groups over every rank
             live += found
             if live >= cfg.prompts_per_step or len(parts) >= cfg.dynamic_sampling_max_rounds:
@@ -112,7 +114,7 @@ class GroupSampler:
                 kept = kept_live([len(part.live_indices()) for part in parts], cfg.prompts_per_step)
                 starts = accumulate((len(part.problems) for part in parts[:-1]), initial=0)  # each round's first group
                 chosen = [start + g for part, start, n in zip(parts, starts, kept) for g in part.live_indices()[:n]]
-                return sampled, sampled.select(chosen), len(parts)
+                return parts, sampled.select(chosen)
 
 
 def kept_live(live_per_round: list[int], budget: int) -> list[int]:

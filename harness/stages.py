@@ -43,9 +43,10 @@ class StageType:
 # Groups and keys read by the GRPO type, whatever its group: the task's reward is read unless the group
 # names its own (explore.reward), and task.partial_credit either way.
 STAGE_TYPES = {
-    # the ranks its batch and evaluations are split over (float sums depend on the split)
+    # the ranks its batch and evaluations are split over, and how they share the update (float sums depend on both)
     "grpo": StageType("grpo", CHECKPOINT, ("model", "task", "task.partial_credit", "rollout", "eval", "seed",
-                                           "device", "threads", "trial.processes"), "GRPOConfig"),
+                                           "device", "threads", "trial.processes", "trial.data_parallel"),
+                      "GRPOConfig"),
     # the held-out set (eval.*) is what its problem stream skips
     "seed": StageType("seed_set", "seed.jsonl", ("task", "rollout", "eval.num_prompts", "eval.seed", "seed", "device",
                                                  "threads"), "SeedSetConfig"),

@@ -57,6 +57,9 @@ def warnings_for(cfg: Config) -> list[str]:
             f"grpo.num_iterations=1: each batch gets one optimizer step, so pi_old = pi, every ratio is 1 and "
             f"clipping never acts; grpo.epsilon={cfg.grpo.epsilon} and grpo.epsilon_high={cfg.grpo.epsilon_high} "
             f"change nothing (set grpo.num_iterations > 1 to study them)")
+    if cfg.trial.processes == 1 and cfg.trial.data_parallel != "ddp":
+        found.append(f"trial.data_parallel={cfg.trial.data_parallel} with trial.processes=1: one process holds the "
+                     "whole model, there is nothing to shard")
     if cfg.trial.processes > 1 and not cfg.rollout.group_seeds:
         found.append(f"trial.processes={cfg.trial.processes} without rollout.group_seeds: each rank samples its "
                      "groups as one batch, so the completions depend on how the batch is split (a sound run, but not "

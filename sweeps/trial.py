@@ -72,6 +72,7 @@ class TrialReporter:
                                   "queued?): this job would only repeat its retry")
         self._beating = heartbeat(self.storage, [self.trial_id], self.heartbeat_interval)
         self._beating.__enter__()
+        log.info("trial %d beats from this process every %d s", self.trial.number, self.heartbeat_interval)
         return self
 
     def __exit__(self, *error) -> None:

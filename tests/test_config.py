@@ -90,6 +90,7 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("task=countdown task.num_numbers=2", "eval.num_prompts=200: is more than this task setting offers"),
     ("trial.processes=3 explore.prompts_per_step=2", "explore.prompts_per_step=2: is below trial.processes=3"),
     ("trial.processes=2 device=cuda:1", "device='cuda:1': names one GPU, but the trial.processes=2 ranks"),
+    ("trial.processes=2 trial.data_parallel=zero3", "trial.data_parallel='zero3'"),
 ]
 
 
@@ -158,6 +159,13 @@ def test_warns_that_clipping_cannot_act_with_one_update_per_batch(compose):
     assert warning.startswith("grpo.num_iterations=1") and "clipping never acts" in warning
     assert warnings_for(compose("grpo.num_iterations=2")) == []
     assert warnings_for(compose("pipeline.stages=[sft]", "sft.source=solver")) == []
+
+
+def test_warns_that_fsdp_on_one_process_shards_nothing(compose):
+    [warning] = warnings_for(compose("grpo.num_iterations=2", "trial.data_parallel=fsdp"))
+    assert warning.startswith("trial.data_parallel=fsdp with trial.processes=1") and "nothing to shard" in warning
+    assert warnings_for(compose("grpo.num_iterations=2", "trial.data_parallel=fsdp", "trial.processes=2",
+                                "rollout.group_seeds=true")) == []
 
 
 def test_the_composed_defaults_are_the_dataclass_defaults(compose):

@@ -176,4 +176,6 @@ def test_a_two_rank_trial_is_one_slurm_job_and_a_killed_rank_is_retried_and_resu
     assert steps == list(range(1, 13)), steps
     assert all(json.loads(line)["groups"] == 4 for line in (run_dir / "grpo" / "metrics.jsonl").open())
     assert "goes on after step" in (tmp_path / "1" / "train.log").read_text()
+    # Both jobs' tasks log to their job's train.log; rank 0's alone beat to the trial.
+    assert [(tmp_path / job / "train.log").read_text().count(" beats from this process ") for job in "01"] == [1, 1]
     assert len({p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}) == 1

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from harness.chat import chat_format
+from harness.distributed import whole_state
 from harness.logprobs import completion_logprobs
 from harness.metrics import logprob_gap
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
@@ -46,6 +47,7 @@ def _reload_on_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
 
 
 class VLLMEngine:
+    shares_weights = False  # its own copy, loaded by sync_weights
     @classmethod
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "VLLMEngine":
         return cls(model, tokenizer, rollout_cfg, seed)
@@ -75,7 +77,8 @@ class VLLMEngine:
     @torch.no_grad()
     def sync_weights(self) -> None:
         """Load the policy's current weights into the engine."""
-        weights = [(name, tensor.detach()) for name, tensor in self.model.state_dict().items()]
+        # every rank calls this: under FSDP each gathers the whole weights for its own engine
+        weights = [(name, tensor.detach()) for name, tensor in whole_state(self.model, everywhere=True).items()]
         self.llm.collective_rpc(_reload_on_worker, args=(weights,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
