@@ -9,11 +9,11 @@ import os
 import torch
 import torch.distributed as dist
 
-from harness.distributed import load_optimizer_state, optimizer_state, whole_state, whole_weights
+from harness.distributed import fsdp, load_optimizer_state, optimizer_state, whole_state, whole_weights
 from harness.models import build_tokenizer
 from harness.rollout.base import SamplingParams
 from harness.rollout.hf import HFEngine
-from tests.test_distributed import K, batch, update
+from tests.test_distributed import K, batch, update, update_trained
 
 CASE = ("dapo", K, "batch")  # micro-batches of one group, the batch's std
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -33,7 +33,7 @@ def main() -> None:
     else:
         dist.init_process_group("gloo")
     model, reference, rollout, rewards = on_gpu()
-    sharded = update(model, reference, rollout, rewards, CASE, how="fsdp")[0]
+    sharded = update_trained(fsdp(model), reference, rollout, rewards, CASE)[0]  # one rank: data_parallel would not
     gap = (sharded - plain).abs().max().item()
     assert gap < 1e-5, f"FSDP's gradient is {gap} from the unwrapped model's"
     with whole_weights(model):

@@ -121,9 +121,9 @@ class BatchSize:
 
 
 def data_parallel(model: torch.nn.Module, how: str = "ddp") -> torch.nn.Module:
-    """The model as the update trains it on the process group's ranks (trial.data_parallel: DATA_PARALLEL); without
-    a process group (one process) the model itself."""
-    return load(DATA_PARALLEL[how])(model) if dist.is_available() and dist.is_initialized() else model
+    """The model as the update trains it on several ranks (trial.data_parallel: DATA_PARALLEL); in one process the
+    model itself (vLLM's in-process engine may hold a process group of one)."""
+    return load(DATA_PARALLEL[how])(model) if world_size() > 1 else model
 
 
 def ddp(model: torch.nn.Module) -> torch.nn.Module:
@@ -153,11 +153,11 @@ def in_lockstep(model: torch.nn.Module) -> bool:
 
 
 @contextmanager
-def whole_weights(model: torch.nn.Module, needed: bool = True):
+def whole_weights(model: torch.nn.Module):
     """The block runs on whole weights: FSDP's blocks are gathered at its start (one collective each, in the same
     order on every rank) and stay whole through its forwards, so ranks may make as many as they need (generate
-    makes one per token); a no-op for any other model, or where nothing in the block runs it (`needed`)."""
-    blocks = [m for m in model.modules() if isinstance(m, FSDPModule)] if needed else []
+    makes one per token); a no-op for any other model."""
+    blocks = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for block in blocks:
         block.unshard()
         block.set_reshard_after_forward(False, recurse=False)

@@ -69,7 +69,7 @@ def train_grpo(policy: PreTrainedModel, groups: GroupSampler, *, cfg: GRPOConfig
     for step in (bar := tqdm(range(first_step, cfg.steps + 1), desc=tracker.stage, leave=False, disable=None)):
         # Rollout and reward: K completions per prompt, both rewards measured, one trains.
         start = time.perf_counter()
-        with whole_weights(policy, needed=groups.engine.shares_weights):
+        with whole_weights(policy):
             rounds, to_train = groups(cfg)
         rollout_time = time.perf_counter() - start
 

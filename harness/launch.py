@@ -56,9 +56,10 @@ def launch(config, run_dir: Path) -> dict:
 
 def first_cause(failures: dict) -> str:
     """The failed ranks in one line, those that failed of themselves first (the others only lost a peer)."""
-    def said(failure) -> str:
+    def said(failure) -> str:  # a traceback's last unindented line is its error (details may follow, indented)
         message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
-        return (message or f"exit code {failure.exitcode}").strip().splitlines()[-1][:300]
+        lines = (message or f"exit code {failure.exitcode}").strip().splitlines()
+        return ([line for line in lines if not line[:1].isspace()] or lines)[-1][:300]
     ranked = sorted(failures.items(), key=lambda item: (lost_peer(said(item[1])), item[0]))
     return "; ".join(f"rank {rank} failed: {said(failure)}" for rank, failure in ranked)
 

@@ -57,17 +57,23 @@ def one_group(name: str) -> Groups:
 
 
 def update(model, reference, rollout, rewards, case, how: str = "ddp") -> tuple[torch.Tensor, torch.Tensor, dict]:
+    trained = data_parallel(model, how)  # FSDP shards the model in place: one model per update
+    assert in_lockstep(trained) == (how == "fsdp")
+    return update_trained(trained, reference, rollout, rewards, case)
+
+
+def update_trained(trained, reference, rollout, rewards, case) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One policy_update of `trained` (the model, or its data-parallel wrapper): its whole gradient, the rows'
+    advantages and the update's metrics."""
     loss_type, micro_batch_size, scale_rewards = case
     cfg = SimpleNamespace(micro_batch_size=micro_batch_size, mask_truncated_completions=False, num_iterations=2,
                           beta=0.04, loss_type=loss_type, epsilon=0.2, epsilon_high=None, bf16=False,
                           importance_sampling_level="token", max_grad_norm=1e9, num_generations=K,
                           scale_rewards=scale_rewards, advantage_std_floor=0.0)
     advantages = rank_advantages(rewards, cfg)
-    trained = data_parallel(model, how)  # FSDP shards the model in place: one model per update
-    assert in_lockstep(trained) == (how == "fsdp")
     metrics = policy_update(trained, torch.optim.SGD(trained.parameters(), lr=0.0), rollout, advantages,
                             reference, cfg, SamplingParams(1.0, 1.0, LENGTH))
-    return torch.cat([whole_tensor(p.grad).flatten() for p in model.parameters()]), advantages, metrics
+    return torch.cat([whole_tensor(p.grad).flatten() for p in trained.parameters()]), advantages, metrics
 
 
 def rank_main(rank: int, init: str, out: str) -> None:

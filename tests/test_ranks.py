@@ -120,7 +120,10 @@ def failure(message, exitcode=1):
 def test_a_failed_rank_is_named_before_those_that_only_lost_their_peer():
     failures = {0: failure("RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:11487."),
                 1: failure("Traceback (most recent call last):\n  ...\nNonFiniteLoss: the GRPO loss is nan"),
-                2: failure("", exitcode=-9)}
+                2: failure("", exitcode=-9),
+                3: failure("Traceback (most recent call last):\n  ...\npydantic_core.ValidationError: 1 validation "
+                           "error for ModelConfig\n  Value error, Invalid local directory\n    For further information")}
     said = first_cause(failures)
-    assert said.startswith("rank 1 failed: NonFiniteLoss: the GRPO loss is nan; rank 2 failed: exit code -9; rank 0")
+    assert said.startswith("rank 1 failed: NonFiniteLoss: the GRPO loss is nan; rank 2 failed: exit code -9; rank 3 "
+                           "failed: pydantic_core.ValidationError: 1 validation error for ModelConfig; rank 0")
     assert "\n" not in said

@@ -71,7 +71,6 @@ class SamplingParams:
 
 class RolloutEngine(Protocol):
     pad_token_id: int
-    shares_weights: bool  # it generates on the policy itself (under FSDP, rollouts then need its whole weights)
 
     @classmethod
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "RolloutEngine":

@@ -40,7 +40,6 @@ def seeded(seed: Optional[int], device: torch.device):
 
 
 class HFEngine:
-    shares_weights = True
     @classmethod
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "HFEngine":
         return cls(model, tokenizer)  # it samples from torch's generators, which the stage seeds

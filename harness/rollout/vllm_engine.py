@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from harness.chat import chat_format
-from harness.distributed import whole_state
+from harness.distributed import from_writer, whole_state
 from harness.logprobs import completion_logprobs
 from harness.metrics import logprob_gap
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
@@ -37,6 +37,14 @@ def _engine_environment() -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
+def _saved(model, tokenizer) -> str:
+    """The model and tokenizer in a new folder, in memory where the machine has /dev/shm."""
+    folder = tempfile.mkdtemp(prefix="coldclimb-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def _reload_on_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
     """Runs inside vLLM's worker: load checkpoint-format weights, then refresh the tied head."""
     worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
@@ -47,7 +55,6 @@ def _reload_on_worker(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
 
 
 class VLLMEngine:
-    shares_weights = False  # its own copy, loaded by sync_weights
     @classmethod
     def for_run(cls, model, tokenizer, rollout_cfg, seed: int) -> "VLLMEngine":
         return cls(model, tokenizer, rollout_cfg, seed)
@@ -57,9 +64,8 @@ class VLLMEngine:
         import vllm  # an optional extra: imported only when this engine is chosen
 
         self.vllm, self.model, self.tokenizer = vllm, model, tokenizer
-        self._dir = tempfile.mkdtemp(prefix="coldclimb-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        model.save_pretrained(self._dir)
-        tokenizer.save_pretrained(self._dir)
+        # the weights it starts from, written once by rank 0 for every rank's engine (the ranks share one machine)
+        self._dir = from_writer(lambda: _saved(model, tokenizer))
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         self.llm = vllm.LLM(
             model=self._dir, dtype=dtype, seed=seed, skip_tokenizer_init=True,
