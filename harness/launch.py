@@ -90,18 +90,39 @@ def rank_main(config, run_dir: Path) -> dict:
             return {"status": "superseded", "error": str(error)}
 
 
+_JOINED: dict = {}  # this rank's way into the ranks' group (process_group), kept so that it can join again
+
+
 @contextmanager
 def process_group(device: str):
-    """torch.distributed's default group for this rank (env:// as torchrun and submitit set it): gloo on the CPU,
-    NCCL on GPUs, each rank on its own."""
+    """torch.distributed's default group for this rank, from the variables torchrun and submitit set (env://):
+    gloo on the CPU, NCCL on GPUs, each rank on its own. The rendezvous store is kept, for `rejoin_if_left`."""
     cuda = device.startswith("cuda")
     if cuda:  # under SLURM each task may see only its own GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store, else rank 0
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
+                          is_master=rank == 0 and not agent, timeout=COLLECTIVE_TIMEOUT)
+    _JOINED.update(store=store, backend="nccl" if cuda else "gloo", rank=rank, size=size, joins=0)
+    rejoin_if_left()
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        _JOINED.clear()
+
+
+def rejoin_if_left() -> None:
+    """Join the ranks' default group, under a fresh prefix of the same store, where this rank of a run on several
+    is in none: at its start, and after vLLM's engine shutdown destroyed the group the engine had adopted."""
+    if not _JOINED or dist.is_initialized():
+        return
+    joined = _JOINED
+    dist.init_process_group(joined["backend"], store=dist.PrefixStore(f"coldclimb/{joined['joins']}", joined["store"]),
+                            rank=joined["rank"], world_size=joined["size"], timeout=COLLECTIVE_TIMEOUT)
+    joined["joins"] += 1
 
 
 def slurm_ranks(processes: int) -> bool:

@@ -74,9 +74,6 @@ def _check_ranks(cfg: Config) -> None:
     ranks = cfg.trial.processes
     if ranks == 1:
         return
-    if cfg.rollout.engine == "vllm":  # vLLM adopts the ranks' default group, and its shutdown destroys it
-        raise ConfigError("rollout.engine", "vllm", f"cannot run on trial.processes={ranks} ranks yet: closing a "
-                                                   "stage's in-process vLLM engine ends the ranks' process group")
     if re.fullmatch(r"cuda:\d+", cfg.device):
         raise ConfigError("device", cfg.device, f"names one GPU, but the trial.processes={ranks} ranks each take "
                                                 "their own (device=cuda)")

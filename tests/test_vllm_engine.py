@@ -17,6 +17,7 @@ from harness.pipeline import Pipeline  # noqa: E402
 from harness.rollout.base import SamplingParams  # noqa: E402
 from harness.rollout.vllm_engine import StaleWeights, VLLMEngine, check_sync  # noqa: E402
 from harness.tasks.ordering import OrderingTask  # noqa: E402
+from tests.test_ranks import assert_same_numbers  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SAMPLING = SamplingParams(temperature=1.0, top_p=1.0, max_completion_length=8)
@@ -79,3 +80,15 @@ def test_grpo_on_vllm_logs_the_engine_and_trainer_within_1e_3(compose, model_cac
     assert len(metrics) == cfg.grpo.steps and metrics["rollout/logprob_gap_max"].lt(1e-3).all()
     trained = metrics[metrics["live_group_frac"] > 0]  # a step whose groups are all dead has no gradient
     assert len(trained) >= 2 and trained["grad_norm"].gt(0).all()  # the weights moved, and the engine kept up
+
+
+def test_two_ranks_each_with_its_engine_log_one_process_numbers(train, tmp_path):
+    """One engine per rank, through two stages: each stage's engine shuts down, destroying the ranks' process group
+    it had adopted, and the ranks join it again. Groups from seeds of their own, so samples do not depend on the
+    split (nor on what else the engine draws from torch's generators): every number within 1e-5 of one process's."""
+    run = ["experiment=smoke", "rollout=vllm", "pipeline.stages=[sft,grpo]", "sft.source=solver", "sft.steps=2",
+           "grpo.steps=2", "rollout.group_seeds=true", "tracking=disabled", "cache.stages=false", "threads=1"]
+    train(tmp_path / "one", *run)
+    train(tmp_path / "two", *run, "trial.processes=2")
+    assert_same_numbers(tmp_path / "one", tmp_path / "two", [("sft", "eval.jsonl"), ("grpo", "metrics.jsonl"),
+                                                             ("grpo", "eval.jsonl")])

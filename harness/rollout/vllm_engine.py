@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
 
 from harness.chat import chat_format
 from harness.distributed import from_writer, whole_state
+from harness.launch import rejoin_if_left
 from harness.logprobs import completion_logprobs
 from harness.metrics import logprob_gap
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
@@ -101,7 +103,11 @@ class VLLMEngine:
                 logprobs=0, detokenize=False, seed=seed)
         params = request() if seeds is None else [request(seed) for seed in seeds]
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        # With seeds each request samples from its own generator, and what else the engine draws from torch's
+        # (as many draws as this rank has requests) must leave the stage's stream as it was, as HF generate does
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices) if seeds is not None else nullcontext():
+            outputs = self.llm.generate(requests, params, use_tqdm=False)
         rows = [(ids, list(sample.token_ids), [next(iter(lp.values())).logprob for lp in sample.logprobs])
                 for ids, out in zip(prompt_ids, outputs) for sample in out.outputs]
         return self._rollout(rows)
@@ -121,6 +127,7 @@ class VLLMEngine:
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
+        rejoin_if_left()  # on several ranks the engine adopted their default group, and its shutdown destroyed it
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
