@@ -100,10 +100,7 @@ def process_group(device: str):
     cuda = device.startswith("cuda")
     if cuda:  # under SLURM each task may see only its own GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store, else rank 0
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
-                          is_master=rank == 0 and not agent, timeout=COLLECTIVE_TIMEOUT)
+    store, rank, size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
     _JOINED.update(store=store, backend="nccl" if cuda else "gloo", rank=rank, size=size, joins=0)
     rejoin_if_left()
     try:
@@ -116,7 +113,7 @@ def process_group(device: str):
 
 def rejoin_if_left() -> None:
     """Join the ranks' default group, under a fresh prefix of the same store, where this rank of a run on several
-    is in none: at its start, and after vLLM's engine shutdown destroyed the group the engine had adopted."""
+    is in none: at its start, and after a stage whose vLLM engine's shutdown destroyed the group it had adopted."""
     if not _JOINED or dist.is_initialized():
         return
     joined = _JOINED

@@ -178,7 +178,7 @@ class Pipeline(StageRunner):
             result = train_grpo(model, groups, cfg=grpo_cfg, evaluation=evaluation, tracker=tracker,
                                 reference=frozen if grpo_cfg.beta > 0 else None, checkpoints=checkpoints,
                                 parallel=cfg.trial.data_parallel)
-        self._save(model, tokenizer, tracker.dir)
+            self._save(model, tokenizer, tracker.dir)  # before the engine closes: a vLLM engine takes the ranks' group
         tracker.finish(result)
         self.record(stage, result)
         checkpoints.clear()

@@ -18,6 +18,7 @@ from harness.cache import Entry, StageCache, base_key, stage_inputs, stage_key
 from harness.config import Config
 from harness.distributed import barrier, from_writer, is_writer
 from harness.faults import TrialSuperseded
+from harness.launch import rejoin_if_left
 from harness.resume import recorded_config
 from harness.rollout import RolloutEngine
 from harness.sources import content_digest
@@ -75,6 +76,7 @@ class StageRunner:
                                                           "base": self.summary.get("base"), "inputs": key_inputs})
         finally:  # a pruned or failed stage has cost something too
             self._count_cost(name, time.perf_counter() - started, reused=made is not None)
+        rejoin_if_left()  # the ranks' group, which a stage's vLLM engine destroys as it shuts down
         barrier()  # what rank 0 wrote is there for every rank's next stage
 
     def cache_entry(self, name: str, key: str):

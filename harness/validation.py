@@ -74,6 +74,10 @@ def _check_ranks(cfg: Config) -> None:
     ranks = cfg.trial.processes
     if ranks == 1:
         return
+    if cfg.rollout.engine == "vllm" and (cfg.device.startswith("cuda") or cfg.rollout.vllm_tensor_parallel_size > 1):
+        # vLLM's in-process engine puts itself on GPU 0 on every rank; tensor parallelism would span the ranks' engines
+        raise ConfigError("rollout.engine", "vllm", f"on trial.processes={ranks} ranks runs on the CPU, with "
+                                                   "rollout.vllm_tensor_parallel_size=1, until checked on GPUs")
     if re.fullmatch(r"cuda:\d+", cfg.device):
         raise ConfigError("device", cfg.device, f"names one GPU, but the trial.processes={ranks} ranks each take "
                                                 "their own (device=cuda)")

@@ -91,6 +91,7 @@ BAD_VALUES = [  # (overrides, how the one-line error begins)
     ("trial.processes=3 explore.prompts_per_step=2", "explore.prompts_per_step=2: is below trial.processes=3"),
     ("trial.processes=2 device=cuda:1", "device='cuda:1': names one GPU, but the trial.processes=2 ranks"),
     ("trial.processes=2 trial.data_parallel=zero3", "trial.data_parallel='zero3'"),
+    ("trial.processes=2 rollout=vllm rollout.vllm_tensor_parallel_size=2", "rollout.engine='vllm': on trial.processes=2"),
 ]
 
 

@@ -22,8 +22,7 @@ from typing import Optional
 import torch
 
 from harness.chat import chat_format
-from harness.distributed import from_writer, whole_state
-from harness.launch import rejoin_if_left
+from harness.distributed import from_writer, is_writer, whole_state
 from harness.logprobs import completion_logprobs
 from harness.metrics import logprob_gap
 from harness.rollout.base import Rollout, SamplingParams, completion_mask, pad_concat
@@ -126,9 +125,10 @@ class VLLMEngine:
                        engine_logprobs=logprobs.float() * mask)
 
     def close(self) -> None:
+        # on several ranks this also destroys their default group, which the engine adopted (StageRunner rejoins it)
         self.llm.llm_engine.engine_core.shutdown()
-        rejoin_if_left()  # on several ranks the engine adopted their default group, and its shutdown destroyed it
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if is_writer():
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class StaleWeights(RuntimeError):
